@@ -1,0 +1,1 @@
+"""Algorithm plugins: one file each, configured by a YAML in ``conf/algorithm/``."""

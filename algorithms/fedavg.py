@@ -1,0 +1,97 @@
+"""FedAvg: federated averaging.
+
+McMahan, Moore, Ramage, Hampson, Agüera y Arcas, "Communication-Efficient Learning of Deep
+Networks from Decentralized Data", AISTATS 2017 (arXiv 1602.05629), Algorithm 1; with a server
+optimizer as in Reddi et al., "Adaptive Federated Optimization", ICLR 2021 (arXiv 2003.00295).
+
+Client i runs ``local_epochs`` epochs of minibatch SGD from the server parameters theta and
+returns ``delta_i = theta - theta_i`` with weight ``n_i`` (its number of examples). The server
+takes ``mean_delta = sum_i n_i delta_i / sum_i n_i`` as a pseudo-gradient:
+``theta <- theta - server_opt(mean_delta)``. Server SGD with lr 1 and no momentum is Algorithm 1's
+``theta <- sum_i n_i theta_i / sum_i n_i``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.federated import ClientUpdate, ServerState
+from sim.optim import OPTIMIZERS, Optimizer, make_optimizer
+from sim.training import ClientData, ClientModel, local_sgd
+
+
+@dataclass
+class FedAvg:
+    """FedAvg's hyperparameters (the fields) and its client and server updates."""
+
+    client_lr: float = 0.1
+    client_momentum: float = 0.0
+    local_epochs: int = 1
+    batch_size: int = 10
+    weight_decay: float = 0.0
+    server_optimizer: str = "sgd"
+    server_lr: float = 1.0
+    server_momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("client_lr", "server_lr", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0 (got {getattr(self, name)})")
+        for name in ("client_momentum", "server_momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be in [0, 1) (got {getattr(self, name)})")
+        for name in ("local_epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1 (got {getattr(self, name)})")
+        if self.server_optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"server_optimizer: must be one of {OPTIMIZERS} (got {self.server_optimizer!r})"
+            )
+
+    def optimizer(self) -> Optimizer:
+        return make_optimizer(self.server_optimizer, self.server_lr, self.server_momentum)
+
+    def server_init(self, params: np.ndarray) -> ServerState:
+        return ServerState(params, self.optimizer().init(params))
+
+    def local_training(
+        self,
+        model: ClientModel,
+        params: np.ndarray,
+        data: ClientData,
+        rng: np.random.Generator,
+        **hooks,
+    ) -> float:
+        """Load ``params`` and run the local epochs of SGD; returns the mean minibatch loss."""
+        model.set_flat(params)
+        return local_sgd(
+            model,
+            data,
+            epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            lr=self.client_lr,
+            momentum=self.client_momentum,
+            weight_decay=self.weight_decay,
+            rng=rng,
+            **hooks,
+        )
+
+    def client_update(
+        self,
+        model: ClientModel,
+        params: np.ndarray,
+        data: ClientData,
+        rng: np.random.Generator,
+        round_index: int,
+    ) -> ClientUpdate:
+        train_loss = self.local_training(model, params, data, rng)
+        delta = params - model.get_flat()
+        return ClientUpdate(delta, float(len(data)), {"train_loss": train_loss})
+
+    def server_update(
+        self, state: ServerState, mean_delta: np.ndarray, round_index: int
+    ) -> ServerState:
+        step, opt_state = self.optimizer().update(mean_delta, state.opt_state)
+        return ServerState(state.params - step, opt_state)

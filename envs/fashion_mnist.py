@@ -1,0 +1,163 @@
+"""Fashion-MNIST split among clients by label skew (Dirichlet or shards) or uniformly.
+
+Xiao, Rasul & Vollgraf, "Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning
+Algorithms", arXiv:1708.07747 (2017). The files use the IDX format of LeCun et al.'s MNIST page
+(yann.lecun.com/exdb/mnist): a big-endian header ``0, 0, dtype, ndim`` then ``ndim`` uint32 dims.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from envs.partition import dirichlet_partition, iid_partition, shard_partition
+from sim.data import FederatedData
+
+SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian: dataset-fashion-mnist
+DATA_DIR_VARIABLE = "COHORT_DATA_DIR"
+IMAGES_MAGIC = 2051  # 0x0803: unsigned bytes, 3 dimensions
+LABELS_MAGIC = 2049  # 0x0801: unsigned bytes, 1 dimension
+FILES = {
+    "train_images": ("train-images-idx3-ubyte.gz", IMAGES_MAGIC),
+    "train_labels": ("train-labels-idx1-ubyte.gz", LABELS_MAGIC),
+    "test_images": ("t10k-images-idx3-ubyte.gz", IMAGES_MAGIC),
+    "test_labels": ("t10k-labels-idx1-ubyte.gz", LABELS_MAGIC),
+}
+INSTALL_HINT = (
+    "install it with: apt-get install -y dataset-fashion-mnist "
+    "(or put the four IDX .gz files in a folder and set env.data_dir)"
+)
+NUM_CLASSES = 10
+PARTITIONS = ("dirichlet", "shards", "iid")
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+_CACHE: dict[Path, Arrays] = {}  # parsed (train_x, train_y, test_x, test_y) by folder
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """The uint8 array in a gzipped IDX file, checking its magic number and size."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4:
+        raise ValueError(f"{path}: too short for an IDX header ({len(data)} bytes)")
+    (found,) = struct.unpack_from(">I", data)
+    if found != magic:
+        raise ValueError(f"{path}: bad IDX magic number {found} (expected {magic})")
+    ndim = found & 0xFF
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX header")
+    dims = struct.unpack_from(f">{ndim}I", data, 4)
+    values = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if values.size != math.prod(dims):
+        raise ValueError(f"{path}: {values.size} data bytes, the header says {dims}")
+    return values.reshape(dims)
+
+
+def candidate_dirs(data_dir: str | None) -> list[Path]:
+    """Where to look, in order: ``data_dir``, ``$COHORT_DATA_DIR[/fashion-mnist]``, the system."""
+    env = os.environ.get(DATA_DIR_VARIABLE)
+    given = [Path(data_dir)] if data_dir else []
+    from_env = [Path(env) / "fashion-mnist", Path(env)] if env else []
+    return [*given, *from_env, SYSTEM_DATA_DIR]
+
+
+def find_data_dir(data_dir: str | None) -> Path:
+    """The first candidate folder holding all four IDX files."""
+    dirs = candidate_dirs(data_dir)
+    for folder in dirs:
+        if all((folder / name).is_file() for name, _ in FILES.values()):
+            return folder
+    looked = ", ".join(str(folder) for folder in dirs)
+    raise FileNotFoundError(f"Fashion-MNIST not found; looked in: {looked}. {INSTALL_HINT}")
+
+
+def standardise(images: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """uint8 (n, 28, 28) -> float32 (n, 1, 28, 28): scaled to [0, 1], then standardised."""
+    x = images.astype(np.float32)[:, None]
+    x *= np.float32(1 / 255)
+    x -= np.float32(mean)
+    x /= np.float32(std)
+    return x
+
+
+def parse(folder: Path) -> Arrays:
+    """Read the four files; images are standardised with the training set's mean and std."""
+    raw = {key: read_idx(folder / name, magic) for key, (name, magic) in FILES.items()}
+    for split in ("train", "test"):
+        if len(raw[f"{split}_images"]) != len(raw[f"{split}_labels"]):
+            raise ValueError(f"{folder}: {split} images and labels differ in number")
+    mean, std = raw["train_images"].mean() / 255, raw["train_images"].std() / 255
+    arrays = (
+        standardise(raw["train_images"], mean, std),
+        raw["train_labels"].astype(np.int64),
+        standardise(raw["test_images"], mean, std),
+        raw["test_labels"].astype(np.int64),
+    )
+    for array in arrays:
+        array.flags.writeable = False  # shared by every load in this process
+    return arrays
+
+
+def load_arrays(folder: Path) -> Arrays:
+    """``parse(folder)``, cached per folder for the life of the process."""
+    key = folder.resolve()
+    if key not in _CACHE:
+        _CACHE[key] = parse(key)
+    return _CACHE[key]
+
+
+@dataclass
+class FashionMNIST:
+    """Fashion-MNIST (60,000 training images among clients; the 10,000 t10k images as test set).
+
+    ``partition``: ``"dirichlet"`` (label proportions ~ Dirichlet(``dirichlet_alpha``) per class,
+    Hsu et al. 2019), ``"shards"`` (``shards_per_client`` label-sorted shards per client,
+    McMahan et al. 2017) or ``"iid"``. ``train_subset``: keep only that many training images,
+    drawn at random, for quick runs.
+    """
+
+    data_dir: str | None = None
+    num_clients: int = 100
+    partition: str = "dirichlet"
+    dirichlet_alpha: float = 0.5
+    shards_per_client: int = 2
+    train_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_clients < 1:
+            raise ValueError(f"num_clients: must be >= 1 (got {self.num_clients})")
+        if self.partition not in PARTITIONS:
+            raise ValueError(f"partition: must be one of {PARTITIONS} (got {self.partition!r})")
+        if self.dirichlet_alpha <= 0:
+            raise ValueError(f"dirichlet_alpha: must be > 0 (got {self.dirichlet_alpha})")
+        if self.shards_per_client < 1:
+            raise ValueError(f"shards_per_client: must be >= 1 (got {self.shards_per_client})")
+        if self.train_subset is not None and self.train_subset < 1:
+            raise ValueError(f"train_subset: must be >= 1 or None (got {self.train_subset})")
+
+    def split(self, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``(order, offsets)`` of the configured partition."""
+        if self.partition == "iid":
+            return iid_partition(len(labels), self.num_clients, rng)
+        if self.partition == "shards":
+            return shard_partition(labels, self.num_clients, self.shards_per_client, rng)
+        return dirichlet_partition(labels, self.num_clients, self.dirichlet_alpha, rng)
+
+    def load(self, rng: np.random.Generator) -> FederatedData:
+        """Read (or reuse) the files, optionally subsample, and partition the training set."""
+        x, y, test_x, test_y = load_arrays(find_data_dir(self.data_dir))
+        if self.train_subset is not None:
+            if self.train_subset > len(y):
+                raise ValueError(
+                    f"train_subset: exceeds the {len(y)} training images (got {self.train_subset})"
+                )
+            keep = rng.permutation(len(y))[: self.train_subset]
+            x, y = x[keep], y[keep]
+        order, offsets = self.split(y, rng)
+        return FederatedData(x, y, order, offsets, test_x, test_y, NUM_CLASSES)

@@ -1,0 +1,74 @@
+"""Model specs: dataclasses whose ``build(input_shape, num_classes)`` returns a fresh module.
+
+Parameter initialisation is PyTorch's default; the caller seeds torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+from torch import nn
+
+
+@dataclass
+class LogisticRegression:
+    """Multinomial logistic regression: flatten, then one linear layer (softmax in the loss)."""
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
+
+
+@dataclass
+class MLP:
+    """Fully connected ReLU network; the default is the "2NN" of McMahan et al. (AISTATS 2017)."""
+
+    hidden: list[int] = field(default_factory=lambda: [200, 200])
+
+    def __post_init__(self) -> None:
+        if any(width < 1 for width in self.hidden):
+            raise ValueError(f"hidden: widths must be >= 1 (got {list(self.hidden)})")
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        widths = [math.prod(input_shape), *self.hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width_in, width_out in pairwise(widths):
+            layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+        layers.append(nn.Linear(widths[-1], num_classes))
+        return nn.Sequential(*layers)
+
+
+@dataclass
+class CNN:
+    """The CNN of McMahan et al., "Communication-Efficient Learning of Deep Networks from
+    Decentralized Data", AISTATS 2017: per entry of ``channels`` a 5x5 convolution (padding 2),
+    ReLU and 2x2 max-pooling; then a ReLU fully connected layer of ``hidden`` units and the output.
+    """
+
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    hidden: int = 512
+
+    def __post_init__(self) -> None:
+        if not self.channels or any(width < 1 for width in self.channels):
+            raise ValueError(f"channels: must be non-empty, each >= 1 (got {list(self.channels)})")
+        if self.hidden < 1:
+            raise ValueError(f"hidden: must be >= 1 (got {self.hidden})")
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        if len(input_shape) != 3:
+            raise ValueError(f"input_shape: CNN needs (C, H, W) (got {tuple(input_shape)})")
+        in_channels, height, width = input_shape
+        depth = len(self.channels)
+        if height >> depth < 1 or width >> depth < 1:
+            raise ValueError(
+                f"input_shape: {depth} poolings leave no pixels of {height}x{width} "
+                f"(got {tuple(input_shape)})"
+            )
+        layers: list[nn.Module] = []
+        for c_in, c_out in pairwise([in_channels, *self.channels]):
+            layers += [nn.Conv2d(c_in, c_out, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]
+        flat = self.channels[-1] * (height >> depth) * (width >> depth)
+        layers += [nn.Flatten(), nn.Linear(flat, self.hidden), nn.ReLU()]
+        layers.append(nn.Linear(self.hidden, num_classes))
+        return nn.Sequential(*layers)

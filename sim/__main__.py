@@ -1,0 +1,41 @@
+"""``python -m sim`` / ``cohort``: the Hydra app; ``cohort report DIR...``: tables and plots."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from sim.config import register_schemas
+from sim.errors import CohortError
+from sim.run import CONF_DIR, run_config
+
+register_schemas()
+
+
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
+def app(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    try:
+        run_config(
+            cfg,
+            overrides=list(hydra_cfg.overrides.task),
+            output_dir=cfg.output_dir or hydra_cfg.runtime.output_dir,
+        )
+    except CohortError as error:
+        print(f"cohort: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "report":
+        from sim.report import main as report_main
+
+        sys.exit(report_main(sys.argv[2:]))
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""The federated protocol: a server actor, a pool of client-worker actors, and the round loop.
+
+An algorithm supplies only :meth:`FederatedAlgorithm.server_init`, ``client_update`` and
+``server_update``. Each round the cohort (a pure function of ``(seed, round)``) is cut into
+fixed tasks of ``clients_per_task`` clients, in client-id order; a worker returns, per task, the
+weighted sum of its clients' deltas and their metrics, and the server adds the task sums in task
+order. The cut does not depend on the number of workers, so neither do the numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import ray
+
+from sim import seeding
+from sim.data import FederatedData, ModelSpec
+from sim.runtime import actor_device
+from sim.training import ClientData, ClientModel, per_example_eval
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerState:
+    """The global state: flat parameters and the server optimizer's (or algorithm's) arrays."""
+
+    params: np.ndarray
+    opt_state: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class ClientUpdate:
+    """One client's contribution: ``delta = theta_server - theta_client`` (a pseudo-gradient),
+    its aggregation weight, and scalar metrics (averaged over the cohort by weight of 1)."""
+
+    delta: np.ndarray
+    weight: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class FederatedAlgorithm(Protocol):
+    """What a federated algorithm plugin implements (a dataclass; its fields are its config)."""
+
+    def server_init(self, params: np.ndarray) -> ServerState: ...
+
+    def client_update(
+        self,
+        model: ClientModel,
+        params: np.ndarray,
+        data: ClientData,
+        rng: np.random.Generator,
+        round_index: int,
+    ) -> ClientUpdate: ...
+
+    def server_update(
+        self, state: ServerState, mean_delta: np.ndarray, round_index: int
+    ) -> ServerState: ...
+
+
+@dataclass
+class TaskResult:
+    """A worker's pre-aggregated output for one task (a fixed slice of the cohort)."""
+
+    weighted_sum: np.ndarray  # sum_i w_i delta_i, float64
+    weight: float  # sum_i w_i over the clients kept
+
+
+def split_tasks(cohort: np.ndarray, clients_per_task: int) -> list[np.ndarray]:
+    """Cut a sorted cohort into consecutive tasks of ``clients_per_task`` clients."""
+    return [cohort[i : i + clients_per_task] for i in range(0, len(cohort), clients_per_task)]
+
+
+def combine(results: list[TaskResult]) -> tuple[np.ndarray | None, float]:
+    """Weighted mean delta over tasks, added in task order; ``None`` if every client was dropped."""
+    total = sum(r.weight for r in results)
+    if total <= 0:
+        return None, 0.0
+    weighted_sum = results[0].weighted_sum.copy()
+    for result in results[1:]:
+        weighted_sum += result.weighted_sum
+    return weighted_sum / total, total
+
+
+def run_task(
+    algorithm: FederatedAlgorithm,
+    model: ClientModel,
+    data: FederatedData,
+    params: np.ndarray,
+    clients: np.ndarray,
+    seed: int,
+    round_index: int,
+) -> tuple[TaskResult, list[dict[str, Any]]]:
+    """Client updates for ``clients`` in order, pre-aggregated; non-finite deltas are dropped."""
+    weighted_sum = np.zeros(params.shape, np.float64)
+    weight = 0.0
+    metrics = []
+    for client in clients:
+        client_data = ClientData.gather(data.x, data.y, data.client_indices(client), model.device)
+        rng = seeding.rng(seed, "client", round_index, int(client))
+        update = algorithm.client_update(model, params, client_data, rng, round_index)
+        finite = bool(np.isfinite(update.delta).all()) and np.isfinite(update.weight)
+        if finite:
+            weighted_sum += update.weight * update.delta.astype(np.float64)
+            weight += update.weight
+        else:
+            log.warning(
+                "round %d: client %d sent a non-finite update; dropped", round_index, client
+            )
+        metrics.append(
+            {
+                "client": int(client),
+                "num_examples": len(client_data),
+                "dropped": not finite,
+                **update.metrics,
+            }
+        )
+    return TaskResult(weighted_sum, weight), metrics
+
+
+@ray.remote
+class ClientWorker:
+    """Runs tasks of virtual clients; the population's data is read zero-copy from the store."""
+
+    def __init__(
+        self,
+        data: FederatedData,
+        model_spec: ModelSpec,
+        algorithm: FederatedAlgorithm,
+        seed: int,
+        num_cpus: float,
+    ) -> None:
+        device = actor_device(num_cpus)
+        self.data, self.algorithm, self.seed = data, algorithm, seed
+        self.model = ClientModel(model_spec.build(data.input_shape, data.num_classes), device)
+
+    @ray.method(num_returns=2)
+    def run(self, params: np.ndarray, clients: np.ndarray, round_index: int):
+        return run_task(
+            self.algorithm, self.model, self.data, params, clients, self.seed, round_index
+        )
+
+
+@ray.remote
+class Server:
+    """Holds the global state; combines task sums and applies the algorithm's server update."""
+
+    def __init__(
+        self,
+        data: FederatedData,
+        model_spec: ModelSpec,
+        algorithm: FederatedAlgorithm,
+        state: ServerState,
+        num_cpus: float,
+    ) -> None:
+        device = actor_device(num_cpus)
+        self.data, self.algorithm, self.state = data, algorithm, state
+        self.model = ClientModel(model_spec.build(data.input_shape, data.num_classes), device)
+
+    def params(self) -> np.ndarray:
+        return self.state.params
+
+    def get_state(self) -> ServerState:
+        return self.state
+
+    def apply(self, round_index: int, *results: TaskResult) -> float:
+        mean_delta, total_weight = combine(list(results))
+        if mean_delta is None:
+            log.warning("round %d: every client was dropped; parameters unchanged", round_index)
+        else:
+            delta = mean_delta.astype(self.state.params.dtype)
+            self.state = self.algorithm.server_update(self.state, delta, round_index)
+        return total_weight
+
+    def evaluate(self) -> dict[str, float]:
+        """Test loss/accuracy of the global model, and its mean accuracy over all clients' data."""
+        self.model.set_flat(self.state.params)
+        test_loss, test_correct = per_example_eval(
+            self.model.module, self.data.test_x, self.data.test_y, self.model.device
+        )
+        _, train_correct = per_example_eval(
+            self.model.module, self.data.x, self.data.y, self.model.device
+        )
+        sizes = self.data.client_sizes()
+        starts = self.data.offsets[:-1][sizes > 0]
+        per_client = np.add.reduceat(train_correct[self.data.order], starts) / sizes[sizes > 0]
+        return {
+            "test_accuracy": float(test_correct.mean()),
+            "test_loss": float(test_loss.mean()),
+            "client_accuracy_mean": float(per_client.mean()),
+        }

@@ -1,0 +1,103 @@
+"""PNG plots of per-round metrics: one run's curves, and seed-averaged curves per group.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (no ``pyplot``), so plotting needs
+no display, holds no global state and is safe in Ray workers and headless CI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+
+def series(history: Iterable[Mapping], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(rounds, values)`` of ``key`` over the records that have a numeric ``key`` and round."""
+    points = [
+        (record["round"], record[key])
+        for record in history
+        if _is_number(record.get(key)) and _is_number(record.get("round"))
+    ]
+    rounds, values = zip(*points, strict=True) if points else ((), ())
+    return np.asarray(rounds, dtype=float), np.asarray(values, dtype=float)
+
+
+def plot_curves(
+    history: Sequence[Mapping],
+    path: str | os.PathLike[str],
+    keys: Sequence[str] = ("test_accuracy", "test_loss"),
+    title: str | None = None,
+) -> None:
+    """Write one PNG with a subplot of ``key`` vs round for each key that ``history`` records.
+
+    Rounds without the key (e.g. non-evaluation rounds) are skipped. If no key is recorded at
+    all, the PNG holds a single panel saying so, so the file always exists after a run.
+    """
+    curves = {key: series(history, key) for key in keys}
+    curves = {key: curve for key, curve in curves.items() if len(curve[0])}
+    fig = Figure(figsize=(4.5 * max(len(curves), 1), 3.5), layout="constrained")
+    if curves:
+        axes = fig.subplots(1, len(curves), squeeze=False)[0]
+        for ax, (key, (rounds, values)) in zip(axes, curves.items(), strict=True):
+            ax.plot(rounds, values, marker="o" if len(rounds) < 30 else None, markersize=3)
+            ax.set(xlabel="round", ylabel=key, title=key)
+            ax.grid(alpha=0.3)
+    else:
+        _no_data(fig.subplots(), f"no {', '.join(keys)} recorded")
+    _save(fig, path, title)
+
+
+def plot_groups(
+    groups: Mapping[str, Sequence[Sequence[Mapping]]],
+    key: str,
+    path: str | os.PathLike[str],
+    title: str | None = None,
+) -> None:
+    """Write one PNG of ``key`` vs round: per group, the mean over its histories ± one std band.
+
+    ``groups`` maps a label to one history per seed. At each round the mean and population std
+    (ddof=0) are taken over the histories that record ``key`` at that round.
+    """
+    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
+    ax = fig.subplots()
+    plotted = False
+    for label, histories in groups.items():
+        by_round: dict[float, list[float]] = {}
+        for history in histories:
+            for rnd, value in zip(*series(history, key), strict=True):
+                by_round.setdefault(rnd, []).append(value)
+        if not by_round:
+            continue
+        rounds = np.array(sorted(by_round))
+        mean = np.array([np.mean(by_round[r]) for r in rounds])
+        std = np.array([np.std(by_round[r]) for r in rounds])
+        (line,) = ax.plot(rounds, mean, label=f"{label} (n={len(histories)})")
+        ax.fill_between(rounds, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        plotted = True
+    if plotted:
+        ax.set(xlabel="round", ylabel=key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    else:
+        _no_data(ax, f"no {key} recorded")
+    _save(fig, path, title)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _no_data(ax: Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _save(fig: Figure, path: str | os.PathLike[str], title: str | None) -> None:
+    if title:
+        fig.suptitle(title)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)

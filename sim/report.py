@@ -1,0 +1,283 @@
+"""Aggregate finished runs into a table and a plot: ``python -m sim.report DIR [DIR ...]``.
+
+A run directory holds ``summary.json`` and ``metrics.jsonl`` as written by the runtime; a Hydra
+multirun folder holds one run directory per job. Only those JSON/JSONL files are read (never YAML
+or pickle, such as ``multirun.yaml``), and results are written as CSV, Markdown and PNG.
+
+Runs are grouped by the Hydra overrides that differ between them (seeds ignored), and each final
+metric is reported per group as ``mean ± std (n)``, where std is the population std (ddof=0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.errors import CohortError
+from sim.plotting import plot_groups, series
+
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+STD_NOTE = "± is the population std (ddof=0) over runs; (n) is the number of runs."
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run: its directory, resolved config, parsed overrides and results."""
+
+    path: Path
+    config: dict[str, Any]
+    overrides: dict[str, str]  # "key=value" task overrides, in command-line order
+    final: dict[str, Any]
+    history: list[dict[str, Any]]  # one record per round, from metrics.jsonl
+    wall_time_s: float | None
+    rounds: int | None
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and population std (ddof=0) of one metric over ``n`` runs."""
+
+    mean: float
+    std: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Row:
+    """One group's statistics, by metric; metrics that no run of the group records are absent."""
+
+    group: str
+    stats: dict[str, Stat]
+
+
+def load_runs(paths: Iterable[str | os.PathLike[str]]) -> list[Run]:
+    """Load every run directory (one with ``summary.json``) under each path, itself included.
+
+    Raises FileNotFoundError naming the path if a path is not a directory or holds no run.
+    """
+    runs: dict[Path, Run] = {}
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: no such directory")
+        found = sorted(
+            (Path(root) for root, _, files in os.walk(path) if SUMMARY in files), key=_natural
+        )
+        if not found:
+            raise FileNotFoundError(f"{path}: no run found (no {SUMMARY} in it or below it)")
+        for run_dir in found:
+            if run_dir.resolve() not in runs:
+                runs[run_dir.resolve()] = _load_run(run_dir)
+    return list(runs.values())
+
+
+def group_runs(runs: Sequence[Run], ignore: Iterable[str] = ("seed",)) -> dict[str, list[Run]]:
+    """Group runs by the override keys whose values differ across runs, except ``ignore``.
+
+    A label reads ``"algorithm.client_lr=0.1"`` (several keys joined by ``", "``); a run without
+    the override takes the value from its config. If no key differs, the one group is ``"all"``.
+    Groups are ordered by their values, numerically where they are numbers.
+    """
+    ignored = set(ignore)
+    keys = [k for k in dict.fromkeys(k for run in runs for k in run.overrides) if k not in ignored]
+    values = [{k: _value(run, k) for k in keys} for run in runs]
+    swept = [k for k in keys if len({v[k] for v in values}) > 1]
+    if not swept:
+        return {"all": list(runs)} if runs else {}
+    grouped: dict[tuple[str, ...], list[Run]] = {}
+    for run, value in zip(runs, values, strict=True):
+        grouped.setdefault(tuple(value[k] for k in swept), []).append(run)
+    return {
+        ", ".join(f"{k}={v}" for k, v in zip(swept, group, strict=True)): grouped[group]
+        for group in sorted(grouped, key=lambda group: tuple(map(_order, group)))
+    }
+
+
+def final_metrics(runs: Iterable[Run]) -> list[str]:
+    """The numeric final metrics that any run records, in first-seen order."""
+    return list(dict.fromkeys(k for run in runs for k, v in run.final.items() if _is_number(v)))
+
+
+def summarize(groups: Mapping[str, Sequence[Run]], metrics: Sequence[str]) -> list[Row]:
+    """Per group, mean, population std (ddof=0; 0 for one run) and n of each final metric."""
+    rows = []
+    for label, runs in groups.items():
+        stats = {}
+        for metric in metrics:
+            values = [run.final[metric] for run in runs if _is_number(run.final.get(metric))]
+            if values:
+                stats[metric] = Stat(float(np.mean(values)), float(np.std(values)), len(values))
+        rows.append(Row(label, stats))
+    return rows
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """An aligned text table, one line per group, cells ``mean ± std (n)``, plus a note on std."""
+    metrics = _columns(rows)
+    table = [["group", *metrics]] + [[row.group, *map(_cell, _stats(row, metrics))] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in [*lines, "", STD_NOTE])
+
+
+def format_markdown(rows: Sequence[Row]) -> str:
+    """The table as GitHub Markdown, with the note on std below it."""
+    metrics = _columns(rows)
+    lines = [
+        "| group | " + " | ".join(metrics) + " |",
+        "|---|" + "---:|" * len(metrics),
+        *(
+            "| "
+            + " | ".join([row.group.replace("|", "\\|"), *map(_cell, _stats(row, metrics))])
+            + " |"
+            for row in rows
+        ),
+    ]
+    return "\n".join([*lines, "", STD_NOTE, ""])
+
+
+def write_csv(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
+    """Write ``group`` and per metric ``<metric>_mean``, ``_std``, ``_n`` (blank if absent)."""
+    metrics = _columns(rows)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["group", *(f"{m}_{s}" for m in metrics for s in ("mean", "std", "n"))])
+        for row in rows:
+            cells: list[object] = [row.group]
+            for stat in _stats(row, metrics):
+                cells += [stat.mean, stat.std, stat.n] if stat else ["", "", ""]
+            writer.writerow(cells)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: print the table of final metrics; write report.csv, report.md, report_<metric>.png."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.report", description="Tabulate and plot finished Cohort runs."
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run or multirun directories")
+    parser.add_argument("--metric", default="test_accuracy", help="per-round metric to plot")
+    parser.add_argument("--out", help="output directory (default: the first DIR)")
+    args = parser.parse_args(argv)
+    try:
+        runs = load_runs(args.dirs)
+        if not any(series(run.history, args.metric)[0].size for run in runs):
+            recorded = sorted({k for run in runs for rec in run.history for k in rec} - {"round"})
+            raise CohortError(
+                f"no run records {args.metric!r} per round; recorded: {', '.join(recorded) or '-'}"
+            )
+    except (FileNotFoundError, CohortError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    groups = group_runs(runs)
+    rows = summarize(groups, final_metrics(runs))
+    print(format_table(rows))
+    out = Path(args.out or args.dirs[0])
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = [out / "report.csv", out / "report.md", out / f"report_{_safe(args.metric)}.png"]
+    write_csv(rows, outputs[0])
+    outputs[1].write_text(format_markdown(rows))
+    plot_groups(
+        {label: [run.history for run in group] for label, group in groups.items()},
+        args.metric,
+        outputs[2],
+        title=f"{args.metric}: mean ± std over seeds",
+    )
+    print(f"\n{len(runs)} runs in {len(groups)} groups; wrote " + ", ".join(map(str, outputs)))
+    return 0
+
+
+def _load_run(run_dir: Path) -> Run:
+    summary = _read_json(run_dir / SUMMARY)
+    if not isinstance(summary, dict):
+        raise CohortError(f"{run_dir / SUMMARY}: expected a JSON object")
+    metrics = run_dir / METRICS
+    history = []
+    if metrics.is_file():
+        for number, line in enumerate(metrics.read_text().splitlines(), 1):
+            if line.strip():
+                history.append(_parse(line, f"{metrics}:{number}"))
+    return Run(
+        path=run_dir,
+        config=summary.get("config") or {},
+        overrides=dict(_split_override(o) for o in summary.get("overrides") or []),
+        final=summary.get("final") or {},
+        history=history,
+        wall_time_s=summary.get("wall_time_s"),
+        rounds=summary.get("rounds"),
+    )
+
+
+def _read_json(path: Path) -> Any:
+    return _parse(path.read_text(), str(path))
+
+
+def _parse(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CohortError(f"{where}: invalid JSON ({exc.msg})") from None
+
+
+def _split_override(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+"), value
+
+
+def _value(run: Run, key: str) -> str:
+    """The run's override value for ``key``, else its config value, else ``"unset"``."""
+    if key in run.overrides:
+        return run.overrides[key]
+    node: Any = run.config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return "unset"
+        node = node[part]
+    return node if isinstance(node, str) else json.dumps(node)
+
+
+def _order(value: str) -> tuple[int, float, str]:
+    try:
+        number = float(value)
+    except ValueError:
+        return 1, 0.0, value
+    return (0, number, "") if not math.isnan(number) else (1, 0.0, value)
+
+
+def _natural(path: Path) -> list[tuple[int, int | str]]:
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", str(path)) if p]
+
+
+def _columns(rows: Sequence[Row]) -> list[str]:
+    return list(dict.fromkeys(m for row in rows for m in row.stats))
+
+
+def _stats(row: Row, metrics: Sequence[str]) -> list[Stat | None]:
+    return [row.stats.get(m) for m in metrics]
+
+
+def _cell(stat: Stat | None) -> str:
+    return f"{stat.mean:.4g} ± {stat.std:.4g} ({stat.n})" if stat else "-"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

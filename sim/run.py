@@ -1,0 +1,237 @@
+"""``sim.run``: compose and validate a config, load the env, run the rounds, write outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from sim import checkpoint, seeding
+from sim.config import build_component, check_run_config, register_schemas
+from sim.data import FederatedData
+from sim.errors import CohortError, ConfigError
+from sim.federated import ClientWorker, FederatedAlgorithm, Server, ServerState, split_tasks
+from sim.outputs import RunDirectory
+from sim.plotting import plot_curves
+from sim.runtime import pool_size, ray_session, remote_address
+from sim.training import initial_params
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Keys that may change between a run and its resumption.
+RESUMABLE_CHANGES = ("resume", "progress", "output_dir", "cluster", "rounds")
+
+
+@dataclass
+class Result:
+    """What a run returns: resolved config, per-round history, final metrics, output dir."""
+
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+    final: dict[str, float]
+    output_dir: Path
+    params: np.ndarray
+    wall_time_s: float
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config ``python -m sim OVERRIDES...`` would run, composed without starting anything."""
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def run(cfg: DictConfig | Sequence[str] = (), *, overrides: Sequence[str] | None = None) -> Result:
+    """Run one experiment from a composed config or a list of Hydra overrides."""
+    if not isinstance(cfg, DictConfig):
+        overrides = list(cfg)
+        cfg = compose(overrides)
+    return run_config(cfg, overrides=list(overrides or []))
+
+
+def _default_output_dir(name: str) -> Path:
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    return Path("outputs") / name / stamp
+
+
+def _round_record(round_index: int, client_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    kept = [m for m in client_metrics if not m["dropped"]]
+    record: dict[str, Any] = {
+        "round": round_index,
+        "clients": len(client_metrics),
+        "dropped_clients": len(client_metrics) - len(kept),
+        "examples": int(sum(m["num_examples"] for m in kept)),
+    }
+    names = sorted({k for m in kept for k in m} - {"client", "num_examples", "dropped"})
+    for name in names:
+        record[name] = float(np.mean([m[name] for m in kept if name in m]))
+    return record
+
+
+def _progress_line(record: dict[str, Any], rounds: int) -> str:
+    parts = [f"[round {record['round']:>{len(str(rounds))}}/{rounds}]"]
+    for key, label in (
+        ("train_loss", "train_loss"),
+        ("test_accuracy", "test_acc"),
+        ("test_loss", "test_loss"),
+        ("client_accuracy_mean", "client_acc"),
+    ):
+        if key in record:
+            parts.append(f"{label} {record[key]:.4f}")
+    if record["dropped_clients"]:
+        parts.append(f"dropped {record['dropped_clients']}")
+    parts.append(f"{record['round_time_s']:.2f}s")
+    return "  ".join(parts)
+
+
+def _save_checkpoint(
+    run_dir: RunDirectory,
+    state: ServerState,
+    round_index: int,
+    history: list[dict[str, Any]],
+    config: dict[str, Any],
+) -> None:
+    arrays = {"params": state.params, **{f"opt/{k}": v for k, v in state.opt_state.items()}}
+    meta = {"round": round_index, "history": history, "config": config}
+    checkpoint.save(run_dir.checkpoint_path, arrays, meta)
+
+
+def _load_checkpoint(run_dir: RunDirectory, config: dict[str, Any]):
+    arrays, meta = checkpoint.load(run_dir.checkpoint_path)
+    before = {k: v for k, v in meta["config"].items() if k not in RESUMABLE_CHANGES}
+    now = {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        raise ConfigError(f"resume: the config differs from the checkpoint's in {changed}")
+    opt_state = {k.removeprefix("opt/"): v for k, v in arrays.items() if k.startswith("opt/")}
+    return ServerState(arrays["params"], opt_state), meta["round"], meta["history"]
+
+
+def run_config(
+    cfg: DictConfig, overrides: Sequence[str] = (), output_dir: str | None = None
+) -> Result:
+    """Validate everything, then run. Nothing is written before the config has been checked."""
+    start_time = time.perf_counter()
+    check_run_config(cfg)
+    env = build_component("env", cfg.env)
+    model_spec = build_component("model", cfg.model)
+    algorithm: FederatedAlgorithm = build_component("algorithm", cfg.algorithm)
+    run_dir = RunDirectory(
+        output_dir or cfg.output_dir or _default_output_dir(cfg.name), cfg.resume
+    )
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    data: FederatedData = env.load(seeding.rng(cfg.seed, "env"))
+    if cfg.clients_per_round > data.num_clients:
+        raise ConfigError(
+            f"clients_per_round: must be <= the population of {data.num_clients} clients "
+            f"(got {cfg.clients_per_round})"
+        )
+    if cfg.resume:
+        state, start_round, history = _load_checkpoint(run_dir, config)
+        if start_round >= cfg.rounds:
+            raise CohortError(
+                f"resume: the checkpoint is already at round {start_round} of "
+                f"{cfg.rounds}; raise rounds to continue"
+            )
+    else:
+        params = initial_params(
+            lambda: model_spec.build(data.input_shape, data.num_classes),
+            seeding.torch_seed(cfg.seed, "init"),
+        )
+        state, start_round, history = algorithm.server_init(params), 0, []
+    if cfg.cluster.mode == "remote" and not ray.is_initialized():
+        remote_address(cfg.cluster)
+    run_dir.prepare(config)
+    run_dir.write_metrics(history)
+
+    with ray_session(cfg.cluster):
+        state, history = _train(
+            cfg, data, model_spec, algorithm, state, start_round, history, run_dir, config
+        )
+
+    wall_time = time.perf_counter() - start_time
+    final = {k: v for k, v in history[-1].items() if isinstance(v, float)}
+    summary = {
+        "config": config,
+        "overrides": list(overrides),
+        "final": final,
+        "rounds": cfg.rounds,
+        "wall_time_s": wall_time,
+        "params_sha256": hashlib.sha256(state.params.tobytes()).hexdigest(),
+    }
+    run_dir.write_summary(summary)
+    plot_curves(history, run_dir.path / "curves.png", title=cfg.name)
+    if cfg.progress:
+        shown = ", ".join(
+            f"{k} {final[k]:.4f}" for k in ("test_accuracy", "test_loss") if k in final
+        )
+        print(
+            f"done: {cfg.rounds} rounds in {wall_time:.1f} s; {shown}; outputs in {run_dir.path}",
+            flush=True,
+        )
+    return Result(config, history, final, run_dir.path, state.params, wall_time)
+
+
+def _train(
+    cfg: DictConfig,
+    data: FederatedData,
+    model_spec: Any,
+    algorithm: FederatedAlgorithm,
+    state: ServerState,
+    start_round: int,
+    history: list[dict[str, Any]],
+    run_dir: RunDirectory,
+    config: dict[str, Any],
+) -> tuple[ServerState, list[dict[str, Any]]]:
+    cluster = OmegaConf.to_object(cfg.cluster)
+    tasks_per_round = math.ceil(cfg.clients_per_round / cfg.clients_per_task)
+    num_workers = pool_size(cluster.worker, cluster.num_workers, tasks_per_round)
+    data_ref = ray.put(data)
+    workers = [
+        ClientWorker.options(**cluster.worker.ray_options()).remote(
+            data_ref, model_spec, algorithm, cfg.seed, cluster.worker.num_cpus
+        )
+        for _ in range(num_workers)
+    ]
+    server = Server.options(**cluster.server.ray_options()).remote(
+        data_ref, model_spec, algorithm, state, cluster.server.num_cpus
+    )
+    for round_index in range(start_round + 1, cfg.rounds + 1):
+        tick = time.perf_counter()
+        cohort = seeding.sample_cohort(
+            cfg.seed, round_index, data.num_clients, cfg.clients_per_round
+        )
+        params_ref = server.params.remote()
+        sums, metrics = [], []
+        for i, task in enumerate(split_tasks(cohort, cfg.clients_per_task)):
+            task_sum, task_metrics = workers[i % num_workers].run.remote(
+                params_ref, task, round_index
+            )
+            sums.append(task_sum)
+            metrics.append(task_metrics)
+        applied = server.apply.remote(round_index, *sums)
+        record = _round_record(round_index, [m for ms in ray.get(metrics) for m in ms])
+        ray.get(applied)
+        if round_index % cfg.eval_every == 0 or round_index == cfg.rounds:
+            record.update(ray.get(server.evaluate.remote()))
+        record["round_time_s"] = time.perf_counter() - tick
+        history.append(record)
+        run_dir.append_metrics(record)
+        if cfg.progress:
+            print(_progress_line(record, cfg.rounds), flush=True)
+        due = cfg.checkpoint_every and round_index % cfg.checkpoint_every == 0
+        if due or round_index == cfg.rounds:
+            state = ray.get(server.get_state.remote())
+            _save_checkpoint(run_dir, state, round_index, history, config)
+    return state, history

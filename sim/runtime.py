@@ -1,0 +1,93 @@
+"""Ray lifetime and placement: an embedded local Ray or a connection to a cluster, the size of
+the worker pool, and the torch device and threads inside an actor."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import ray
+import torch
+
+from sim.config import ClusterConfig, ResourceSpec
+from sim.errors import CohortError, ConfigError
+
+
+def _check_reachable(address: str, timeout_s: float) -> None:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"cluster.address: expected host:port (got {address!r})")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as error:
+        raise CohortError(
+            f"cluster.address: no Ray cluster answers at {address} ({error}); start one with "
+            "`ray start --head` or use cluster=local"
+        ) from None
+
+
+def remote_address(cluster: ClusterConfig) -> str:
+    """The address of a remote cluster, checked to answer (fails fast, before any output)."""
+    address = cluster.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise ConfigError("cluster.address: cluster=remote needs an address (or RAY_ADDRESS)")
+    _check_reachable(address, cluster.connect_timeout_s)
+    return address
+
+
+@contextmanager
+def ray_session(cluster: ClusterConfig) -> Iterator[None]:
+    """Start (local) or join (remote) Ray for one job; shut down or disconnect at the end.
+
+    If Ray is already initialised in this process (a test session, a notebook), use it as is and
+    leave it running.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    common = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if cluster.mode == "local":
+        ray.init(
+            num_cpus=cluster.num_cpus or os.cpu_count(),
+            num_gpus=cluster.num_gpus,
+            include_dashboard=cluster.dashboard,
+            _node_ip_address="127.0.0.1",
+            **common,
+        )
+    else:
+        ray.init(address=remote_address(cluster), **common)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def pool_size(worker: ResourceSpec, requested: int | None, max_useful: int) -> int:
+    """How many client workers to start: the request, else what the cluster's resources fit."""
+    if requested is not None:
+        return requested
+    total = ray.cluster_resources()
+    fits = [math.floor(total.get("CPU", 0) / worker.num_cpus + 1e-9)] if worker.num_cpus else []
+    if worker.num_gpus:
+        fits.append(math.floor(total.get("GPU", 0) / worker.num_gpus + 1e-9))
+    for name, amount in worker.resources.items():
+        fits.append(math.floor(total.get(name, 0) / amount + 1e-9))
+    size = min(fits) if fits else max_useful
+    if size < 1:
+        raise CohortError(
+            f"cluster.worker: the cluster ({total}) cannot fit one worker of {worker.ray_options()}"
+        )
+    return min(size, max_useful)
+
+
+def actor_device(num_cpus: float) -> torch.device:
+    """Inside an actor: use as many torch threads as CPUs assigned, and the GPU Ray assigned."""
+    torch.set_num_threads(max(1, int(num_cpus)))
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
+    return torch.device("cpu")

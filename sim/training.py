@@ -1,0 +1,117 @@
+"""Client-side building blocks shared by federated algorithms: flat-parameter models, client
+data, local minibatch SGD and evaluation. Pure torch; no Ray here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ClientModel:
+    """A torch module whose parameters are read and written as one flat float32 vector."""
+
+    def __init__(self, module: nn.Module, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.module = module.to(self.device)
+        self.num_params = sum(p.numel() for p in self.module.parameters())
+
+    def set_flat(self, flat: np.ndarray) -> None:
+        if flat.shape != (self.num_params,):
+            raise ValueError(f"expected {self.num_params} parameters, got shape {flat.shape}")
+        vector = torch.tensor(flat, dtype=torch.float32, device=self.device)  # a copy: never alias
+        with torch.no_grad():
+            for param in self.module.parameters():
+                param.copy_(vector[: param.numel()].view_as(param))
+                vector = vector[param.numel() :]
+
+    def get_flat(self) -> np.ndarray:
+        vector = torch.nn.utils.parameters_to_vector(self.module.parameters())
+        return vector.detach().cpu().numpy().copy()
+
+
+def initial_params(build: Callable[[], nn.Module], seed: int) -> np.ndarray:
+    """Flat parameters of ``build()`` initialised from ``seed``; torch's global RNG is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ClientModel(build()).get_flat()
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's examples as tensors on the worker's device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @classmethod
+    def gather(
+        cls, x: np.ndarray, y: np.ndarray, indices: np.ndarray, device: torch.device
+    ) -> ClientData:
+        return cls(torch.from_numpy(x[indices]).to(device), torch.from_numpy(y[indices]).to(device))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batches(
+        self, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of shuffled minibatches (the last one may be smaller)."""
+        permutation = torch.from_numpy(rng.permutation(len(self))).to(self.x.device)
+        for start in range(0, len(self), batch_size):
+            take = permutation[start : start + batch_size]
+            yield self.x[take], self.y[take]
+
+
+def local_sgd(
+    model: ClientModel,
+    data: ClientData,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    rng: np.random.Generator,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    on_step: Callable[[int, int], None] | None = None,
+) -> float:
+    """``epochs`` passes of minibatch SGD on cross-entropy; returns the mean minibatch loss.
+
+    ``on_step(epoch, step)`` runs after every optimizer step (e.g. to collect SGD iterates).
+    """
+    optimizer = torch.optim.SGD(
+        model.module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+    )
+    model.module.train()
+    total, steps = torch.zeros((), device=model.device), 0
+    for epoch in range(epochs):
+        for xb, yb in data.batches(batch_size, rng):
+            loss = F.cross_entropy(model.module(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+            steps += 1
+            if on_step is not None:
+                on_step(epoch, steps)
+    return float(total) / max(steps, 1)
+
+
+@torch.no_grad()
+def per_example_eval(
+    module: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example cross-entropy loss and correctness of ``module`` on ``(x, y)``."""
+    module.eval()
+    losses, correct = [], []
+    for start in range(0, len(y), batch_size):
+        xb = torch.tensor(x[start : start + batch_size], device=device)
+        yb = torch.tensor(y[start : start + batch_size], device=device)
+        logits = module(xb)
+        losses.append(F.cross_entropy(logits, yb, reduction="none").cpu().numpy())
+        correct.append((logits.argmax(1) == yb).cpu().numpy())
+    return np.concatenate(losses), np.concatenate(correct)

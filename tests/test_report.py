@@ -1,0 +1,236 @@
+"""sim.report and sim.plotting on fake run directories: grouping, statistics, CLI outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sim.plotting import plot_curves, plot_groups
+from sim.report import Stat, format_table, group_runs, load_runs, main, summarize
+
+LRS = ("0.1", "0.01")
+SEEDS = (0, 1, 2)
+# Final test accuracy / loss per (lr, seed); hand-computed statistics below.
+ACCURACY = {"0.1": (0.6, 0.7, 0.8), "0.01": (0.5, 0.5, 0.5)}
+LOSS = {"0.1": (1.0, 2.0, 3.0), "0.01": (4.0, 4.0, 4.0)}
+STD_01 = math.sqrt(((0.6 - 0.7) ** 2 + 0 + (0.8 - 0.7) ** 2) / 3)  # population std: 0.08165
+
+
+def write_run(
+    run_dir: Path, overrides: list[str], final: dict, rounds: int = 4, config: dict | None = None
+) -> None:
+    """A run directory as the runtime writes it; evaluation every second round."""
+    run_dir.mkdir(parents=True)
+    summary = {
+        "config": config or {"algorithm": {"client_lr": 0.05}, "seed": 0},
+        "overrides": overrides,
+        "final": final,
+        "wall_time_s": 1.5,
+        "rounds": rounds,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    records = []
+    for r in range(1, rounds + 1):
+        record = {"round": r, "train_loss": 1.0 / r, "dropped_clients": 0, "round_time_s": 0.1}
+        if r % 2 == 0:
+            record |= {"test_accuracy": final["test_accuracy"] * r / rounds, "test_loss": 1.0}
+        records.append(record)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in records))
+
+
+@pytest.fixture
+def multirun(tmp_path: Path) -> Path:
+    """2 learning rates x 3 seeds in Hydra's multirun layout, with a multirun.yaml at the root."""
+    root = tmp_path / "multirun"
+    for job, (lr, seed) in enumerate((lr, seed) for lr in LRS for seed in SEEDS):
+        final = {
+            "test_accuracy": ACCURACY[lr][seed],
+            "test_loss": LOSS[lr][seed],
+            "diverged": False,
+            "note": "text",
+        }
+        write_run(root / str(job), [f"algorithm.client_lr={lr}", f"seed={seed}"], final)
+    (root / "multirun.yaml").write_text("!!python/object/apply:os.system ['exit 1']\n")
+    return root
+
+
+@pytest.fixture
+def opened() -> Iterator[list[str]]:
+    """Paths of every file opened while the test runs (via the 'open' audit event)."""
+    seen: list[str] = []
+    active = True
+
+    def hook(event: str, args: tuple) -> None:
+        if active and event == "open" and isinstance(args[0], str | Path):
+            seen.append(str(args[0]))
+
+    sys.addaudithook(hook)  # audit hooks cannot be removed; this one goes quiet after the test
+    yield seen
+    active = False
+
+
+def test_load_runs_finds_jobs_in_order_and_accepts_a_run_dir(multirun: Path) -> None:
+    runs = load_runs([multirun])
+    assert [run.path.name for run in runs] == ["0", "1", "2", "3", "4", "5"]
+    assert runs[0].overrides == {"algorithm.client_lr": "0.1", "seed": "0"}
+    assert runs[0].final["test_accuracy"] == 0.6
+    assert [rec["round"] for rec in runs[0].history] == [1, 2, 3, 4]
+    assert runs[0].rounds == 4 and runs[0].wall_time_s == 1.5
+    assert [run.path for run in load_runs([multirun / "3"])] == [multirun / "3"]
+    assert len(load_runs([multirun, multirun / "3"])) == 6  # no duplicates
+
+
+def test_group_runs_by_swept_override_ignoring_seed(multirun: Path) -> None:
+    groups = group_runs(load_runs([multirun]))
+    assert list(groups) == ["algorithm.client_lr=0.01", "algorithm.client_lr=0.1"]
+    assert [run.path.name for run in groups["algorithm.client_lr=0.1"]] == ["0", "1", "2"]
+    assert [run.path.name for run in groups["algorithm.client_lr=0.01"]] == ["3", "4", "5"]
+
+    per_seed = group_runs(load_runs([multirun]), ignore=())
+    assert len(per_seed) == 6
+    assert "algorithm.client_lr=0.1, seed=2" in per_seed
+
+
+def test_group_runs_single_group_and_config_fallback(tmp_path: Path) -> None:
+    final = {"test_accuracy": 0.5, "test_loss": 1.0}
+    write_run(tmp_path / "a", ["seed=0", "env=mnist"], final)
+    write_run(tmp_path / "b", ["seed=1", "env=mnist"], final)
+    assert list(group_runs(load_runs([tmp_path]))) == ["all"]
+
+    # A run without the override is labelled with the value from its config.
+    write_run(tmp_path / "c", ["seed=0", "env=mnist", "algorithm.client_lr=0.1"], final)
+    groups = group_runs(load_runs([tmp_path]))
+    assert {k: len(v) for k, v in groups.items()} == {
+        "algorithm.client_lr=0.05": 2,
+        "algorithm.client_lr=0.1": 1,
+    }
+
+
+def test_summarize_mean_and_population_std(multirun: Path) -> None:
+    runs = load_runs([multirun])
+    rows = summarize(group_runs(runs), ["test_accuracy", "test_loss", "missing"])
+    by_group = {row.group: row.stats for row in rows}
+    high = by_group["algorithm.client_lr=0.1"]
+    assert high["test_accuracy"].mean == pytest.approx(0.7)
+    assert high["test_accuracy"].std == pytest.approx(STD_01)
+    assert high["test_accuracy"].n == 3
+    assert high["test_loss"] == Stat(2.0, pytest.approx(math.sqrt(2 / 3)), 3)
+    assert by_group["algorithm.client_lr=0.01"]["test_accuracy"] == Stat(pytest.approx(0.5), 0.0, 3)
+    assert "missing" not in high
+
+    single = summarize({"one": runs[:1]}, ["test_accuracy"])
+    assert single[0].stats["test_accuracy"] == Stat(0.6, 0.0, 1)
+
+
+def test_format_table_text(multirun: Path) -> None:
+    rows = summarize(group_runs(load_runs([multirun])), ["test_accuracy", "test_loss"])
+    text = format_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == ["group", "test_accuracy", "test_loss"]
+    assert set(lines[1]) <= {"-", " "}
+    assert lines[2].startswith("algorithm.client_lr=0.01")
+    assert "0.5 ± 0 (3)" in lines[2] and "4 ± 0 (3)" in lines[2]
+    assert "0.7 ± 0.08165 (3)" in lines[3] and "2 ± 0.8165 (3)" in lines[3]
+    column = lines[0].index("test_accuracy")
+    assert lines[2].index("0.5 ±") == lines[3].index("0.7 ±") == column
+    assert "population std (ddof=0)" in text
+
+
+def test_main_writes_reports_and_reads_no_yaml(
+    multirun: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    opened: list[str],
+) -> None:
+    out = tmp_path / "report"
+    assert main([str(multirun), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "algorithm.client_lr=0.1" in stdout and "0.7 ± 0.08165 (3)" in stdout
+    assert "diverged" not in stdout and "note" not in stdout  # numeric metrics only
+    for name in ("report.csv", "report.md", "report_test_accuracy.png"):
+        assert str(out / name) in stdout
+    png = (out / "report_test_accuracy.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+    with open(out / "report.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [row["group"] for row in table] == [
+        "algorithm.client_lr=0.01",
+        "algorithm.client_lr=0.1",
+    ]
+    assert float(table[1]["test_accuracy_mean"]) == pytest.approx(0.7)
+    assert float(table[1]["test_accuracy_std"]) == pytest.approx(STD_01)
+    assert table[1]["test_loss_n"] == "3"
+    markdown = (out / "report.md").read_text()
+    assert "| group | test_accuracy | test_loss |" in markdown
+    assert "| algorithm.client_lr=0.1 | 0.7 ± 0.08165 (3) | 2 ± 0.8165 (3) |" in markdown
+
+    read = [p for p in opened if Path(p).is_relative_to(tmp_path)]
+    assert any(p.endswith("summary.json") for p in read)
+    assert not [p for p in read if p.endswith((".yaml", ".yml", ".pkl", ".pickle"))]
+
+
+def test_main_defaults_output_to_first_dir(multirun: Path) -> None:
+    assert main([str(multirun), "--metric", "test_loss"]) == 0
+    assert (multirun / "report_test_loss.png").stat().st_size > 0
+    assert (multirun / "report.csv").is_file()
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_main_missing_or_empty_path_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    path = tmp_path / kind
+    if kind == "empty":
+        path.mkdir()
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(path) in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_main_unknown_metric_exits_2(multirun: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(multirun), "--metric", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "'nope'" in err and "test_accuracy" in err
+    assert not (multirun / "report.csv").exists()
+
+
+def test_yaml_and_pickle_only_directory_is_not_a_run(tmp_path: Path, opened: list[str]) -> None:
+    (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "state.pkl").write_bytes(b"\x80\x04N.")
+    (tmp_path / "summary.pkl").write_bytes(b"\x80\x04N.")
+    opened.clear()
+    with pytest.raises(FileNotFoundError, match="no run found"):
+        load_runs([tmp_path])
+    assert not [p for p in opened if Path(p).is_relative_to(tmp_path)]
+
+
+def test_plot_curves_skips_absent_keys_and_rounds(tmp_path: Path) -> None:
+    history = [
+        {"round": 1, "train_loss": 1.0},
+        {"round": 2, "train_loss": 0.5, "test_accuracy": 0.4},
+        {"round": 3, "train_loss": 0.4, "test_accuracy": None},
+    ]
+    path = tmp_path / "curves.png"
+    plot_curves(history, path, title="run")
+    assert path.stat().st_size > 0
+    plot_curves([{"round": 1}], tmp_path / "none.png")  # nothing recorded: still a PNG
+    assert (tmp_path / "none.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_plot_groups_uneven_histories(tmp_path: Path) -> None:
+    groups = {
+        "a": [[{"round": 1, "x": 1.0}, {"round": 2, "x": 2.0}], [{"round": 1, "x": 3.0}]],
+        "b": [[{"round": 1}]],
+    }
+    path = tmp_path / "sub" / "groups.png"
+    plot_groups(groups, "x", path, title="x")
+    assert path.read_bytes().startswith(b"\x89PNG")

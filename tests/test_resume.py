@@ -1,0 +1,71 @@
+"""Checkpoint and resume: a run killed with SIGKILL and resumed ends exactly where an
+uninterrupted run ends."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import sim
+from sim import checkpoint
+from tests.conftest import REPO, run_cli
+
+ROUNDS = 120
+COMMON = [
+    f"rounds={ROUNDS}",
+    "checkpoint_every=5",
+    "eval_every=10",
+    "progress=false",
+    "algorithm.server_momentum=0.5",
+]
+
+
+def test_checkpoint_round_trip_refuses_pickles(tmp_path):
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, {"params": np.arange(3.0)}, {"round": 2})
+    arrays, meta = checkpoint.load(path)
+    np.testing.assert_array_equal(arrays["params"], np.arange(3.0))
+    assert meta == {"round": 2}
+    np.savez(path, evil=np.array([object()], dtype=object))
+    with pytest.raises(ValueError):
+        checkpoint.load(path)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(ray_session, tmp_path):
+    run_dir = tmp_path / "killed"
+    ckpt = run_dir / "checkpoints" / "checkpoint.npz"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim", *COMMON, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.time() + 180
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    done = [json.loads(x)["round"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert 5 <= len(done) < ROUNDS, "the run must have been killed mid-way"
+    assert not (run_dir / "summary.json").exists()
+
+    resumed = run_cli(*COMMON, "resume=true", f"hydra.run.dir={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    full = sim.run([*COMMON, f"output_dir={tmp_path / 'full'}"])
+
+    arrays, meta = checkpoint.load(ckpt)
+    np.testing.assert_array_equal(arrays["params"], full.params)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "round_time_s"} for r in h]  # noqa: E731
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert strip([json.loads(x) for x in lines]) == strip(full.history)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final"]["test_accuracy"] == full.final["test_accuracy"]
