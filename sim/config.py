@@ -63,6 +63,7 @@ class RunConfig:
     clients_per_round: int = 10
     clients_per_task: int = 5  # aggregation unit: fixed, so sums do not depend on #workers
     eval_every: int = 5
+    eval_clients: int | None = None  # per-client accuracy on this many clients (None = all)
     checkpoint_every: int = 10  # 0 = only at the end
     resume: bool = False
     progress: bool = True
@@ -80,6 +81,8 @@ def check_run_config(cfg: DictConfig) -> None:
     for name in positive:
         if cfg[name] < 1:
             raise ConfigError(f"{name}: must be >= 1 (got {cfg[name]})")
+    if cfg.eval_clients is not None and cfg.eval_clients < 1:
+        raise ConfigError(f"eval_clients: must be >= 1 or null (got {cfg.eval_clients})")
     if cfg.checkpoint_every < 0:
         raise ConfigError(f"checkpoint_every: must be >= 0 (got {cfg.checkpoint_every})")
     if cfg.cluster.mode not in ("local", "remote"):

@@ -121,9 +121,16 @@ def run_task(
     return TaskResult(weighted_sum, weight), metrics
 
 
+def split_range(stop: int, parts: int) -> list[tuple[int, int]]:
+    """``[0, stop)`` cut into at most ``parts`` contiguous, non-empty ``(start, stop)`` blocks."""
+    bounds = np.linspace(0, stop, min(parts, stop) + 1).astype(int)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+
+
 @ray.remote
 class ClientWorker:
-    """Runs tasks of virtual clients; the population's data is read zero-copy from the store."""
+    """Runs tasks of virtual clients and evaluation blocks; the population's data is read
+    zero-copy from the object store."""
 
     def __init__(
         self,
@@ -143,22 +150,57 @@ class ClientWorker:
             self.algorithm, self.model, self.data, params, clients, self.seed, round_index
         )
 
+    def evaluate_test(self, params: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, ...]:
+        """Per-example loss and correctness on test examples ``[start, stop)``."""
+        self.model.set_flat(params)
+        test_x, test_y = self.data.test_x[start:stop], self.data.test_y[start:stop]
+        return per_example_eval(self.model.module, test_x, test_y, self.model.device)
+
+    def evaluate_clients(self, params: np.ndarray, clients: np.ndarray) -> np.ndarray:
+        """Accuracy of the global model on each client's own (training) data."""
+        self.model.set_flat(params)
+        accuracy = np.empty(len(clients))
+        for i, client in enumerate(clients):
+            rows = np.sort(self.data.client_indices(client))
+            _, correct = per_example_eval(
+                self.model.module, self.data.x[rows], self.data.y[rows], self.model.device
+            )
+            accuracy[i] = correct.mean() if len(correct) else np.nan
+        return accuracy
+
+
+def evaluate(
+    workers: list, params_ref: Any, num_test: int, clients: np.ndarray
+) -> dict[str, float]:
+    """Test loss/accuracy and mean per-client accuracy, evaluated in blocks across the workers.
+
+    Per-example results are concatenated in block order, so the numbers do not depend on how
+    many workers there are.
+    """
+    blocks = len(workers) * 2
+    test_refs = [
+        workers[i % len(workers)].evaluate_test.remote(params_ref, start, stop)
+        for i, (start, stop) in enumerate(split_range(num_test, blocks))
+    ]
+    client_refs = [
+        workers[i % len(workers)].evaluate_clients.remote(params_ref, clients[start:stop])
+        for i, (start, stop) in enumerate(split_range(len(clients), blocks))
+    ]
+    losses, correct = (np.concatenate(parts) for parts in zip(*ray.get(test_refs), strict=True))
+    per_client = np.concatenate(ray.get(client_refs))
+    return {
+        "test_accuracy": float(correct.mean()),
+        "test_loss": float(losses.mean()),
+        "client_accuracy_mean": float(np.nanmean(per_client)),
+    }
+
 
 @ray.remote
 class Server:
     """Holds the global state; combines task sums and applies the algorithm's server update."""
 
-    def __init__(
-        self,
-        data: FederatedData,
-        model_spec: ModelSpec,
-        algorithm: FederatedAlgorithm,
-        state: ServerState,
-        num_cpus: float,
-    ) -> None:
-        device = actor_device(num_cpus)
-        self.data, self.algorithm, self.state = data, algorithm, state
-        self.model = ClientModel(model_spec.build(data.input_shape, data.num_classes), device)
+    def __init__(self, algorithm: FederatedAlgorithm, state: ServerState) -> None:
+        self.algorithm, self.state = algorithm, state
 
     def params(self) -> np.ndarray:
         return self.state.params
@@ -174,21 +216,3 @@ class Server:
             delta = mean_delta.astype(self.state.params.dtype)
             self.state = self.algorithm.server_update(self.state, delta, round_index)
         return total_weight
-
-    def evaluate(self) -> dict[str, float]:
-        """Test loss/accuracy of the global model, and its mean accuracy over all clients' data."""
-        self.model.set_flat(self.state.params)
-        test_loss, test_correct = per_example_eval(
-            self.model.module, self.data.test_x, self.data.test_y, self.model.device
-        )
-        _, train_correct = per_example_eval(
-            self.model.module, self.data.x, self.data.y, self.model.device
-        )
-        sizes = self.data.client_sizes()
-        starts = self.data.offsets[:-1][sizes > 0]
-        per_client = np.add.reduceat(train_correct[self.data.order], starts) / sizes[sizes > 0]
-        return {
-            "test_accuracy": float(test_correct.mean()),
-            "test_loss": float(test_loss.mean()),
-            "client_accuracy_mean": float(per_client.mean()),
-        }

@@ -21,7 +21,14 @@ from sim import checkpoint, seeding
 from sim.config import build_component, check_run_config, register_schemas
 from sim.data import FederatedData
 from sim.errors import CohortError, ConfigError
-from sim.federated import ClientWorker, FederatedAlgorithm, Server, ServerState, split_tasks
+from sim.federated import (
+    ClientWorker,
+    FederatedAlgorithm,
+    Server,
+    ServerState,
+    evaluate,
+    split_tasks,
+)
 from sim.outputs import RunDirectory
 from sim.plotting import plot_curves
 from sim.runtime import pool_size, ray_session, remote_address
@@ -132,11 +139,11 @@ def run_config(
     config = OmegaConf.to_container(cfg, resolve=True)
 
     data: FederatedData = env.load(seeding.rng(cfg.seed, "env"))
-    if cfg.clients_per_round > data.num_clients:
-        raise ConfigError(
-            f"clients_per_round: must be <= the population of {data.num_clients} clients "
-            f"(got {cfg.clients_per_round})"
-        )
+    for name in ("clients_per_round", "eval_clients"):
+        if (cfg[name] or 0) > data.num_clients:
+            raise ConfigError(
+                f"{name}: must be <= the population of {data.num_clients} clients (got {cfg[name]})"
+            )
     if cfg.resume:
         state, start_round, history = _load_checkpoint(run_dir, config)
         if start_round >= cfg.rounds:
@@ -204,9 +211,13 @@ def _train(
         )
         for _ in range(num_workers)
     ]
-    server = Server.options(**cluster.server.ray_options()).remote(
-        data_ref, model_spec, algorithm, state, cluster.server.num_cpus
-    )
+    server = Server.options(**cluster.server.ray_options()).remote(algorithm, state)
+    eval_clients = np.arange(data.num_clients)
+    if cfg.eval_clients is not None:
+        chosen = seeding.rng(cfg.seed, "eval_clients").choice(
+            data.num_clients, cfg.eval_clients, replace=False
+        )
+        eval_clients = np.sort(chosen)
     for round_index in range(start_round + 1, cfg.rounds + 1):
         tick = time.perf_counter()
         cohort = seeding.sample_cohort(
@@ -224,7 +235,7 @@ def _train(
         record = _round_record(round_index, [m for ms in ray.get(metrics) for m in ms])
         ray.get(applied)
         if round_index % cfg.eval_every == 0 or round_index == cfg.rounds:
-            record.update(ray.get(server.evaluate.remote()))
+            record.update(evaluate(workers, server.params.remote(), len(data.test_y), eval_clients))
         record["round_time_s"] = time.perf_counter() - tick
         history.append(record)
         run_dir.append_metrics(record)

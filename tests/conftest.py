@@ -23,12 +23,6 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.fixture
-def quick(tmp_path):
-    """Overrides for a small, quiet synthetic run writing into ``tmp_path / 'run'``."""
-    return ["rounds=4", "eval_every=2", "progress=false", f"output_dir={tmp_path / 'run'}"]
-
-
 def run_cli(
     *args: str, cwd: Path | None = None, timeout: float = 240
 ) -> subprocess.CompletedProcess:

@@ -15,9 +15,10 @@ import sim
 from sim import checkpoint
 from tests.conftest import REPO, run_cli
 
-ROUNDS = 120
+ROUNDS = 60
 COMMON = [
     f"rounds={ROUNDS}",
+    "env.max_samples_per_client=150",
     "checkpoint_every=5",
     "eval_every=10",
     "progress=false",
