@@ -13,6 +13,7 @@ takes ``mean_delta = sum_i n_i delta_i / sum_i n_i`` as a pseudo-gradient:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +63,7 @@ class FedAvg:
         params: np.ndarray,
         data: ClientData,
         rng: np.random.Generator,
-        **hooks,
+        on_step: Callable[[int], None] | None = None,
     ) -> float:
         """Load ``params`` and run the local epochs of SGD; returns the mean minibatch loss."""
         model.set_flat(params)
@@ -75,7 +76,7 @@ class FedAvg:
             momentum=self.client_momentum,
             weight_decay=self.weight_decay,
             rng=rng,
-            **hooks,
+            on_step=on_step,
         )
 
     def client_update(

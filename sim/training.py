@@ -77,18 +77,18 @@ def local_sgd(
     rng: np.random.Generator,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> float:
     """``epochs`` passes of minibatch SGD on cross-entropy; returns the mean minibatch loss.
 
-    ``on_step(epoch, step)`` runs after every optimizer step (e.g. to collect SGD iterates).
+    ``on_step(step)`` runs after every optimizer step (1, 2, ...), e.g. to collect SGD iterates.
     """
     optimizer = torch.optim.SGD(
         model.module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
     model.module.train()
     total, steps = torch.zeros((), device=model.device), 0
-    for epoch in range(epochs):
+    for _ in range(epochs):
         for xb, yb in data.batches(batch_size, rng):
             loss = F.cross_entropy(model.module(xb), yb)
             optimizer.zero_grad(set_to_none=True)
@@ -97,7 +97,7 @@ def local_sgd(
             total += loss.detach()
             steps += 1
             if on_step is not None:
-                on_step(epoch, steps)
+                on_step(steps)
     return float(total) / max(steps, 1)
 
 

@@ -1,0 +1,113 @@
+"""FedPA's math: the dynamic-programming delta against a dense solve, its limits, the sampler."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from algorithms.fedavg import FedAvg
+from algorithms.fedpa import FedPA, posterior_delta, shrinkage_covariance
+from sim.training import ClientData, ClientModel
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    d=st.integers(1, 50),
+    rho=st.floats(0.0, 10.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_dp_delta_equals_dense_shrinkage_solve(n, d, rho, seed):
+    rng = np.random.default_rng(seed)
+    samples = rng.normal(size=(n, d)) * rng.uniform(0.1, 3.0, size=d) + rng.normal(size=d)
+    theta = rng.normal(size=d)
+    dense = np.linalg.solve(shrinkage_covariance(samples, rho), theta - samples.mean(0))
+    np.testing.assert_allclose(posterior_delta(theta, samples, rho), dense, rtol=1e-8, atol=1e-10)
+
+
+def test_shrinkage_covariance_by_hand():
+    samples = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 3.0]])
+    # mean (1, 1); unbiased S = [[1, 0], [0, 3]]; rho_n = 1 / (1 + 2 * 0.5) = 1/2
+    expected = 0.5 * np.eye(2) + 0.5 * np.array([[1.0, 0.0], [0.0, 3.0]])
+    np.testing.assert_allclose(shrinkage_covariance(samples, 0.5), expected)
+
+
+def test_rho_zero_gives_fedavg_direction():
+    rng = np.random.default_rng(1)
+    samples, theta = rng.normal(size=(6, 9)), rng.normal(size=9)
+    np.testing.assert_allclose(posterior_delta(theta, samples, 0.0), theta - samples.mean(0))
+
+
+def test_delta_tends_to_the_local_gradient_with_exact_posterior_samples():
+    # Local objective 1/2 theta^T A theta - b^T theta: posterior N(A^-1 b, A^-1) at temperature 1.
+    rng = np.random.default_rng(2)
+    d = 5
+    q = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    a = q @ np.diag([0.3, 0.7, 1.0, 2.0, 4.0]) @ q.T
+    b = rng.normal(size=d)
+    theta = rng.normal(size=d)
+    gradient = a @ theta - b
+    errors = []
+    for n in (100, 1_000, 20_000):
+        samples = rng.multivariate_normal(np.linalg.solve(a, b), np.linalg.inv(a), size=n)
+        delta = posterior_delta(theta, samples, rho=1.0)  # rho_n = 1/n -> 0
+        errors.append(np.linalg.norm(delta - gradient) / np.linalg.norm(gradient))
+    assert errors[-1] < 0.05
+    assert errors[-1] < errors[0]
+
+
+def test_posterior_delta_never_forms_a_d_by_d_matrix():
+    # d = 200,000 float64: a d x d matrix would need 320 GB.
+    rng = np.random.default_rng(3)
+    samples = rng.normal(size=(4, 200_000))
+    delta = posterior_delta(np.zeros(200_000), samples, 0.01)
+    assert delta.shape == (200_000,) and np.isfinite(delta).all()
+
+
+def linear_client():
+    x = torch.tensor(np.random.default_rng(4).normal(size=(40, 3)), dtype=torch.float32)
+    y = (x[:, 0] > 0).long()
+    return ClientModel(nn.Sequential(nn.Linear(3, 2))), ClientData(x, y)
+
+
+def test_burn_in_rounds_are_fedavg():
+    model, data = linear_client()
+    params = np.zeros(8, np.float32)
+    kwargs = dict(client_lr=0.1, client_momentum=0.0, local_epochs=3, batch_size=10)
+    fedpa = FedPA(burn_in_rounds=2, **kwargs).client_update(
+        model, params, data, np.random.default_rng(0), 2
+    )
+    fedavg = FedAvg(**kwargs).client_update(model, params, data, np.random.default_rng(0), 2)
+    np.testing.assert_array_equal(fedpa.delta, fedavg.delta)
+
+
+def test_sampler_takes_iterate_averages_after_burn_in():
+    model, data = linear_client()
+    algorithm = FedPA(burn_in_rounds=0, local_epochs=5, burn_in_epochs=1, batch_size=10, rho=0.0)
+    update = algorithm.client_update(
+        model, np.zeros(8, np.float32), data, np.random.default_rng(0), 1
+    )
+    assert update.metrics["num_samples"] == 4  # 5 epochs - 1 burn-in epoch, one sample per epoch
+    # rho = 0: the delta is theta - mean of the samples, i.e. minus the mean of the iterates of
+    # steps 5..20 (4 steps per epoch). Replay the same SGD run and average those iterates.
+    iterates = []
+    algorithm.local_training(
+        model,
+        np.zeros(8, np.float32),
+        data,
+        np.random.default_rng(0),
+        on_step=lambda step: iterates.append(model.get_flat()),
+    )
+    expected = -np.mean(iterates[4:], axis=0)
+    np.testing.assert_allclose(update.delta, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("rho", -1.0), ("burn_in_epochs", 5), ("steps_per_sample", 0), ("burn_in_rounds", -1)],
+)
+def test_invalid_hyperparameters_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        FedPA(**{field: value})
