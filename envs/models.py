@@ -21,6 +21,18 @@ class LogisticRegression:
 
 
 @dataclass
+class LinearRegression:
+    """``f(x) = w^T x`` (no bias by default, so the flat parameters are ``w``)."""
+
+    bias: bool = False
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes, self.bias)
+        )
+
+
+@dataclass
 class MLP:
     """Fully connected ReLU network; the default is the "2NN" of McMahan et al. (AISTATS 2017)."""
 

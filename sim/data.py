@@ -19,12 +19,14 @@ class FederatedData:
     """A population of clients over one training set, plus a global test set."""
 
     x: np.ndarray  # (n, *input_shape) float32
-    y: np.ndarray  # (n,) int64
+    y: np.ndarray  # (n,) int64 labels, or float32 targets for regression
     order: np.ndarray  # (n,) int64: training examples grouped by client
     offsets: np.ndarray  # (num_clients + 1,) int64
     test_x: np.ndarray
     test_y: np.ndarray
-    num_classes: int
+    num_classes: int  # the model's output width: classes, or 1 for scalar regression
+    task: str = "classification"  # or "regression" (float32 targets, half squared error)
+    optimum: np.ndarray | None = None  # known optimal flat parameters, if any (closed form)
 
     def __post_init__(self) -> None:
         if self.offsets[0] != 0 or self.offsets[-1] != len(self.order):

@@ -142,7 +142,8 @@ class ClientWorker:
     ) -> None:
         device = actor_device(num_cpus)
         self.data, self.algorithm, self.seed = data, algorithm, seed
-        self.model = ClientModel(model_spec.build(data.input_shape, data.num_classes), device)
+        module = model_spec.build(data.input_shape, data.num_classes)
+        self.model = ClientModel(module, device, data.task)
 
     @ray.method(num_returns=2)
     def run(self, params: np.ndarray, clients: np.ndarray, round_index: int):
@@ -154,7 +155,7 @@ class ClientWorker:
         """Per-example loss and correctness on test examples ``[start, stop)``."""
         self.model.set_flat(params)
         test_x, test_y = self.data.test_x[start:stop], self.data.test_y[start:stop]
-        return per_example_eval(self.model.module, test_x, test_y, self.model.device)
+        return per_example_eval(self.model, test_x, test_y)
 
     def evaluate_clients(self, params: np.ndarray, clients: np.ndarray) -> np.ndarray:
         """Accuracy of the global model on each client's own (training) data."""
@@ -162,17 +163,15 @@ class ClientWorker:
         accuracy = np.empty(len(clients))
         for i, client in enumerate(clients):
             rows = np.sort(self.data.client_indices(client))
-            _, correct = per_example_eval(
-                self.model.module, self.data.x[rows], self.data.y[rows], self.model.device
-            )
+            _, correct = per_example_eval(self.model, self.data.x[rows], self.data.y[rows])
             accuracy[i] = correct.mean() if len(correct) else np.nan
         return accuracy
 
 
 def evaluate(
-    workers: list, params_ref: Any, num_test: int, clients: np.ndarray
+    workers: list, params_ref: Any, data: FederatedData, clients: np.ndarray
 ) -> dict[str, float]:
-    """Test loss/accuracy and mean per-client accuracy, evaluated in blocks across the workers.
+    """Test loss (and accuracy), and mean per-client accuracy, in blocks across the workers.
 
     Per-example results are concatenated in block order, so the numbers do not depend on how
     many workers there are.
@@ -180,13 +179,15 @@ def evaluate(
     blocks = len(workers) * 2
     test_refs = [
         workers[i % len(workers)].evaluate_test.remote(params_ref, start, stop)
-        for i, (start, stop) in enumerate(split_range(num_test, blocks))
+        for i, (start, stop) in enumerate(split_range(len(data.test_y), blocks))
     ]
+    losses, correct = (np.concatenate(parts) for parts in zip(*ray.get(test_refs), strict=True))
+    if data.task != "classification":
+        return {"test_loss": float(losses.mean())}
     client_refs = [
         workers[i % len(workers)].evaluate_clients.remote(params_ref, clients[start:stop])
         for i, (start, stop) in enumerate(split_range(len(clients), blocks))
     ]
-    losses, correct = (np.concatenate(parts) for parts in zip(*ray.get(test_refs), strict=True))
     per_client = np.concatenate(ray.get(client_refs))
     return {
         "test_accuracy": float(correct.mean()),

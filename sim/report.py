@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,22 @@ def final_metrics(runs: Iterable[Run]) -> list[str]:
     return list(dict.fromkeys(k for run in runs for k, v in run.final.items() if _is_number(v)))
 
 
+def derived_metrics(
+    run: Run, metric: str, at_rounds: Sequence[int] = (), target: float | None = None
+) -> dict[str, float]:
+    """``metric`` at the given rounds (``metric@R``), and the first round it reaches ``target``
+    (``rounds_to_<target>``: >= for accuracies, <= for losses, distances and errors); a run that
+    never reaches the target has no value, so the table's n counts the runs that did."""
+    rounds, values = series(run.history, metric)
+    derived = {f"{metric}@{r}": float(values[rounds == r][0]) for r in at_rounds if r in rounds}
+    if target is not None:
+        lower_is_better = any(word in metric for word in ("loss", "distance", "error"))
+        reached = values <= target if lower_is_better else values >= target
+        if reached.any():
+            derived[f"rounds_to_{target:g}"] = float(rounds[reached][0])
+    return derived
+
+
 def summarize(groups: Mapping[str, Sequence[Run]], metrics: Sequence[str]) -> list[Row]:
     """Per group, mean, population std (ddof=0; 0 for one run) and n of each final metric."""
     rows = []
@@ -169,7 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="run or multirun directories")
     parser.add_argument("--metric", default="test_accuracy", help="per-round metric to plot")
     parser.add_argument("--out", help="output directory (default: the first DIR)")
+    parser.add_argument(
+        "--at-rounds", default="", help="comma-separated rounds at which to tabulate --metric"
+    )
+    parser.add_argument(
+        "--target", type=float, help="tabulate the first round --metric reaches this"
+    )
     args = parser.parse_args(argv)
+    at_rounds = [int(r) for r in args.at_rounds.split(",") if r.strip()]
     try:
         runs = load_runs(args.dirs)
         if not any(series(run.history, args.metric)[0].size for run in runs):
@@ -180,6 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, CohortError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    runs = [
+        replace(
+            run, final={**run.final, **derived_metrics(run, args.metric, at_rounds, args.target)}
+        )
+        for run in runs
+    ]
     groups = group_runs(runs)
     rows = summarize(groups, final_metrics(runs))
     print(format_table(rows))

@@ -36,6 +36,7 @@ from sim.training import initial_params
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys that may change between a run and its resumption.
+CURVES = ("test_accuracy", "test_loss", "distance_to_optimum")
 RESUMABLE_CHANGES = ("resume", "progress", "output_dir", "cluster", "rounds")
 
 
@@ -178,7 +179,7 @@ def run_config(
         "params_sha256": hashlib.sha256(state.params.tobytes()).hexdigest(),
     }
     run_dir.write_summary(summary)
-    plot_curves(history, run_dir.path / "curves.png", title=cfg.name)
+    plot_curves(history, run_dir.path / "curves.png", CURVES, title=cfg.name)
     if cfg.progress:
         shown = ", ".join(
             f"{k} {final[k]:.4f}" for k in ("test_accuracy", "test_loss") if k in final
@@ -235,7 +236,10 @@ def _train(
         record = _round_record(round_index, [m for ms in ray.get(metrics) for m in ms])
         ray.get(applied)
         if round_index % cfg.eval_every == 0 or round_index == cfg.rounds:
-            record.update(evaluate(workers, server.params.remote(), len(data.test_y), eval_clients))
+            record.update(evaluate(workers, server.params.remote(), data, eval_clients))
+        if data.optimum is not None:
+            params = ray.get(server.params.remote())
+            record["distance_to_optimum"] = float(np.linalg.norm(params - data.optimum))
         record["round_time_s"] = time.perf_counter() - tick
         history.append(record)
         run_dir.append_metrics(record)

@@ -12,12 +12,28 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class ClientModel:
-    """A torch module whose parameters are read and written as one flat float32 vector."""
+def half_squared_error(output: torch.Tensor, target: torch.Tensor, reduction: str = "mean"):
+    """``1/2 (f(x) - y)^2`` for a scalar regression output of shape (n, 1) or (n,)."""
+    losses = 0.5 * (output.reshape(target.shape) - target) ** 2
+    return losses.mean() if reduction == "mean" else losses
 
-    def __init__(self, module: nn.Module, device: torch.device | str = "cpu") -> None:
+
+LOSSES = {"classification": F.cross_entropy, "regression": half_squared_error}
+
+
+class ClientModel:
+    """A torch module with its task's loss, whose parameters are read and written as one flat
+    float32 vector."""
+
+    def __init__(
+        self, module: nn.Module, device: torch.device | str = "cpu", task: str = "classification"
+    ) -> None:
+        if task not in LOSSES:
+            raise ValueError(f"task: must be one of {tuple(LOSSES)} (got {task!r})")
         self.device = torch.device(device)
         self.module = module.to(self.device)
+        self.task = task
+        self.loss = LOSSES[task]
         self.num_params = sum(p.numel() for p in self.module.parameters())
 
     def set_flat(self, flat: np.ndarray) -> None:
@@ -79,7 +95,7 @@ def local_sgd(
     weight_decay: float = 0.0,
     on_step: Callable[[int], None] | None = None,
 ) -> float:
-    """``epochs`` passes of minibatch SGD on cross-entropy; returns the mean minibatch loss.
+    """``epochs`` passes of minibatch SGD on the model's loss; returns the mean minibatch loss.
 
     ``on_step(step)`` runs after every optimizer step (1, 2, ...), e.g. to collect SGD iterates.
     """
@@ -90,7 +106,7 @@ def local_sgd(
     total, steps = torch.zeros((), device=model.device), 0
     for _ in range(epochs):
         for xb, yb in data.batches(batch_size, rng):
-            loss = F.cross_entropy(model.module(xb), yb)
+            loss = model.loss(model.module(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -103,15 +119,18 @@ def local_sgd(
 
 @torch.no_grad()
 def per_example_eval(
-    module: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int = 4096
+    model: ClientModel, x: np.ndarray, y: np.ndarray, batch_size: int = 4096
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example cross-entropy loss and correctness of ``module`` on ``(x, y)``."""
-    module.eval()
+    """Per-example loss and correctness (all false for regression) of ``model`` on ``(x, y)``."""
+    model.module.eval()
     losses, correct = [], []
     for start in range(0, len(y), batch_size):
-        xb = torch.tensor(x[start : start + batch_size], device=device)
-        yb = torch.tensor(y[start : start + batch_size], device=device)
-        logits = module(xb)
-        losses.append(F.cross_entropy(logits, yb, reduction="none").cpu().numpy())
-        correct.append((logits.argmax(1) == yb).cpu().numpy())
+        xb = torch.tensor(x[start : start + batch_size], device=model.device)
+        yb = torch.tensor(y[start : start + batch_size], device=model.device)
+        output = model.module(xb)
+        losses.append(model.loss(output, yb, reduction="none").cpu().numpy())
+        hits = output.argmax(1) == yb if model.task == "classification" else torch.zeros_like(yb)
+        correct.append(hits.bool().cpu().numpy())
+    if not losses:
+        return np.zeros(0), np.zeros(0, bool)
     return np.concatenate(losses), np.concatenate(correct)

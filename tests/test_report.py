@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from sim.plotting import plot_curves, plot_groups
-from sim.report import Stat, format_table, group_runs, load_runs, main, summarize
+from sim.report import (
+    Run,
+    Stat,
+    derived_metrics,
+    format_table,
+    group_runs,
+    load_runs,
+    main,
+    summarize,
+)
 
 LRS = ("0.1", "0.01")
 SEEDS = (0, 1, 2)
@@ -234,3 +243,20 @@ def test_plot_groups_uneven_histories(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "groups.png"
     plot_groups(groups, "x", path, title="x")
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_derived_metrics_at_rounds_and_rounds_to_target() -> None:
+    history = [
+        {"round": 1, "test_accuracy": 0.5, "distance_to_optimum": 2.0},
+        {"round": 2},
+        {"round": 3, "test_accuracy": 0.8, "distance_to_optimum": 0.4},
+    ]
+    run = Run(Path("."), {}, {}, {}, history, None, 3)
+    assert derived_metrics(run, "test_accuracy", [1, 2, 3], 0.7) == {
+        "test_accuracy@1": 0.5,
+        "test_accuracy@3": 0.8,
+        "rounds_to_0.7": 3.0,
+    }
+    assert derived_metrics(run, "test_accuracy", (), 0.9) == {}  # never reached: no value
+    # Distances: lower is better.
+    assert derived_metrics(run, "distance_to_optimum", (), 1.0) == {"rounds_to_1": 3.0}
