@@ -182,7 +182,7 @@ def run_config(
     plot_curves(history, run_dir.path / "curves.png", CURVES, title=cfg.name)
     if cfg.progress:
         shown = ", ".join(
-            f"{k} {final[k]:.4f}" for k in ("test_accuracy", "test_loss") if k in final
+            f"{k} {final[k]:.4f}" for k in CURVES if k in final
         )
         print(
             f"done: {cfg.rounds} rounds in {wall_time:.1f} s; {shown}; outputs in {run_dir.path}",
