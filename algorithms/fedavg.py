@@ -9,6 +9,9 @@ returns ``delta_i = theta - theta_i`` with weight ``n_i`` (its number of example
 takes ``mean_delta = sum_i n_i delta_i / sum_i n_i`` as a pseudo-gradient:
 ``theta <- theta - server_opt(mean_delta)``. Server SGD with lr 1 and no momentum is Algorithm 1's
 ``theta <- sum_i n_i theta_i / sum_i n_i``.
+
+``client_update_batch`` (``client_engine=vectorized``) runs the same local SGD for a task's
+clients at once (:func:`sim.vectorized.vectorized_sgd`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from sim.federated import ClientUpdate, ServerState
 from sim.optim import OPTIMIZERS, Optimizer, make_optimizer
 from sim.training import ClientData, ClientModel, local_sgd
+from sim.vectorized import vectorized_sgd
 
 
 @dataclass
@@ -90,6 +94,31 @@ class FedAvg:
         train_loss = self.local_training(model, params, data, rng)
         delta = params - model.get_flat()
         return ClientUpdate(delta, float(len(data)), {"train_loss": train_loss})
+
+    def client_update_batch(
+        self,
+        model: ClientModel,
+        params: np.ndarray,
+        datas: list[ClientData],
+        rngs: list[np.random.Generator],
+        round_index: int,
+    ) -> list[ClientUpdate]:
+        """``client_update`` for every ``(datas[k], rngs[k])``, trained together."""
+        final, losses = vectorized_sgd(
+            model,
+            params,
+            datas,
+            rngs,
+            epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            lr=self.client_lr,
+            momentum=self.client_momentum,
+            weight_decay=self.weight_decay,
+        )
+        return [
+            ClientUpdate(params - theta, float(len(data)), {"train_loss": float(loss)})
+            for theta, data, loss in zip(final, datas, losses, strict=True)
+        ]
 
     def server_update(
         self, state: ServerState, mean_delta: np.ndarray, round_index: int

@@ -20,6 +20,10 @@ posterior mode. The pieces, in the notation of the code:
 The server update is FedAvg's (server SGD with momentum, or Adam). Defaults are the reference's
 EMNIST setting (client lr 0.02, momentum 0.9; server lr 0.5, momentum 0.9; rho 0.01; 1 burn-in
 epoch; 400 burn-in rounds) except ``burn_in_rounds``, which experiments set for their length.
+
+With ``client_engine=vectorized``, burn-in rounds train a task's clients together (FedAvg's
+``client_update_batch``); the sampling rounds run ``client_update`` client by client, since the
+sampler reads every SGD iterate.
 """
 
 from __future__ import annotations
@@ -141,3 +145,19 @@ class FedPA(FedAvg):
         return ClientUpdate(
             delta, float(len(data)), {"train_loss": loss, "num_samples": float(len(samples))}
         )
+
+    def client_update_batch(
+        self,
+        model: ClientModel,
+        params: np.ndarray,
+        datas: list[ClientData],
+        rngs: list[np.random.Generator],
+        round_index: int,
+    ) -> list[ClientUpdate]:
+        """FedAvg's batched update in burn-in rounds; after them ``client_update`` per client."""
+        if round_index <= self.burn_in_rounds:
+            return super().client_update_batch(model, params, datas, rngs, round_index)
+        return [
+            self.client_update(model, params, data, rng, round_index)
+            for data, rng in zip(datas, rngs, strict=True)
+        ]

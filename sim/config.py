@@ -18,6 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sim.errors import ConfigError
 
+CLIENT_ENGINES = ("sequential", "vectorized")  # how a worker runs a task's client updates
+
 
 @dataclass
 class ResourceSpec:
@@ -62,6 +64,7 @@ class RunConfig:
     rounds: int = 50
     clients_per_round: int = 10
     clients_per_task: int = 5  # aggregation unit: fixed, so sums do not depend on #workers
+    client_engine: str = "sequential"  # or "vectorized": a task's clients trained together
     eval_every: int = 5
     eval_clients: int | None = None  # per-client accuracy on this many clients (None = all)
     checkpoint_every: int = 10  # 0 = only at the end
@@ -83,6 +86,7 @@ def check_run_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{name}: must be >= 1 (got {cfg[name]})")
     if cfg.eval_clients is not None and cfg.eval_clients < 1:
         raise ConfigError(f"eval_clients: must be >= 1 or null (got {cfg.eval_clients})")
+    check_client_engine(cfg.client_engine)
     if cfg.checkpoint_every < 0:
         raise ConfigError(f"checkpoint_every: must be >= 0 (got {cfg.checkpoint_every})")
     if cfg.cluster.mode not in ("local", "remote"):
@@ -97,6 +101,19 @@ def check_run_config(cfg: DictConfig) -> None:
         spec = cfg.cluster[role]
         if spec.num_cpus < 0 or spec.num_gpus < 0:
             raise ConfigError(f"cluster.{role}: num_cpus and num_gpus must be >= 0")
+
+
+def check_client_engine(engine: str, algorithm: Any = None) -> None:
+    """Fail, naming ``client_engine``, on an unknown engine, or if ``algorithm`` (when given)
+    lacks the ``client_update_batch`` that the vectorized engine calls."""
+    if engine not in CLIENT_ENGINES:
+        raise ConfigError(f"client_engine: must be one of {CLIENT_ENGINES} (got {engine!r})")
+    batched = algorithm is None or hasattr(algorithm, "client_update_batch")
+    if engine == "vectorized" and not batched:
+        raise ConfigError(
+            f"client_engine: {type(algorithm).__name__} has no client_update_batch, so it "
+            "cannot run on the vectorized engine; use client_engine=sequential"
+        )
 
 
 def build_component(group: str, node: Any) -> Any:

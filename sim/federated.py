@@ -1,22 +1,26 @@
 """The federated protocol: a server actor, a pool of client-worker actors, and the round loop.
 
 An algorithm supplies only :meth:`FederatedAlgorithm.server_init`, ``client_update`` and
-``server_update``. Each round the cohort (a pure function of ``(seed, round)``) is cut into
-fixed tasks of ``clients_per_task`` clients, in client-id order; a worker returns, per task, the
-weighted sum of its clients' deltas and their metrics, and the server adds the task sums in task
-order. The cut does not depend on the number of workers, so neither do the numbers.
+``server_update`` (and, for ``client_engine=vectorized``, ``client_update_batch``, which updates a
+task's clients together: :class:`BatchedAlgorithm`). Each round the cohort (a pure function of
+``(seed, round)``) is cut into fixed tasks of ``clients_per_task`` clients, in client-id order; a
+worker returns, per task, the weighted sum of its clients' deltas and their metrics, and the
+server adds the task sums in task order. The cut does not depend on the number of workers, so
+neither do the numbers.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import ray
 
 from sim import seeding
+from sim.config import check_client_engine
 from sim.data import FederatedData, ModelSpec
 from sim.runtime import actor_device
 from sim.training import ClientData, ClientModel, per_example_eval
@@ -61,6 +65,23 @@ class FederatedAlgorithm(Protocol):
     ) -> ServerState: ...
 
 
+class BatchedAlgorithm(FederatedAlgorithm, Protocol):
+    """An algorithm that can also update several clients at once (``client_engine=vectorized``).
+
+    ``client_update_batch`` must return, in order, what ``client_update`` would return for each
+    ``(datas[k], rngs[k])`` (to float rounding).
+    """
+
+    def client_update_batch(
+        self,
+        model: ClientModel,
+        params: np.ndarray,
+        datas: list[ClientData],
+        rngs: list[np.random.Generator],
+        round_index: int,
+    ) -> list[ClientUpdate]: ...
+
+
 @dataclass
 class TaskResult:
     """A worker's pre-aggregated output for one task (a fixed slice of the cohort)."""
@@ -93,15 +114,32 @@ def run_task(
     clients: np.ndarray,
     seed: int,
     round_index: int,
+    engine: str = "sequential",
 ) -> tuple[TaskResult, list[dict[str, Any]]]:
-    """Client updates for ``clients`` in order, pre-aggregated; non-finite deltas are dropped."""
+    """Client updates for ``clients`` in order, pre-aggregated; non-finite deltas are dropped.
+
+    ``engine`` ``"sequential"`` calls ``client_update`` client by client, ``"vectorized"`` calls
+    ``client_update_batch`` once for the task; the rest is the same for both.
+    """
+    check_client_engine(engine, algorithm)
+    datas = [
+        ClientData.gather(data.x, data.y, data.client_indices(client), model.device)
+        for client in clients
+    ]
+    rngs = [seeding.rng(seed, "client", round_index, int(client)) for client in clients]
+    updates: Iterable[ClientUpdate]
+    if engine == "vectorized":
+        batched = cast(BatchedAlgorithm, algorithm)  # checked above
+        updates = batched.client_update_batch(model, params, datas, rngs, round_index)
+    else:  # one at a time, as they are consumed
+        updates = (
+            algorithm.client_update(model, params, client_data, rng, round_index)
+            for client_data, rng in zip(datas, rngs, strict=True)
+        )
     weighted_sum = np.zeros(params.shape, np.float64)
     weight = 0.0
     metrics = []
-    for client in clients:
-        client_data = ClientData.gather(data.x, data.y, data.client_indices(client), model.device)
-        rng = seeding.rng(seed, "client", round_index, int(client))
-        update = algorithm.client_update(model, params, client_data, rng, round_index)
+    for client, client_data, update in zip(clients, datas, updates, strict=True):
         finite = bool(np.isfinite(update.delta).all()) and np.isfinite(update.weight)
         if finite:
             weighted_sum += update.weight * update.delta.astype(np.float64)
@@ -139,16 +177,24 @@ class ClientWorker:
         algorithm: FederatedAlgorithm,
         seed: int,
         num_cpus: float,
+        engine: str = "sequential",
     ) -> None:
         device = actor_device(num_cpus)
-        self.data, self.algorithm, self.seed = data, algorithm, seed
+        self.data, self.algorithm, self.seed, self.engine = data, algorithm, seed, engine
         module = model_spec.build(data.input_shape, data.num_classes)
         self.model = ClientModel(module, device, data.task)
 
     @ray.method(num_returns=2)
     def run(self, params: np.ndarray, clients: np.ndarray, round_index: int):
         return run_task(
-            self.algorithm, self.model, self.data, params, clients, self.seed, round_index
+            self.algorithm,
+            self.model,
+            self.data,
+            params,
+            clients,
+            self.seed,
+            round_index,
+            self.engine,
         )
 
     def evaluate_test(self, params: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, ...]:

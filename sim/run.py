@@ -18,7 +18,12 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from sim import checkpoint, seeding
-from sim.config import build_component, check_run_config, register_schemas
+from sim.config import (
+    build_component,
+    check_client_engine,
+    check_run_config,
+    register_schemas,
+)
 from sim.data import FederatedData
 from sim.errors import CohortError, ConfigError
 from sim.federated import (
@@ -134,6 +139,7 @@ def run_config(
     env = build_component("env", cfg.env)
     model_spec = build_component("model", cfg.model)
     algorithm: FederatedAlgorithm = build_component("algorithm", cfg.algorithm)
+    check_client_engine(cfg.client_engine, algorithm)
     run_dir = RunDirectory(
         output_dir or cfg.output_dir or _default_output_dir(cfg.name), cfg.resume
     )
@@ -208,7 +214,7 @@ def _train(
     data_ref = ray.put(data)
     workers = [
         ClientWorker.options(**cluster.worker.ray_options()).remote(
-            data_ref, model_spec, algorithm, cfg.seed, cluster.worker.num_cpus
+            data_ref, model_spec, algorithm, cfg.seed, cluster.worker.num_cpus, cfg.client_engine
         )
         for _ in range(num_workers)
     ]
