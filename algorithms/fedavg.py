@@ -50,6 +50,11 @@ class FedAvg:
         for name in ("local_epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1 (got {getattr(self, name)})")
+        if self.server_optimizer == "adam" and self.server_momentum:
+            raise ValueError(
+                "server_momentum: Adam has its own moments; set server_momentum=0 with adam "
+                f"(got {self.server_momentum})"
+            )
         if self.server_optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"server_optimizer: must be one of {OPTIMIZERS} (got {self.server_optimizer!r})"

@@ -10,7 +10,8 @@ posterior mode. The pieces, in the notation of the code:
 
 - IASG sampler (Sec. 4, Alg. 3; the authors' TFF code): from the server parameters run local SGD;
   after ``burn_in_epochs`` epochs, every ``steps_per_sample`` SGD steps (default: one epoch) the
-  average of those steps' iterates is one sample x_t; ``num_samples`` samples per round.
+  average of those steps' iterates is one sample x_t, until the ``local_epochs`` end (a last,
+  incomplete window is not a sample); the count is logged as the metric ``num_samples``.
 - Shrinkage covariance (Sec. 3.2): ``Sigma_hat = rho_n I + (1 - rho_n) S``,
   ``rho_n = 1 / (1 + (n - 1) rho)``, S the unbiased sample covariance of the n samples.
 - ``delta = Sigma_hat^{-1} (theta - mean(x))`` by the dynamic program of Sec. 3.3 / App. C

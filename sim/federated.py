@@ -159,10 +159,12 @@ def run_task(
     return TaskResult(weighted_sum, weight), metrics
 
 
-def split_range(stop: int, parts: int) -> list[tuple[int, int]]:
-    """``[0, stop)`` cut into at most ``parts`` contiguous, non-empty ``(start, stop)`` blocks."""
-    bounds = np.linspace(0, stop, min(parts, stop) + 1).astype(int)
-    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+EVAL_BLOCK = 4096  # test examples per evaluation task: fixed, so results ignore the pool size
+
+
+def split_range(stop: int, block: int) -> list[tuple[int, int]]:
+    """``[0, stop)`` cut into consecutive ``(start, stop)`` blocks of ``block`` (last shorter)."""
+    return [(start, min(start + block, stop)) for start in range(0, stop, block)]
 
 
 @ray.remote
@@ -219,20 +221,20 @@ def evaluate(
 ) -> dict[str, float]:
     """Test loss (and accuracy), and mean per-client accuracy, in blocks across the workers.
 
-    Per-example results are concatenated in block order, so the numbers do not depend on how
-    many workers there are.
+    Test blocks have a fixed size and per-client results are per client, all concatenated in
+    order, so the numbers do not depend on how many workers there are.
     """
-    blocks = len(workers) * 2
     test_refs = [
         workers[i % len(workers)].evaluate_test.remote(params_ref, start, stop)
-        for i, (start, stop) in enumerate(split_range(len(data.test_y), blocks))
+        for i, (start, stop) in enumerate(split_range(len(data.test_y), EVAL_BLOCK))
     ]
     losses, correct = (np.concatenate(parts) for parts in zip(*ray.get(test_refs), strict=True))
     if data.task != "classification":
         return {"test_loss": float(losses.mean())}
+    per_worker = -(-len(clients) // len(workers))
     client_refs = [
         workers[i % len(workers)].evaluate_clients.remote(params_ref, clients[start:stop])
-        for i, (start, stop) in enumerate(split_range(len(clients), blocks))
+        for i, (start, stop) in enumerate(split_range(len(clients), per_worker))
     ]
     per_client = np.concatenate(ray.get(client_refs))
     return {

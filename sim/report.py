@@ -82,7 +82,12 @@ def load_runs(paths: Iterable[str | os.PathLike[str]]) -> list[Run]:
     return list(runs.values())
 
 
-def group_runs(runs: Sequence[Run], ignore: Iterable[str] = ("seed",)) -> dict[str, list[Run]]:
+# Overrides that never define a group: seeds are averaged over, the rest only say where/how a
+# run was written or resumed.
+NOT_SWEPT = ("seed", "resume", "progress", "output_dir", "hydra.run.dir", "hydra.sweep.dir")
+
+
+def group_runs(runs: Sequence[Run], ignore: Iterable[str] = NOT_SWEPT) -> dict[str, list[Run]]:
     """Group runs by the override keys whose values differ across runs, except ``ignore``.
 
     A label reads ``"algorithm.client_lr=0.1"`` (several keys joined by ``", "``); a run without

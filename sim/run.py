@@ -145,7 +145,10 @@ def run_config(
     )
     config = OmegaConf.to_container(cfg, resolve=True)
 
-    data: FederatedData = env.load(seeding.rng(cfg.seed, "env"))
+    try:
+        data: FederatedData = env.load(seeding.rng(cfg.seed, "env"))
+    except (FileNotFoundError, ValueError) as error:
+        raise CohortError(f"env: {error}") from None
     for name in ("clients_per_round", "eval_clients"):
         if (cfg[name] or 0) > data.num_clients:
             raise ConfigError(
@@ -159,23 +162,23 @@ def run_config(
                 f"{cfg.rounds}; raise rounds to continue"
             )
     else:
-        params = initial_params(
-            lambda: model_spec.build(data.input_shape, data.num_classes),
-            seeding.torch_seed(cfg.seed, "init"),
-        )
+        try:
+            params = initial_params(
+                lambda: model_spec.build(data.input_shape, data.num_classes),
+                seeding.torch_seed(cfg.seed, "init"),
+            )
+        except ValueError as error:
+            raise ConfigError(f"model: {error}") from None
         state, start_round, history = algorithm.server_init(params), 0, []
     if cfg.cluster.mode == "remote" and not ray.is_initialized():
         remote_address(cfg.cluster)
-    run_dir.prepare(config)
-    run_dir.write_metrics(history)
-
     with ray_session(cfg.cluster):
         state, history = _train(
             cfg, data, model_spec, algorithm, state, start_round, history, run_dir, config
         )
 
     wall_time = time.perf_counter() - start_time
-    final = {k: v for k, v in history[-1].items() if isinstance(v, float)}
+    final = {k: v for k, v in history[-1].items() if isinstance(v, float) and not k.endswith("_s")}
     summary = {
         "config": config,
         "overrides": list(overrides),
@@ -187,9 +190,7 @@ def run_config(
     run_dir.write_summary(summary)
     plot_curves(history, run_dir.path / "curves.png", CURVES, title=cfg.name)
     if cfg.progress:
-        shown = ", ".join(
-            f"{k} {final[k]:.4f}" for k in CURVES if k in final
-        )
+        shown = ", ".join(f"{k} {final[k]:.4f}" for k in CURVES if k in final)
         print(
             f"done: {cfg.rounds} rounds in {wall_time:.1f} s; {shown}; outputs in {run_dir.path}",
             flush=True,
@@ -219,6 +220,8 @@ def _train(
         for _ in range(num_workers)
     ]
     server = Server.options(**cluster.server.ray_options()).remote(algorithm, state)
+    run_dir.prepare(config)  # only now: every check that can refuse the run has passed
+    run_dir.write_metrics(history)
     eval_clients = np.arange(data.num_clients)
     if cfg.eval_clients is not None:
         chosen = seeding.rng(cfg.seed, "eval_clients").choice(

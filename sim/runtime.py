@@ -68,9 +68,8 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
 
 
 def pool_size(worker: ResourceSpec, requested: int | None, max_useful: int) -> int:
-    """How many client workers to start: the request, else what the cluster's resources fit."""
-    if requested is not None:
-        return requested
+    """How many client workers to start: the request (checked to fit the cluster's resources, so
+    no worker waits forever for a slot), else as many as fit, at most ``max_useful``."""
     total = ray.cluster_resources()
     fits = [math.floor(total.get("CPU", 0) / worker.num_cpus + 1e-9)] if worker.num_cpus else []
     if worker.num_gpus:
@@ -82,6 +81,13 @@ def pool_size(worker: ResourceSpec, requested: int | None, max_useful: int) -> i
         raise CohortError(
             f"cluster.worker: the cluster ({total}) cannot fit one worker of {worker.ray_options()}"
         )
+    if requested is not None:
+        if requested > size:
+            raise ConfigError(
+                f"cluster.num_workers: {requested} workers of {worker.ray_options()} do not fit "
+                f"the cluster's resources (at most {size})"
+            )
+        return requested
     return min(size, max_useful)
 
 

@@ -83,25 +83,37 @@ def test_burn_in_rounds_are_fedavg():
     np.testing.assert_array_equal(fedpa.delta, fedavg.delta)
 
 
-def test_sampler_takes_iterate_averages_after_burn_in():
+@pytest.mark.parametrize("steps_per_sample,expected_samples", [(None, 4), (3, 5)])
+def test_sampler_takes_iterate_averages_after_burn_in(steps_per_sample, expected_samples):
+    # 40 examples, batch 10: 4 steps per epoch; 5 epochs with 1 burn-in epoch leave steps 5..20.
     model, data = linear_client()
-    algorithm = FedPA(burn_in_rounds=0, local_epochs=5, burn_in_epochs=1, batch_size=10, rho=0.0)
-    update = algorithm.client_update(
-        model, np.zeros(8, np.float32), data, np.random.default_rng(0), 1
+    algorithm = FedPA(
+        burn_in_rounds=0,
+        local_epochs=5,
+        burn_in_epochs=1,
+        batch_size=10,
+        rho=0.5,
+        steps_per_sample=steps_per_sample,
     )
-    assert update.metrics["num_samples"] == 4  # 5 epochs - 1 burn-in epoch, one sample per epoch
-    # rho = 0: the delta is theta - mean of the samples, i.e. minus the mean of the iterates of
-    # steps 5..20 (4 steps per epoch). Replay the same SGD run and average those iterates.
+    params = np.zeros(8, np.float32)
+    update = algorithm.client_update(model, params, data, np.random.default_rng(0), 1)
+    assert update.metrics["num_samples"] == expected_samples
+    # Replay the same SGD run, build the window means by hand, and solve densely.
     iterates = []
     algorithm.local_training(
         model,
-        np.zeros(8, np.float32),
+        params,
         data,
         np.random.default_rng(0),
-        on_step=lambda step: iterates.append(model.get_flat()),
+        on_step=lambda step: iterates.append(model.get_flat().astype(np.float64)),
     )
-    expected = -np.mean(iterates[4:], axis=0)
-    np.testing.assert_allclose(update.delta, expected, rtol=1e-5, atol=1e-7)
+    window = steps_per_sample or 4
+    after = np.array(iterates[4:])
+    samples = np.stack(
+        [after[i * window : (i + 1) * window].mean(0) for i in range(expected_samples)]
+    )  # with windows of 3, the 16 steps give 5 samples; the last step is not a sample
+    expected = np.linalg.solve(shrinkage_covariance(samples, 0.5), params - samples.mean(0))
+    np.testing.assert_allclose(update.delta, expected, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize(

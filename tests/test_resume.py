@@ -50,13 +50,21 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(ray_session, tmp_path
         start_new_session=True,
     )
     deadline = time.time() + 180
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    metrics = run_dir / "metrics.jsonl"
+
+    def rounds_logged() -> int:
+        return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+    # Kill past the first checkpoint (round 5) but before the second, so rounds 6-7 are logged
+    # beyond the checkpoint and must be rewritten on resume.
+    while rounds_logged() < 7 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     done = [json.loads(x)["round"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert 5 <= len(done) < ROUNDS, "the run must have been killed mid-way"
+    assert 7 <= len(done) < ROUNDS, "the run must have been killed mid-way"
+    assert checkpoint.load(ckpt)[1]["round"] < len(done), "rounds beyond the checkpoint"
     assert not (run_dir / "summary.json").exists()
 
     resumed = run_cli(*COMMON, "resume=true", f"hydra.run.dir={run_dir}")

@@ -90,7 +90,6 @@ def test_vectorized_sgd_equals_local_sgd_per_client(
         (FedAvg(client_lr=0.1, client_momentum=0.5, local_epochs=2, batch_size=8), 1),
         (FedAvg(client_lr=1e38, batch_size=8), 1),  # clients 1 and 3 overflow: dropped
         (FedPA(burn_in_rounds=1, local_epochs=3, batch_size=8), 1),  # burn-in: FedAvg's batch
-        (FedPA(burn_in_rounds=1, local_epochs=3, batch_size=8), 2),  # sampling: one by one
     ],
 )
 @pytest.mark.parametrize("name", ["mlp", "linear"])
