@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 
 from sim.errors import CohortError
+from sim.outputs import METRICS, SUMMARY
 from sim.plotting import plot_groups, series
 
-SUMMARY = "summary.json"
-METRICS = "metrics.jsonl"
 STD_NOTE = "± is the population std (ddof=0) over runs; (n) is the number of runs."
 
 
