@@ -228,12 +228,12 @@ def _train(
             data.num_clients, cfg.eval_clients, replace=False
         )
         eval_clients = np.sort(chosen)
+    params_ref = server.params.remote()  # the global parameters the next round starts from
     for round_index in range(start_round + 1, cfg.rounds + 1):
         tick = time.perf_counter()
         cohort = seeding.sample_cohort(
             cfg.seed, round_index, data.num_clients, cfg.clients_per_round
         )
-        params_ref = server.params.remote()
         sums, metrics = [], []
         for i, task in enumerate(split_tasks(cohort, cfg.clients_per_task)):
             task_sum, task_metrics = workers[i % num_workers].run.remote(
@@ -244,11 +244,12 @@ def _train(
         applied = server.apply.remote(round_index, *sums)
         record = _round_record(round_index, [m for ms in ray.get(metrics) for m in ms])
         ray.get(applied)
+        params_ref = server.params.remote()  # this round's result: evaluated, then trained from
         if round_index % cfg.eval_every == 0 or round_index == cfg.rounds:
-            record.update(evaluate(workers, server.params.remote(), data, eval_clients))
+            record.update(evaluate(workers, params_ref, data, eval_clients))
         if data.optimum is not None:
-            params = ray.get(server.params.remote())
-            record["distance_to_optimum"] = float(np.linalg.norm(params - data.optimum))
+            distance = np.linalg.norm(ray.get(params_ref) - data.optimum)
+            record["distance_to_optimum"] = float(distance)
         record["round_time_s"] = time.perf_counter() - tick
         history.append(record)
         run_dir.append_metrics(record)
