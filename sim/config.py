@@ -49,6 +49,21 @@ class ClusterConfig:
     num_workers: int | None = None  # None = as many as the resources allow
     worker: ResourceSpec = field(default_factory=ResourceSpec)
     server: ResourceSpec = field(default_factory=lambda: ResourceSpec(num_cpus=0.0))
+    oracle: ResourceSpec = field(default_factory=lambda: ResourceSpec(num_cpus=0.0))
+
+
+@dataclass
+class ActiveConfig:
+    """The active-learning protocol's sizes (used when the algorithm is a selector)."""
+
+    seed_size: int = 20  # random labels before the first round
+    batch_size: int = 10  # labels asked per round
+    budget: int = 100  # total labels, seed set included; the run ends when it is spent
+    oracles: int = 1  # annotator actors answering each request in parallel
+    cost_per_label: float = 1.0
+    label_noise: float = 0.0  # each annotator flips this fraction of labels (fixed per example)
+    score_block: int = 65536  # pool rows per scoring task (tasks spread over the cluster)
+    max_rounds: int | None = None  # stop early (resume=true continues); None = until the budget
 
 
 @dataclass
@@ -59,6 +74,8 @@ class RunConfig:
     model: Any = MISSING
     algorithm: Any = MISSING
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    learner: Any = None  # active protocol: the model trained on the revealed labels
+    active: ActiveConfig = field(default_factory=ActiveConfig)
     name: str = "default"
     seed: int = 0
     rounds: int = 50
@@ -97,7 +114,19 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"cluster.num_workers: must be >= 1 or null (got {cfg.cluster.num_workers})"
         )
-    for role in ("worker", "server"):
+    active = cfg.active
+    for name in ("seed_size", "batch_size", "budget", "oracles", "score_block"):
+        if active[name] < 1:
+            raise ConfigError(f"active.{name}: must be >= 1 (got {active[name]})")
+    if active.budget < active.seed_size:
+        raise ConfigError(
+            f"active.budget: must be >= active.seed_size {active.seed_size} (got {active.budget})"
+        )
+    if not 0 <= active.label_noise < 1 or active.cost_per_label < 0:
+        raise ConfigError("active: label_noise must be in [0, 1) and cost_per_label >= 0")
+    if active.max_rounds is not None and active.max_rounds < 1:
+        raise ConfigError(f"active.max_rounds: must be >= 1 or null (got {active.max_rounds})")
+    for role in ("worker", "server", "oracle"):
         spec = cfg.cluster[role]
         if spec.num_cpus < 0 or spec.num_gpus < 0:
             raise ConfigError(f"cluster.{role}: num_cpus and num_gpus must be >= 0")

@@ -15,12 +15,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 
-def series(history: Iterable[Mapping], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(rounds, values)`` of ``key`` over the records that have a numeric ``key`` and round."""
+def series(history: Iterable[Mapping], key: str, x: str = "round") -> tuple[np.ndarray, np.ndarray]:
+    """``(x values, values)`` of ``key`` over the records with a numeric ``key`` and ``x``."""
     points = [
-        (record["round"], record[key])
+        (record[x], record[key])
         for record in history
-        if _is_number(record.get(key)) and _is_number(record.get("round"))
+        if _is_number(record.get(key)) and _is_number(record.get(x))
     ]
     rounds, values = zip(*points, strict=True) if points else ((), ())
     return np.asarray(rounds, dtype=float), np.asarray(values, dtype=float)
@@ -31,20 +31,21 @@ def plot_curves(
     path: str | os.PathLike[str],
     keys: Sequence[str] = ("test_accuracy", "test_loss"),
     title: str | None = None,
+    x: str = "round",
 ) -> None:
-    """Write one PNG with a subplot of ``key`` vs round for each key that ``history`` records.
+    """Write one PNG with a subplot of ``key`` vs ``x`` for each key that ``history`` records.
 
     Rounds without the key (e.g. non-evaluation rounds) are skipped. If no key is recorded at
     all, the PNG holds a single panel saying so, so the file always exists after a run.
     """
-    curves = {key: series(history, key) for key in keys}
+    curves = {key: series(history, key, x) for key in keys}
     curves = {key: curve for key, curve in curves.items() if len(curve[0])}
     fig = Figure(figsize=(4.5 * max(len(curves), 1), 3.5), layout="constrained")
     if curves:
         axes = fig.subplots(1, len(curves), squeeze=False)[0]
         for ax, (key, (rounds, values)) in zip(axes, curves.items(), strict=True):
             ax.plot(rounds, values, marker="o" if len(rounds) < 30 else None, markersize=3)
-            ax.set(xlabel="round", ylabel=key, title=key)
+            ax.set(xlabel=x, ylabel=key, title=key)
             ax.grid(alpha=0.3)
     else:
         _no_data(fig.subplots(), f"no {', '.join(keys)} recorded")
@@ -56,8 +57,9 @@ def plot_groups(
     key: str,
     path: str | os.PathLike[str],
     title: str | None = None,
+    x: str = "round",
 ) -> None:
-    """Write one PNG of ``key`` vs round: per group, the mean over its histories ± one std band.
+    """Write one PNG of ``key`` vs ``x``: per group, the mean over its histories ± one std band.
 
     ``groups`` maps a label to one history per seed. At each round the mean and population std
     (ddof=0) are taken over the histories that record ``key`` at that round.
@@ -68,7 +70,7 @@ def plot_groups(
     for label, histories in groups.items():
         by_round: dict[float, list[float]] = {}
         for history in histories:
-            for rnd, value in zip(*series(history, key), strict=True):
+            for rnd, value in zip(*series(history, key, x), strict=True):
                 by_round.setdefault(rnd, []).append(value)
         if not by_round:
             continue
@@ -79,7 +81,7 @@ def plot_groups(
         ax.fill_between(rounds, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         plotted = True
     if plotted:
-        ax.set(xlabel="round", ylabel=key)
+        ax.set(xlabel=x, ylabel=key)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     else:

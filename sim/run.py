@@ -18,6 +18,7 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from sim import checkpoint, seeding
+from sim.active import ACTIVE_CURVES, Selector, train_active
 from sim.config import (
     build_component,
     check_client_engine,
@@ -119,13 +120,23 @@ def _save_checkpoint(
     checkpoint.save(run_dir.checkpoint_path, arrays, meta)
 
 
-def _load_checkpoint(run_dir: RunDirectory, config: dict[str, Any]):
-    arrays, meta = checkpoint.load(run_dir.checkpoint_path)
-    before = {k: v for k, v in meta["config"].items() if k not in RESUMABLE_CHANGES}
-    now = {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}
+def check_resumable(before: dict[str, Any], now: dict[str, Any]) -> None:
+    """Fail unless two configs differ only in what a resumed run may change."""
+
+    def comparable(config: dict[str, Any]) -> dict[str, Any]:
+        kept = {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}
+        kept["active"] = {k: v for k, v in kept.get("active", {}).items() if k != "max_rounds"}
+        return kept
+
+    before, now = comparable(before), comparable(now)
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         raise ConfigError(f"resume: the config differs from the checkpoint's in {changed}")
+
+
+def _load_checkpoint(run_dir: RunDirectory, config: dict[str, Any]):
+    arrays, meta = checkpoint.load(run_dir.checkpoint_path)
+    check_resumable(meta["config"], config)
     opt_state = {k.removeprefix("opt/"): v for k, v in arrays.items() if k.startswith("opt/")}
     return ServerState(arrays["params"], opt_state), meta["round"], meta["history"]
 
@@ -133,18 +144,57 @@ def _load_checkpoint(run_dir: RunDirectory, config: dict[str, Any]):
 def run_config(
     cfg: DictConfig, overrides: Sequence[str] = (), output_dir: str | None = None
 ) -> Result:
-    """Validate everything, then run. Nothing is written before the config has been checked."""
+    """Validate everything, then run. Nothing is written before the config has been checked.
+
+    The algorithm's ``protocol`` picks the loop: ``"active"`` (a selector) or federated.
+    """
     start_time = time.perf_counter()
     check_run_config(cfg)
     env = build_component("env", cfg.env)
-    model_spec = build_component("model", cfg.model)
-    algorithm: FederatedAlgorithm = build_component("algorithm", cfg.algorithm)
-    check_client_engine(cfg.client_engine, algorithm)
+    algorithm = build_component("algorithm", cfg.algorithm)
     run_dir = RunDirectory(
         output_dir or cfg.output_dir or _default_output_dir(cfg.name), cfg.resume
     )
     config = OmegaConf.to_container(cfg, resolve=True)
+    if getattr(algorithm, "protocol", "federated") == "active":
+        params, history, curves, x = _run_active(cfg, env, algorithm, run_dir, config)
+        steps = f"{len(history)} rounds, {history[-1]['labels']} labels"
+    else:
+        params, history = _run_federated(cfg, env, algorithm, run_dir, config)
+        curves, x, steps = CURVES, "round", f"{cfg.rounds} rounds"
 
+    wall_time = time.perf_counter() - start_time
+    final = {k: v for k, v in history[-1].items() if isinstance(v, float) and not k.endswith("_s")}
+    summary = {
+        "config": config,
+        "overrides": list(overrides),
+        "final": final,
+        "rounds": len(history),
+        "wall_time_s": wall_time,
+        "params_sha256": hashlib.sha256(params.tobytes()).hexdigest(),
+    }
+    run_dir.write_summary(summary)
+    plot_curves(history, run_dir.path / "curves.png", curves, title=cfg.name, x=x)
+    if cfg.progress:
+        shown = ", ".join(f"{k} {final[k]:.4f}" for k in curves if k in final)
+        print(f"done: {steps} in {wall_time:.1f} s; {shown}; outputs in {run_dir.path}", flush=True)
+    return Result(config, history, final, run_dir.path, params, wall_time)
+
+
+def _run_federated(
+    cfg: DictConfig,
+    env: Any,
+    algorithm: FederatedAlgorithm,
+    run_dir: RunDirectory,
+    config: dict[str, Any],
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    if not hasattr(env, "load"):
+        raise ConfigError(
+            f"env: {type(env).__name__} is a pool for active learning; the algorithm "
+            f"{type(algorithm).__name__} is federated and needs a federated env"
+        )
+    model_spec = build_component("model", cfg.model)
+    check_client_engine(cfg.client_engine, algorithm)
     try:
         data: FederatedData = env.load(seeding.rng(cfg.seed, "env"))
     except (FileNotFoundError, ValueError) as error:
@@ -176,26 +226,37 @@ def run_config(
         state, history = _train(
             cfg, data, model_spec, algorithm, state, start_round, history, run_dir, config
         )
+    return state.params, history
 
-    wall_time = time.perf_counter() - start_time
-    final = {k: v for k, v in history[-1].items() if isinstance(v, float) and not k.endswith("_s")}
-    summary = {
-        "config": config,
-        "overrides": list(overrides),
-        "final": final,
-        "rounds": cfg.rounds,
-        "wall_time_s": wall_time,
-        "params_sha256": hashlib.sha256(state.params.tobytes()).hexdigest(),
-    }
-    run_dir.write_summary(summary)
-    plot_curves(history, run_dir.path / "curves.png", CURVES, title=cfg.name)
-    if cfg.progress:
-        shown = ", ".join(f"{k} {final[k]:.4f}" for k in CURVES if k in final)
-        print(
-            f"done: {cfg.rounds} rounds in {wall_time:.1f} s; {shown}; outputs in {run_dir.path}",
-            flush=True,
+
+def _run_active(
+    cfg: DictConfig,
+    env: Any,
+    selector: Selector,
+    run_dir: RunDirectory,
+    config: dict[str, Any],
+) -> tuple[np.ndarray, list[dict[str, Any]], tuple[str, ...], str]:
+    if not hasattr(env, "load_pool"):
+        raise ConfigError(
+            f"env: {type(env).__name__} is federated; the algorithm {type(selector).__name__} "
+            "is an active-learning selector and needs a pool env (env=tabular, "
+            "env=fashion_mnist_pool)"
         )
-    return Result(config, history, final, run_dir.path, state.params, wall_time)
+    learner = build_component("learner", cfg.learner)
+    try:
+        env.locate()  # fail here, with the way to get the data, not inside an oracle actor
+    except FileNotFoundError as error:
+        raise CohortError(f"env: {error}") from None
+    start = None
+    if cfg.resume:
+        arrays, meta = checkpoint.load(run_dir.checkpoint_path)
+        check_resumable(meta["config"], config)
+        start = (arrays, meta)
+    if cfg.cluster.mode == "remote" and not ray.is_initialized():
+        remote_address(cfg.cluster)
+    with ray_session(cfg.cluster):
+        params, history = train_active(cfg, env, learner, selector, run_dir, config, start)
+    return params, history, ACTIVE_CURVES, "labels"
 
 
 def _train(

@@ -1,0 +1,31 @@
+"""Random sampling: the passive baseline every active-learning method is measured against.
+
+The batch is ``k`` unlabeled points drawn uniformly without replacement from the round's stream
+(``seeding.rng(seed, "select", round)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from sim.learner import LearnerOutputs
+
+
+@dataclass
+class RandomSelection:
+    """``k`` unlabeled points uniformly at random."""
+
+    protocol: ClassVar[str] = "active"
+
+    def select(
+        self,
+        outputs: LearnerOutputs,
+        labeled: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        return np.sort(rng.choice(np.flatnonzero(~labeled), batch_size, replace=False))

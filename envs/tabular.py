@@ -1,0 +1,177 @@
+"""Tabular pools for active learning: scikit-learn's bundled sets and the R packages mlbench and
+kernlab (read offline from their Debian packages with ``rdata``).
+
+Each dataset gets a fixed train/test split (``split_seed``, independent of the run's seed) and
+features standardised with the pool's mean and standard deviation only; nominal columns are
+one-hot encoded, ordinal and binary ones take their level codes, and missing values become the
+pool mean (0 after standardising). The datasets are close to members of OpenML-CC18, the suite of
+Bahri et al., "Is margin all you need?", arXiv 2210.03822.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sim import seeding
+from sim.pool import PoolData
+
+DATA_DIR_VARIABLE = "COHORT_DATA_DIR"
+USER_DATA_DIR = Path.home() / ".local" / "share" / "cohort"
+R_LIBRARY = Path("usr/lib/R/site-library")
+GET_DATA = "bash scripts/get_tabular_data.sh"
+
+SKLEARN = {  # name -> sklearn.datasets loader
+    "iris": "load_iris",
+    "wine": "load_wine",
+    "breast_cancer": "load_breast_cancer",
+    "digits": "load_digits",
+}
+R_DATASETS = {  # name -> (R package, data object, target column, columns to drop)
+    "letter": ("mlbench", "LetterRecognition", "lettr", ()),
+    "satellite": ("mlbench", "Satellite", "classes", ()),
+    "shuttle": ("mlbench", "Shuttle", "Class", ()),
+    "dna": ("mlbench", "DNA", "Class", ()),
+    "vehicle": ("mlbench", "Vehicle", "Class", ()),
+    "vowel": ("mlbench", "Vowel", "Class", ()),
+    "breast_cancer_wisconsin": ("mlbench", "BreastCancer", "Class", ("Id",)),
+    "pima": ("mlbench", "PimaIndiansDiabetes", "diabetes", ()),
+    "sonar": ("mlbench", "Sonar", "Class", ()),
+    "ionosphere": ("mlbench", "Ionosphere", "Class", ()),
+    "glass": ("mlbench", "Glass", "Type", ()),
+    "spam": ("kernlab", "spam", "type", ()),
+}
+DATASETS = (*SKLEARN, *R_DATASETS)
+R_PACKAGES = {"mlbench": "r-cran-mlbench", "kernlab": "r-cran-kernlab"}
+
+
+def r_data_roots(data_dir: str | None) -> list[Path]:
+    """Folders that may hold an extracted R library, in the order they are searched."""
+    env = os.environ.get(DATA_DIR_VARIABLE)
+    given = [Path(data_dir)] if data_dir else []
+    return [*given, *([Path(env)] if env else []), USER_DATA_DIR, Path("/")]
+
+
+def find_rda(package: str, name: str, data_dir: str | None) -> Path:
+    """``<root>/usr/lib/R/site-library/<package>/data/<name>.rda`` for the first root having it."""
+    candidates = [
+        root / R_LIBRARY / package / "data" / f"{name}.rda" for root in r_data_roots(data_dir)
+    ]
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = ", ".join(str(path.parent) for path in candidates)
+    raise FileNotFoundError(
+        f"{name}.rda of the R package {package} not found; looked in: {looked}. Get it with "
+        f"`{GET_DATA}` (apt-get download {R_PACKAGES[package]}, then dpkg-deb -x into "
+        f"${DATA_DIR_VARIABLE} or {USER_DATA_DIR}; it does not install R)"
+    )
+
+
+def frame_to_matrix(frame) -> np.ndarray:
+    """A pandas DataFrame as float64 features: categories with numeric levels take their values,
+    other ordinal or binary categories their level codes, nominal ones are one-hot; everything else
+    is numeric; missing values stay NaN."""
+    import pandas as pd
+
+    columns: list[np.ndarray] = []
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            raw_codes = column.cat.codes.to_numpy()
+            codes = np.where(raw_codes < 0, np.nan, raw_codes.astype(np.float64))
+            levels = len(column.cat.categories)
+            numeric = pd.to_numeric(pd.Series(column.cat.categories), errors="coerce").to_numpy()
+            if not np.isnan(numeric).any():  # levels "1".."10": their values
+                values = numeric.astype(np.float64)[raw_codes.clip(0)]
+                columns.append(np.where(raw_codes < 0, np.nan, values)[:, None])
+            elif column.cat.ordered or levels <= 2:
+                columns.append(codes[:, None])
+            else:
+                one_hot = (codes[:, None] == np.arange(levels)).astype(np.float64)
+                one_hot[np.isnan(codes)] = np.nan
+                columns.append(one_hot)
+        else:
+            columns.append(pd.to_numeric(column, errors="coerce").to_numpy(np.float64)[:, None])
+    return np.concatenate(columns, axis=1)
+
+
+def read_r_dataset(name: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Features and integer labels of an mlbench/kernlab dataset."""
+    import rdata
+
+    package, obj, target, drop = R_DATASETS[name]
+    path = find_rda(package, obj, data_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rdata: "Unknown encoding. Assumed ASCII."
+        frame = rdata.conversion.convert(rdata.parser.parse_file(path))[obj]
+    labels = frame[target].astype(str).to_numpy()
+    features = frame.drop(columns=[target, *drop])
+    return frame_to_matrix(features), labels
+
+
+def read_sklearn_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, SKLEARN[name])()
+    return np.asarray(bunch.data, np.float64), np.asarray(bunch.target)
+
+
+def standardise_split(
+    x: np.ndarray, pool: np.ndarray, test: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pool and test features standardised with the pool's statistics; NaN -> 0 (the pool mean);
+    constant columns are centred only."""
+    mean = np.nanmean(x[pool], axis=0)
+    std = np.nanstd(x[pool], axis=0)
+    std[~(std > 0)] = 1.0
+    mean = np.nan_to_num(mean)
+    scaled = [np.nan_to_num((x[part] - mean) / std).astype(np.float32) for part in (pool, test)]
+    return scaled[0], scaled[1]
+
+
+@dataclass
+class Tabular:
+    """One of :data:`DATASETS` as an active-learning pool with a fixed held-out test set.
+
+    ``test_fraction`` of the examples (drawn with ``split_seed``) form the test set; the rest is
+    the pool. ``max_pool``: keep at most that many pool examples (drawn with the same seed).
+    """
+
+    dataset: str = "iris"
+    data_dir: str | None = None
+    test_fraction: float = 0.3
+    split_seed: int = 0
+    max_pool: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset: must be one of {DATASETS} (got {self.dataset!r})")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction: must be in (0, 1) (got {self.test_fraction})")
+        if self.max_pool is not None and self.max_pool < 1:
+            raise ValueError(f"max_pool: must be >= 1 or null (got {self.max_pool})")
+
+    def locate(self) -> None:
+        """Raise FileNotFoundError (saying how to get it) if the dataset is not on this machine."""
+        if self.dataset in R_DATASETS:
+            package, obj, _, _ = R_DATASETS[self.dataset]
+            find_rda(package, obj, self.data_dir)
+
+    def load_pool(self) -> PoolData:
+        if self.dataset in SKLEARN:
+            x, raw_labels = read_sklearn_dataset(self.dataset)
+        else:
+            x, raw_labels = read_r_dataset(self.dataset, self.data_dir)
+        classes, y = np.unique(raw_labels, return_inverse=True)
+        order = seeding.rng(self.split_seed, "split", self.dataset).permutation(len(y))
+        num_test = int(round(self.test_fraction * len(y)))
+        test, pool = np.sort(order[:num_test]), order[num_test:]
+        pool = np.sort(pool[: self.max_pool] if self.max_pool else pool)
+        pool_x, test_x = standardise_split(x, pool, test)
+        y = y.astype(np.int64)
+        return PoolData(pool_x, y[pool], test_x, y[test], len(classes), self.dataset)
