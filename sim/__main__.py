@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from sim.config import register_schemas
 from sim.errors import CohortError
-from sim.run import CONF_DIR, run_config
+from sim.main import CONF_DIR, run_config
 
 register_schemas()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import sim
-from sim.run import compose
+from sim.main import compose
 
 TIMING = {"round_time_s"}
 

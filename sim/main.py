@@ -1,4 +1,4 @@
-"""``sim.run``: compose and validate a config, load the env, run the rounds, write outputs."""
+"""Wires env + algorithm + cluster from the config (`sim.run`): validate, load, run, write outputs."""
 
 from __future__ import annotations
 
