@@ -1,4 +1,4 @@
-"""Wires env + algorithm + cluster from the config (`sim.run`): validate, load, run, write outputs."""
+"""`sim.run`: wire env, algorithm and cluster from the config; validate, run, write outputs."""
 
 from __future__ import annotations
 

@@ -44,7 +44,9 @@ def run(tmp_path, *overrides, name="run", algorithm=None):
 
 def test_three_rounds_end_to_end(ray_session, tmp_path):
     result = run(tmp_path, "algorithm=margin")
-    records = [json.loads(line) for line in open(result.output_dir / "metrics.jsonl")]
+    records = [
+        json.loads(line) for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["labels"] for r in records] == [10, 20, 30]
     assert [r.get("selected") for r in records] == [10, 10, None]  # the last round only trains
     assert all(0 <= r["test_accuracy"] <= 1 and r["train_time_s"] > 0 for r in records)
@@ -113,7 +115,7 @@ def test_selector_process_never_sees_hidden_labels(ray_session, tmp_path):
     result = run(tmp_path, algorithm={"_target_": f"{__name__}.Snooper", "report": str(report)})
     hidden = Tabular(dataset="iris").load_pool().y
     secret = hashlib.sha256(hidden.astype(np.int64).tobytes()).hexdigest()
-    findings = [json.loads(line) for line in open(report)]
+    findings = [json.loads(line) for line in report.read_text().splitlines()]
     assert len(findings) == 2 and result.history[-1]["labels"] == 30
     for found in findings:
         assert found["pid"] != os.getpid()  # it ran in a Ray worker, not in the driver
