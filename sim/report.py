@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.compare import area_under_curve, compare, format_comparison
 from sim.errors import CohortError
 from sim.outputs import METRICS, SUMMARY
 from sim.plotting import plot_groups, series
@@ -195,7 +196,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--target", type=float, help="tabulate the first round --metric reaches this"
     )
+    parser.add_argument("--x", default="round", help="x axis of the curves (e.g. labels)")
+    parser.add_argument(
+        "--compare",
+        metavar="KEY=BASELINE",
+        help="win/tie/loss of BASELINE against the other values of KEY (e.g. algorithm=margin), "
+        "on the area under --metric vs --x, paired by every other override, per --by value",
+    )
+    parser.add_argument("--by", help="with --compare: the key that names a dataset")
+    parser.add_argument("--alpha", type=float, default=0.05, help="with --compare: test level")
     args = parser.parse_args(argv)
+    if args.compare and ("=" not in args.compare or not args.by):
+        parser.error("--compare takes KEY=BASELINE and needs --by KEY")
     at_rounds = [int(r) for r in args.at_rounds.split(",") if r.strip()]
     try:
         runs = load_runs(args.dirs)
@@ -226,9 +238,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.metric,
         outputs[2],
         title=f"{args.metric}: mean ± std over seeds",
+        x=args.x,
     )
+    if args.compare:
+        outputs += write_comparison(
+            runs, args.compare, args.by, args.metric, args.x, args.alpha, out
+        )
     print(f"\n{len(runs)} runs in {len(groups)} groups; wrote " + ", ".join(map(str, outputs)))
     return 0
+
+
+def write_comparison(
+    runs: Sequence[Run], compare_arg: str, by: str, metric: str, x: str, alpha: float, out: Path
+) -> list[Path]:
+    """Print and write the win/tie/loss comparison; one plot of the curves per ``by`` value."""
+    key, baseline = _split_override(compare_arg)
+    ignored = (set(NOT_SWEPT) - {"seed"}) | {key, by}
+    pairing_keys = sorted({k for run in runs for k in run.overrides} - ignored)
+    scores = {}
+    for run in runs:
+        auc = area_under_curve(run.history, metric, x)
+        if auc is not None:
+            pairing = tuple(_value(run, k) for k in pairing_keys)
+            scores[(_value(run, key), _value(run, by), pairing)] = auc
+    text = format_comparison(compare(scores, baseline, alpha), baseline, alpha)
+    print("\n" + text)
+    written = [out / "report_compare.md"]
+    written[0].write_text(text)
+    for dataset in sorted({_value(run, by) for run in runs}):
+        chosen = [run for run in runs if _value(run, by) == dataset]
+        groups = group_runs(chosen, ignore=(*NOT_SWEPT, by))
+        path = out / f"report_{_safe(by)}_{_safe(dataset)}.png"
+        plot_groups(
+            {label: [run.history for run in group] for label, group in groups.items()},
+            metric,
+            path,
+            title=f"{dataset}: {metric} vs {x}, mean ± std over seeds",
+            x=x,
+        )
+        written.append(path)
+    return written
 
 
 def _load_run(run_dir: Path) -> Run:

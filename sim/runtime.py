@@ -40,16 +40,8 @@ def remote_address(cluster: ClusterConfig) -> str:
     return address
 
 
-@contextmanager
-def ray_session(cluster: ClusterConfig) -> Iterator[None]:
-    """Start (local) or join (remote) Ray for one job; shut down or disconnect at the end.
-
-    If Ray is already initialised in this process (a test session, a notebook), use it as is and
-    leave it running.
-    """
-    if ray.is_initialized():
-        yield
-        return
+def start_ray(cluster: ClusterConfig) -> None:
+    """Start an embedded Ray (local) or connect to the cluster at ``cluster.address`` (remote)."""
     common = {"logging_level": logging.WARNING, "log_to_driver": True}
     if cluster.mode == "local":
         ray.init(
@@ -61,6 +53,19 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         )
     else:
         ray.init(address=remote_address(cluster), **common)
+
+
+@contextmanager
+def ray_session(cluster: ClusterConfig) -> Iterator[None]:
+    """Start (local) or join (remote) Ray for one job; shut down or disconnect at the end.
+
+    If Ray is already initialised in this process (a test session, a notebook), use it as is and
+    leave it running.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    start_ray(cluster)
     try:
         yield
     finally:
