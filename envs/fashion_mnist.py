@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from envs.partition import dirichlet_partition, iid_partition, shard_partition
+from sim import seeding
 from sim.data import FederatedData
+from sim.pool import PoolData
 
 SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian: dataset-fashion-mnist
 DATA_DIR_VARIABLE = "COHORT_DATA_DIR"
@@ -161,3 +163,45 @@ class FashionMNIST:
             x, y = x[keep], y[keep]
         order, offsets = self.split(y, rng)
         return FederatedData(x, y, order, offsets, test_x, test_y, NUM_CLASSES)
+
+
+@dataclass
+class FashionMNISTPool:
+    """Fashion-MNIST as an active-learning pool: ``pool_size`` training images (drawn with
+    ``split_seed``; all 60,000 if None), flattened to 784 standardised features; the t10k images
+    (the first ``test_size`` if set) are the test set."""
+
+    data_dir: str | None = None
+    pool_size: int | None = 10000
+    test_size: int | None = None
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("pool_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and not value >= 1:
+                raise ValueError(f"{name}: must be >= 1 or null (got {value})")
+
+    def locate(self) -> None:
+        find_data_dir(self.data_dir)
+
+    def load_pool(self) -> PoolData:
+        x, y, test_x, test_y = load_arrays(find_data_dir(self.data_dir))
+        if self.pool_size is not None:
+            if self.pool_size > len(y):
+                raise ValueError(f"pool_size: exceeds the {len(y)} training images")
+            keep = np.sort(
+                seeding.rng(self.split_seed, "split", "fashion_mnist").permutation(len(y))[
+                    : self.pool_size
+                ]
+            )
+            x, y = x[keep], y[keep]
+        test = slice(None, self.test_size)
+        return PoolData(
+            x.reshape(len(x), -1),
+            y,
+            test_x[test].reshape(len(test_x[test]), -1),
+            test_y[test],
+            NUM_CLASSES,
+            "fashion_mnist",
+        )
