@@ -40,6 +40,7 @@ def k_center_greedy(
     if k > len(candidates):
         raise ValueError(f"batch of {k} asked from {len(candidates)} unlabeled points")
     points = embeddings[candidates].astype(np.float64)
+    norms = (points**2).sum(axis=1)
     nearest = squared_distances_to_nearest(points, embeddings[labeled])
     chosen: list[int] = []
     for _ in range(k):
@@ -47,7 +48,8 @@ def k_center_greedy(
             int(rng.integers(len(points))) if np.isinf(nearest).all() else int(np.argmax(nearest))
         )
         chosen.append(pick)
-        nearest = np.minimum(nearest, ((points - points[pick]) ** 2).sum(axis=1))
+        to_pick = np.maximum(norms + norms[pick] - 2.0 * (points @ points[pick]), 0.0)
+        nearest = np.minimum(nearest, to_pick)
         nearest[pick] = -1.0  # never again
     return candidates[np.asarray(chosen)]
 

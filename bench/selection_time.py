@@ -3,7 +3,8 @@
     python bench/selection_time.py [--sizes 10000,100000,1000000] [--batch 100]
 
 The learner's outputs are synthetic (softmax of Gaussian logits over ``--classes`` classes and
-Gaussian ``--width``-dimensional embeddings), 1% of the pool labeled. Prints per pool size the
+rectified Gaussian ``--width``-dimensional embeddings), ``--labeled`` points of the pool labeled
+(k-center greedy measures every pool point against every labeled one). Prints per pool size the
 best-of-``--repeats`` time of each selector's ``select`` and its ratio to margin's time in the
 same run; BADGE and k-center greedy are O(n * batch * (classes + width)), the others O(n).
 """
@@ -47,14 +48,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--labeled", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"batch {args.batch}, {args.classes} classes, embeddings of width {args.width}")
+    print(
+        f"batch {args.batch}, {args.labeled} labeled, {args.classes} classes, "
+        f"embeddings of width {args.width}"
+    )
     print(f"{'pool':>9} {'selector':>17} {'seconds':>9} {'x margin':>9}")
     for size in map(int, args.sizes.split(",")):
         rng = np.random.default_rng(0)
         outputs = pool(size, args.classes, args.width, rng)
-        labeled = rng.random(size) < 0.01
+        labeled = np.zeros(size, bool)
+        labeled[rng.choice(size, args.labeled, replace=False)] = True
         labels = np.where(labeled, outputs.probabilities.argmax(1), -1)
         times = {}
         for name, selector in SELECTORS.items():

@@ -11,6 +11,7 @@ fi
 mkdir -p "$dest"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && apt-get download r-cran-mlbench r-cran-kernlab)
+download() { (cd "$work" && apt-get download r-cran-mlbench r-cran-kernlab); }
+download || { apt-get update -qq && download; }  # a fresh machine may have no package lists
 for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$dest"; done
 echo "tabular data in $lib"

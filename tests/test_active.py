@@ -86,6 +86,12 @@ def label_hashes(n: int) -> set[str]:
     }
 
 
+def test_pool_scoring_in_blocks_gives_the_same_run(ray_session, tmp_path):
+    whole = run(tmp_path, "algorithm=entropy", name="whole")
+    blocks = run(tmp_path, "algorithm=entropy", "active.score_block=16", name="blocks")  # 7 tasks
+    assert _comparable(blocks.history) == _comparable(whole.history)
+
+
 @dataclass
 class Snooper:
     """A selector that looks everywhere it can for the pool's hidden labels, and reports."""
