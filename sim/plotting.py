@@ -61,32 +61,58 @@ def plot_groups(
 ) -> None:
     """Write one PNG of ``key`` vs ``x``: per group, the mean over its histories ± one std band.
 
-    ``groups`` maps a label to one history per seed. At each round the mean and population std
-    (ddof=0) are taken over the histories that record ``key`` at that round.
+    ``groups`` maps a label to one history per seed. At each x the mean and population std
+    (ddof=0) are taken over the histories that record ``key`` there.
     """
-    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
-    ax = fig.subplots()
+    plot_panels({"": groups}, key, path, title, x)
+
+
+def plot_panels(
+    panels: Mapping[str, Mapping[str, Sequence[Sequence[Mapping]]]],
+    key: str,
+    path: str | os.PathLike[str],
+    title: str | None = None,
+    x: str = "round",
+) -> None:
+    """Like :func:`plot_groups`, one subplot per panel (``panels`` maps a panel title to its
+    groups); a group keeps its colour across panels."""
+    fig = Figure(figsize=(6.5 * len(panels) if len(panels) > 1 else 6.5, 4.0), layout="constrained")
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    labels = list(dict.fromkeys(label for groups in panels.values() for label in groups))
+    colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    for ax, (panel, groups) in zip(axes, panels.items(), strict=True):
+        if not _draw_groups(ax, groups, key, x, colours):
+            _no_data(ax, f"no {key} recorded")
+            continue
+        ax.set(xlabel=x, ylabel=key, title=panel or None)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    _save(fig, path, title)
+
+
+def _draw_groups(
+    ax: Axes,
+    groups: Mapping[str, Sequence[Sequence[Mapping]]],
+    key: str,
+    x: str,
+    colours: Mapping[str, str],
+) -> bool:
+    """Mean ± std line per group on ``ax``; False if no group records ``key``."""
     plotted = False
     for label, histories in groups.items():
-        by_round: dict[float, list[float]] = {}
+        by_x: dict[float, list[float]] = {}
         for history in histories:
-            for rnd, value in zip(*series(history, key, x), strict=True):
-                by_round.setdefault(rnd, []).append(value)
-        if not by_round:
+            for at, value in zip(*series(history, key, x), strict=True):
+                by_x.setdefault(at, []).append(value)
+        if not by_x:
             continue
-        rounds = np.array(sorted(by_round))
-        mean = np.array([np.mean(by_round[r]) for r in rounds])
-        std = np.array([np.std(by_round[r]) for r in rounds])
-        (line,) = ax.plot(rounds, mean, label=f"{label} (n={len(histories)})")
-        ax.fill_between(rounds, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        xs = np.array(sorted(by_x))
+        mean = np.array([np.mean(by_x[v]) for v in xs])
+        std = np.array([np.std(by_x[v]) for v in xs])
+        ax.plot(xs, mean, color=colours[label], label=f"{label} (n={len(histories)})")
+        ax.fill_between(xs, mean - std, mean + std, color=colours[label], alpha=0.12)
         plotted = True
-    if plotted:
-        ax.set(xlabel=x, ylabel=key)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    else:
-        _no_data(ax, f"no {key} recorded")
-    _save(fig, path, title)
+    return plotted
 
 
 def _is_number(value: object) -> bool:

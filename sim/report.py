@@ -27,7 +27,7 @@ import numpy as np
 from sim.compare import area_under_curve, compare, format_comparison
 from sim.errors import CohortError
 from sim.outputs import METRICS, SUMMARY
-from sim.plotting import plot_groups, series
+from sim.plotting import plot_groups, plot_panels, series
 
 STD_NOTE = "± is the population std (ddof=0) over runs; (n) is the number of runs."
 
@@ -267,15 +267,16 @@ def write_comparison(
     written[0].write_text(text)
     for dataset in sorted({_value(run, by) for run in runs}):
         chosen = [run for run in runs if _value(run, by) == dataset]
-        groups = group_runs(chosen, ignore=(*NOT_SWEPT, by))
+        panels = {
+            panel: {
+                f"{key}={value}": [run.history for run in members if _value(run, key) == value]
+                for value in sorted({_value(run, key) for run in members})
+            }
+            for panel, members in group_runs(chosen, ignore=(*NOT_SWEPT, by, key)).items()
+        }
         path = out / f"report_{_safe(by)}_{_safe(dataset)}.png"
-        plot_groups(
-            {label: [run.history for run in group] for label, group in groups.items()},
-            metric,
-            path,
-            title=f"{dataset}: {metric} vs {x}, mean ± std over seeds",
-            x=x,
-        )
+        title = f"{dataset}: {metric} vs {x}, mean ± std over seeds"
+        plot_panels(panels, metric, path, title=title, x=x)
         written.append(path)
     return written
 

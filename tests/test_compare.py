@@ -1,0 +1,90 @@
+"""Win/tie/loss comparison: area under the curve by hand, the Wilcoxon verdicts, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sim.compare import area_under_curve, compare, tally
+from sim.report import main
+
+
+def test_area_under_curve_by_hand():
+    history = [
+        {"round": 1, "labels": 10, "test_accuracy": 0.5},
+        {"round": 2, "labels": 20, "test_accuracy": 0.7},
+        {"round": 3, "labels": 40, "test_accuracy": 0.7},
+    ]
+    # (10 * (0.5 + 0.7) / 2 + 20 * 0.7) / 30 = 20 / 30
+    assert area_under_curve(history, "test_accuracy", "labels") == pytest.approx(2 / 3)
+    assert area_under_curve(history[:1], "test_accuracy", "labels") == 0.5
+    assert area_under_curve(history, "missing", "labels") is None
+
+
+def scores_for(differences: dict[str, list[float]]) -> dict:
+    """margin scores 0.5 + d against each other method's 0.5, paired by seed."""
+    scores = {}
+    for other, diffs in differences.items():
+        for seed, d in enumerate(diffs):
+            scores[("margin", "data", (str(seed),))] = 0.5 + d
+            scores[(other, "data", (str(seed),))] = 0.5
+    return scores
+
+
+def test_wilcoxon_verdicts():
+    # Six pairs all of one sign: the exact two-sided p is 2 / 2^6 = 0.03125 < 0.05.
+    better = compare(scores_for({"random": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]}), "margin")
+    assert better[0].verdict == "win" and better[0].p_value == pytest.approx(0.03125)
+    worse = compare(scores_for({"random": [-0.01, -0.02, -0.03, -0.04, -0.05, -0.06]}), "margin")
+    assert worse[0].verdict == "loss"
+    # Five pairs can never reach 5% (the smallest p is 2 / 32): a tie however large the gap.
+    few = compare(scores_for({"random": [0.1, 0.2, 0.3, 0.4, 0.5]}), "margin")
+    assert few[0].verdict == "tie" and few[0].p_value == pytest.approx(0.0625)
+    mixed = compare(scores_for({"random": [0.01, -0.02, 0.03, -0.04, 0.05, -0.06]}), "margin")
+    assert mixed[0].verdict == "tie"
+    same = compare(scores_for({"random": [0.0] * 6}), "margin")
+    assert same[0].verdict == "tie" and same[0].p_value == 1.0
+    assert tally([*better, *worse, *mixed]) == {"random": {"win": 1, "tie": 1, "loss": 1}}
+
+
+def write_run(path: Path, overrides: list[str], curve: list[float]) -> None:
+    path.mkdir(parents=True)
+    summary = {"config": {}, "overrides": overrides, "final": {"test_accuracy": curve[-1]}}
+    (path / "summary.json").write_text(json.dumps(summary))
+    records = [
+        {"round": i + 1, "labels": 10 * (i + 1), "test_accuracy": a} for i, a in enumerate(curve)
+    ]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_report_compare_cli(tmp_path, capsys):
+    job = 0
+    for dataset in ("iris", "wine"):
+        for algorithm, lift in (("margin", 0.1), ("random", 0.0), ("entropy", 0.1)):
+            for batch in (10, 20):
+                for seed in range(3):
+                    overrides = [
+                        f"env.dataset={dataset}",
+                        f"algorithm={algorithm}",
+                        f"active.batch_size={batch}",
+                        f"seed={seed}",
+                    ]
+                    curve = [0.5 + lift + 0.01 * seed + 0.001 * batch, 0.6 + lift]
+                    write_run(tmp_path / str(job), overrides, curve)
+                    job += 1
+    code = main(
+        [str(tmp_path), "--x", "labels", "--compare", "algorithm=margin", "--by", "env.dataset"]
+    )
+    assert code == 0
+    text = (tmp_path / "report_compare.md").read_text()
+    assert "| random | 2 | 0 | 0 |" in text  # 6 pairs per dataset, margin above in each
+    assert "| entropy | 0 | 2 | 0 |" in text  # identical curves
+    assert (tmp_path / "report_env.dataset_iris.png").stat().st_size > 0
+    assert "| random | 2 | 0 | 0 |" in capsys.readouterr().out
+
+
+def test_report_compare_needs_by(tmp_path):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--compare", "algorithm=margin"])
