@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import ray
 import torch
+from ray._private import ray_constants
 
 from sim.config import ClusterConfig, ResourceSpec
 from sim.errors import CohortError, ConfigError
@@ -41,6 +42,37 @@ def remote_address(cluster: ClusterConfig) -> str:
 
 
 @contextmanager
+def _loopback_node_ip() -> Iterator[None]:
+    """Let ``ray.init(_node_ip_address="127.0.0.1")`` keep the loopback address.
+
+    ``ray.init`` replaces a loopback node IP with this host's routable one
+    (``services.resolve_ip_for_localhost``) unless clusters are disabled, which Ray reads from
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` at import into ``ray_constants.ENABLE_RAY_CLUSTER``.
+    With the node IP 127.0.0.1 the GCS, raylet, workers and agents bind to loopback only.
+    """
+    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
+
+
+def start_local_ray(num_cpus: int | None, num_gpus: int | None, dashboard: bool) -> None:
+    """An embedded Ray on loopback only, never joining a running cluster (``RAY_ADDRESS`` or the
+    one last started with ``ray start`` are ignored)."""
+    with _loopback_node_ip():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            num_gpus=num_gpus,
+            include_dashboard=dashboard,
+            _node_ip_address="127.0.0.1",
+            logging_level=logging.WARNING,
+        )
+
+
+@contextmanager
 def ray_session(cluster: ClusterConfig) -> Iterator[None]:
     """Start (local) or join (remote) Ray for one job; shut down or disconnect at the end.
 
@@ -50,17 +82,10 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    common = {"logging_level": logging.WARNING, "log_to_driver": True}
     if cluster.mode == "local":
-        ray.init(
-            num_cpus=cluster.num_cpus or os.cpu_count(),
-            num_gpus=cluster.num_gpus,
-            include_dashboard=cluster.dashboard,
-            _node_ip_address="127.0.0.1",
-            **common,
-        )
+        start_local_ray(cluster.num_cpus, cluster.num_gpus, cluster.dashboard)
     else:
-        ray.init(address=remote_address(cluster), **common)
+        ray.init(address=remote_address(cluster), logging_level=logging.WARNING)
     try:
         yield
     finally:
