@@ -92,19 +92,26 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         ray.shutdown()
 
 
-def pool_size(worker: ResourceSpec, requested: int | None, max_useful: int) -> int:
-    """How many client workers to start: the request (checked to fit the cluster's resources, so
-    no worker waits forever for a slot), else as many as fit, at most ``max_useful``."""
+def worker_capacity(worker: ResourceSpec) -> int | None:
+    """How many actors of ``worker``'s resources the cluster holds now (None: it asks for none)."""
     total = ray.cluster_resources()
     fits = [math.floor(total.get("CPU", 0) / worker.num_cpus + 1e-9)] if worker.num_cpus else []
     if worker.num_gpus:
         fits.append(math.floor(total.get("GPU", 0) / worker.num_gpus + 1e-9))
     for name, amount in worker.resources.items():
         fits.append(math.floor(total.get(name, 0) / amount + 1e-9))
-    size = min(fits) if fits else max_useful
+    return min(fits) if fits else None
+
+
+def pool_size(worker: ResourceSpec, requested: int | None, max_useful: int) -> int:
+    """How many client workers to start: the request (checked to fit the cluster's resources, so
+    no worker waits forever for a slot), else as many as fit, at most ``max_useful``."""
+    capacity = worker_capacity(worker)
+    size = max_useful if capacity is None else capacity
     if size < 1:
         raise CohortError(
-            f"cluster.worker: the cluster ({total}) cannot fit one worker of {worker.ray_options()}"
+            f"cluster.worker: the cluster ({ray.cluster_resources()}) cannot fit one worker of "
+            f"{worker.ray_options()}"
         )
     if requested is not None:
         if requested > size:
