@@ -187,9 +187,10 @@ class ClientWorker:
         module = model_spec.build(data.input_shape, data.num_classes)
         self.model = ClientModel(module, device, data.task)
 
-    def node_id(self) -> str:
-        """The Ray node this worker runs on (the pool also waits on it to see the worker up)."""
-        return ray.get_runtime_context().get_node_id()
+    def placement(self) -> tuple[str, str]:
+        """The Ray node this worker runs on and its torch device (the pool also waits on this
+        call to see the worker up)."""
+        return ray.get_runtime_context().get_node_id(), str(self.model.device)
 
     @ray.method(num_returns=2)
     def run(self, params: np.ndarray, clients: np.ndarray, round_index: int):

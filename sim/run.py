@@ -165,9 +165,7 @@ def run_config(
         params, history, curves, x = _run_active(cfg, env, algorithm, run_dir, config)
         steps = f"{len(history)} rounds, {history[-1]['labels']} labels"
     else:
-        params, history, placement["worker_nodes"] = _run_federated(
-            cfg, env, algorithm, run_dir, config
-        )
+        params, history, placement = _run_federated(cfg, env, algorithm, run_dir, config)
         curves, x, steps = CURVES, "round", f"{cfg.rounds} rounds"
 
     wall_time = time.perf_counter() - start_time
@@ -195,9 +193,9 @@ def _run_federated(
     algorithm: FederatedAlgorithm,
     run_dir: RunDirectory,
     config: dict[str, Any],
-) -> tuple[np.ndarray, list[dict[str, Any]], int]:
-    """The federated loop; returns the final parameters, the history and how many Ray nodes
-    hosted client workers."""
+) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
+    """The federated loop; returns the final parameters, the history, and where the client
+    workers ran (:meth:`WorkerPool.summary`)."""
     if not hasattr(env, "load"):
         raise ConfigError(
             f"env: {type(env).__name__} is a pool for active learning; the algorithm "
@@ -233,10 +231,10 @@ def _run_federated(
     if cfg.cluster.mode == "remote" and not ray.is_initialized():
         remote_address(cfg.cluster)
     with ray_session(cfg.cluster):
-        state, history, worker_nodes = _train(
+        state, history, placement = _train(
             cfg, data, model_spec, algorithm, state, start_round, history, run_dir, config
         )
-    return state.params, history, worker_nodes
+    return state.params, history, placement
 
 
 def _run_active(
@@ -279,7 +277,7 @@ def _train(
     history: list[dict[str, Any]],
     run_dir: RunDirectory,
     config: dict[str, Any],
-) -> tuple[ServerState, list[dict[str, Any]], int]:
+) -> tuple[ServerState, list[dict[str, Any]], dict[str, Any]]:
     cluster = OmegaConf.to_object(cfg.cluster)
     tasks_per_round = math.ceil(cfg.clients_per_round / cfg.clients_per_task)
     num_workers = pool_size(cluster.worker, cluster.num_workers, tasks_per_round)
@@ -337,4 +335,4 @@ def _train(
         if due or round_index == cfg.rounds:
             state = ray.get(server.get_state.remote())
             _save_checkpoint(run_dir, state, round_index, history, config)
-    return state, history, len(pool.nodes)
+    return state, history, pool.summary()

@@ -23,10 +23,11 @@ MAX_RERUNS = 3  # of one call: a worker that dies every time is a bug, not a fau
 
 
 class WorkerPool:
-    """``size`` actors from ``spawn()``; each must have a ``node_id()`` method.
+    """``size`` actors from ``spawn()``; each has a ``placement()`` method returning its Ray
+    node id and its torch device.
 
     ``capacity()`` says how many workers the cluster holds now (None: no limit); ``restarts``
-    counts the workers lost so far, ``nodes`` the Ray nodes that have hosted a worker.
+    counts the workers lost so far, ``placements`` the (node, device) of every worker started.
     """
 
     def __init__(
@@ -40,13 +41,20 @@ class WorkerPool:
         self.workers = [spawn() for _ in range(size)]
         self.restarts = 0
         try:
-            self.nodes = set(ray.get([worker.node_id.remote() for worker in self.workers]))
+            self.placements = ray.get([worker.placement.remote() for worker in self.workers])
         except ray.exceptions.RayActorError as error:
             raise CohortError(f"cluster.worker: a client worker failed to start: {error}") from None
 
     @property
     def size(self) -> int:
         return len(self.workers)
+
+    def summary(self) -> dict[str, Any]:
+        """For the run's summary: how many nodes hosted workers, and the devices they used."""
+        return {
+            "worker_nodes": len({node for node, _ in self.placements}),
+            "worker_devices": sorted({device for _, device in self.placements}),
+        }
 
     def run(self, method: str, calls: Sequence[tuple], num_returns: int = 1) -> list[tuple]:
         """``method(*calls[k])`` for every ``k``, on worker ``k % size``; per call, in order, its
@@ -89,11 +97,11 @@ class WorkerPool:
         capacity = self.capacity()
         if capacity is None or len(self.workers) - 1 < capacity:
             replacement = self.spawn()
-            ready, _ = ray.wait([replacement.node_id.remote()], timeout=self.start_timeout_s)
+            ready, _ = ray.wait([replacement.placement.remote()], timeout=self.start_timeout_s)
             if ready:
                 log.warning("client worker %d died; replaced", index)
                 self.workers[index] = replacement
-                self.nodes.add(ray.get(ready[0]))
+                self.placements.append(ray.get(ready[0]))
                 return
             ray.kill(replacement, no_restart=True)
         if len(self.workers) == 1:

@@ -1,6 +1,7 @@
 """Faults on one machine: a client worker killed mid-round, an oracle killed between requests.
 (A driver killed with SIGKILL: tests/test_resume.py; a node removed: tests/test_cluster.py.)"""
 
+import json
 import time
 
 import numpy as np
@@ -49,8 +50,8 @@ def kill_at(monkeypatch, calls: dict[str, int]) -> list[str]:
 
 @ray.remote(num_cpus=0)
 class Doubler:
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
+    def placement(self) -> tuple[str, str]:
+        return ray.get_runtime_context().get_node_id(), "cpu"
 
     def double(self, x: int) -> int:
         return 2 * x
@@ -63,7 +64,9 @@ def test_the_pool_reruns_the_calls_of_a_dead_worker(ray_session, monkeypatch, ca
     assert pool.run("double", [(x,) for x in range(5)]) == [(2 * x,) for x in range(5)]
     assert kills == ["double"] and pool.restarts == 1
     assert pool.size == (2 if capacity is None else 1)  # replaced, or no room: the other one
-    assert pool.nodes == {ray.get_runtime_context().get_node_id()}
+    node = ray.get_runtime_context().get_node_id()
+    assert pool.placements == [(node, "cpu")] * (3 if capacity is None else 2)
+    assert pool.summary() == {"worker_nodes": 1, "worker_devices": ["cpu"]}
 
 
 def test_the_pool_gives_up_on_a_call_whose_worker_always_dies(ray_session, monkeypatch):
@@ -90,6 +93,8 @@ def test_a_worker_killed_mid_round_changes_nothing(ray_session, tmp_path, monkey
     assert kills == ["run", "evaluate_test"]
     assert [r["worker_restarts"] for r in faulty.history] == [0, 2, 0, 0]
     np.testing.assert_array_equal(faulty.params, clean.params)
+    summary = json.loads((faulty.output_dir / "summary.json").read_text())
+    assert summary["worker_nodes"] == 1 and summary["worker_devices"] == ["cpu"]
     strip = lambda h: [{k: v for k, v in r.items() if k not in VOLATILE} for r in h]  # noqa: E731
     assert strip(faulty.history) == strip(clean.history)
 
