@@ -8,7 +8,7 @@ import math
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import ray
 import torch
@@ -72,6 +72,15 @@ def start_local_ray(num_cpus: int | None, num_gpus: int | None, dashboard: bool)
         )
 
 
+def join_cluster(address: str) -> None:
+    """Connect to the Ray cluster at ``address``. A loopback address is kept as it is (Ray would
+    turn it into this host's routable IP, where a cluster bound to loopback does not answer)."""
+    host = address.removeprefix("ray://").rpartition(":")[0]
+    loopback = host in ("127.0.0.1", "localhost")
+    with _loopback_node_ip() if loopback else nullcontext():
+        ray.init(address=address, logging_level=logging.WARNING)
+
+
 @contextmanager
 def ray_session(cluster: ClusterConfig) -> Iterator[None]:
     """Start (local) or join (remote) Ray for one job; shut down or disconnect at the end.
@@ -85,7 +94,7 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
     if cluster.mode == "local":
         start_local_ray(cluster.num_cpus, cluster.num_gpus, cluster.dashboard)
     else:
-        ray.init(address=remote_address(cluster), logging_level=logging.WARNING)
+        join_cluster(remote_address(cluster))
     try:
         yield
     finally:
