@@ -27,7 +27,7 @@ pytestmark = pytest.mark.multinode
 
 NODE = {"num_cpus": 1, "node_ip_address": "127.0.0.1"}
 # 15 clients a round in tasks of 5: 3 workers of one CPU, one per node.
-RUN = ["rounds=20", "eval_every=5", "clients_per_round=15", "progress=false"]
+RUN = ["rounds=10", "eval_every=5", "clients_per_round=15", "progress=false"]
 
 
 @pytest.fixture(scope="module")
@@ -64,23 +64,19 @@ def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def test_a_remote_run_spreads_its_workers_and_matches_the_local_run(cluster, local_sha, tmp_path):
+def test_remote_runs_share_the_cluster_spread_their_workers_and_match_the_local_run(
+    cluster, local_sha, tmp_path
+):
+    """A two-job sweep whose jobs each connect to the running cluster and disconnect."""
     assert cluster.address.startswith("127.0.0.1:")
-    proc = run_cli(*RUN, *remote(cluster), f"hydra.run.dir={tmp_path / 'run'}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = summary(tmp_path / "run")
-    assert result["worker_nodes"] == 3
-    assert result["params_sha256"] == local_sha
-
-
-def test_a_sweep_shares_the_running_cluster(cluster, local_sha, tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", *RUN, *remote(cluster), "seed=0,1", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = [summary(sweep / str(job)) for job in (0, 1)]
     assert [job["config"]["seed"] for job in jobs] == [0, 1]
-    assert jobs[0]["params_sha256"] == local_sha
-    assert jobs[0]["params_sha256"] != jobs[1]["params_sha256"]
+    assert [job["worker_nodes"] for job in jobs] == [3, 3]
+    assert jobs[0]["params_sha256"] == local_sha  # seed 0 is RUN
+    assert jobs[1]["params_sha256"] != local_sha
     assert live_nodes(cluster) == 3 and cluster.remaining_processes_alive()
 
 
