@@ -74,11 +74,24 @@ def start_local_ray(num_cpus: int | None, num_gpus: int | None, dashboard: bool)
 
 def join_cluster(address: str) -> None:
     """Connect to the Ray cluster at ``address``. A loopback address is kept as it is (Ray would
-    turn it into this host's routable IP, where a cluster bound to loopback does not answer)."""
+    turn it into this host's routable IP, where a cluster bound to loopback does not answer).
+
+    Ray sends a cluster token only in ``RAY_AUTH_MODE=token``, never by default to an explicit
+    address, while ``ray start`` turns token authentication on by default: say so on failure.
+    """
     host = address.removeprefix("ray://").rpartition(":")[0]
     loopback = host in ("127.0.0.1", "localhost")
-    with _loopback_node_ip() if loopback else nullcontext():
-        ray.init(address=address, logging_level=logging.WARNING)
+    try:
+        with _loopback_node_ip() if loopback else nullcontext():
+            ray.init(address=address, logging_level=logging.WARNING)
+    except ConnectionError as error:
+        hint = ""
+        if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            hint = (
+                "; if the cluster uses token authentication (`ray start` turns it on), run with "
+                "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token or $RAY_AUTH_TOKEN"
+            )
+        raise CohortError(f"cluster.address: cannot join {address}: {error}{hint}") from None
 
 
 @contextmanager
