@@ -43,7 +43,7 @@ class WorkerPool:
         try:
             self.placements = ray.get([worker.placement.remote() for worker in self.workers])
         except ray.exceptions.RayActorError as error:
-            raise CohortError(f"cluster.worker: a client worker failed to start: {error}") from None
+            raise CohortError(f"client workers: one failed to start: {error}") from None
 
     @property
     def size(self) -> int:
