@@ -24,6 +24,7 @@ from sim.config import check_client_engine
 from sim.data import FederatedData, ModelSpec
 from sim.runtime import actor_device
 from sim.training import ClientData, ClientModel, per_example_eval
+from sim.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,11 @@ class ClientWorker:
         module = model_spec.build(data.input_shape, data.num_classes)
         self.model = ClientModel(module, device, data.task)
 
+    def placement(self) -> tuple[str, str]:
+        """The Ray node this worker runs on and its torch device (the pool also waits on this
+        call to see the worker up)."""
+        return ray.get_runtime_context().get_node_id(), str(self.model.device)
+
     @ray.method(num_returns=2)
     def run(self, params: np.ndarray, clients: np.ndarray, round_index: int):
         return run_task(
@@ -217,26 +223,21 @@ class ClientWorker:
 
 
 def evaluate(
-    workers: list, params_ref: Any, data: FederatedData, clients: np.ndarray
+    pool: WorkerPool, params_ref: Any, data: FederatedData, clients: np.ndarray
 ) -> dict[str, float]:
     """Test loss (and accuracy), and mean per-client accuracy, in blocks across the workers.
 
     Test blocks have a fixed size and per-client results are per client, all concatenated in
     order, so the numbers do not depend on how many workers there are.
     """
-    test_refs = [
-        workers[i % len(workers)].evaluate_test.remote(params_ref, start, stop)
-        for i, (start, stop) in enumerate(split_range(len(data.test_y), EVAL_BLOCK))
-    ]
-    losses, correct = (np.concatenate(parts) for parts in zip(*ray.get(test_refs), strict=True))
+    blocks = split_range(len(data.test_y), EVAL_BLOCK)
+    tests = pool.run("evaluate_test", [(params_ref, start, stop) for start, stop in blocks])
+    losses, correct = (np.concatenate(parts) for parts in zip(*(t for (t,) in tests), strict=True))
     if data.task != "classification":
         return {"test_loss": float(losses.mean())}
-    per_worker = -(-len(clients) // len(workers))
-    client_refs = [
-        workers[i % len(workers)].evaluate_clients.remote(params_ref, clients[start:stop])
-        for i, (start, stop) in enumerate(split_range(len(clients), per_worker))
-    ]
-    per_client = np.concatenate(ray.get(client_refs))
+    per_worker = -(-len(clients) // pool.size)
+    calls = [(params_ref, clients[a:b]) for a, b in split_range(len(clients), per_worker)]
+    per_client = np.concatenate([a for (a,) in pool.run("evaluate_clients", calls)])
     return {
         "test_accuracy": float(correct.mean()),
         "test_loss": float(losses.mean()),

@@ -16,6 +16,7 @@ import ray
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sim import checkpoint, seeding
 from sim.active import ACTIVE_CURVES, Selector, train_active
@@ -37,8 +38,9 @@ from sim.federated import (
 )
 from sim.outputs import RunDirectory
 from sim.plotting import plot_curves
-from sim.runtime import pool_size, ray_session, remote_address
+from sim.runtime import pool_size, ray_session, remote_address, worker_capacity
 from sim.training import initial_params
+from sim.workers import WorkerPool
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys that may change between a run and its resumption.
@@ -104,6 +106,8 @@ def _progress_line(record: dict[str, Any], rounds: int) -> str:
             parts.append(f"{label} {record[key]:.4f}")
     if record["dropped_clients"]:
         parts.append(f"dropped {record['dropped_clients']}")
+    if record.get("worker_restarts"):
+        parts.append(f"worker restarts {record['worker_restarts']}")
     parts.append(f"{record['round_time_s']:.2f}s")
     return "  ".join(parts)
 
@@ -156,11 +160,12 @@ def run_config(
         output_dir or cfg.output_dir or _default_output_dir(cfg.name), cfg.resume
     )
     config = OmegaConf.to_container(cfg, resolve=True)
+    placement: dict[str, Any] = {}  # where the run's actors ran
     if getattr(algorithm, "protocol", "federated") == "active":
         params, history, curves, x = _run_active(cfg, env, algorithm, run_dir, config)
         steps = f"{len(history)} rounds, {history[-1]['labels']} labels"
     else:
-        params, history = _run_federated(cfg, env, algorithm, run_dir, config)
+        params, history, placement = _run_federated(cfg, env, algorithm, run_dir, config)
         curves, x, steps = CURVES, "round", f"{cfg.rounds} rounds"
 
     wall_time = time.perf_counter() - start_time
@@ -172,6 +177,7 @@ def run_config(
         "rounds": len(history),
         "wall_time_s": wall_time,
         "params_sha256": hashlib.sha256(params.tobytes()).hexdigest(),
+        **placement,
     }
     run_dir.write_summary(summary)
     plot_curves(history, run_dir.path / "curves.png", curves, title=cfg.name, x=x)
@@ -187,7 +193,9 @@ def _run_federated(
     algorithm: FederatedAlgorithm,
     run_dir: RunDirectory,
     config: dict[str, Any],
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
+) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
+    """The federated loop; returns the final parameters, the history, and where the client
+    workers ran (:meth:`WorkerPool.summary`)."""
     if not hasattr(env, "load"):
         raise ConfigError(
             f"env: {type(env).__name__} is a pool for active learning; the algorithm "
@@ -223,10 +231,10 @@ def _run_federated(
     if cfg.cluster.mode == "remote" and not ray.is_initialized():
         remote_address(cfg.cluster)
     with ray_session(cfg.cluster):
-        state, history = _train(
+        state, history, placement = _train(
             cfg, data, model_spec, algorithm, state, start_round, history, run_dir, config
         )
-    return state.params, history
+    return state.params, history, placement
 
 
 def _run_active(
@@ -269,18 +277,24 @@ def _train(
     history: list[dict[str, Any]],
     run_dir: RunDirectory,
     config: dict[str, Any],
-) -> tuple[ServerState, list[dict[str, Any]]]:
+) -> tuple[ServerState, list[dict[str, Any]], dict[str, Any]]:
     cluster = OmegaConf.to_object(cfg.cluster)
     tasks_per_round = math.ceil(cfg.clients_per_round / cfg.clients_per_task)
     num_workers = pool_size(cluster.worker, cluster.num_workers, tasks_per_round)
     data_ref = ray.put(data)
-    workers = [
-        ClientWorker.options(**cluster.worker.ray_options()).remote(
+
+    def spawn() -> Any:
+        return ClientWorker.options(**cluster.worker.ray_options()).remote(
             data_ref, model_spec, algorithm, cfg.seed, cluster.worker.num_cpus, cfg.client_engine
         )
-        for _ in range(num_workers)
-    ]
-    server = Server.options(**cluster.server.ray_options()).remote(algorithm, state)
+
+    pool = WorkerPool(spawn, num_workers, lambda: worker_capacity(cluster.worker))
+    # The server's state lives only in its actor: keep it on the driver's node if it fits there,
+    # so that losing another node loses client workers only.
+    driver_node = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    server = Server.options(**cluster.server.ray_options(), scheduling_strategy=driver_node).remote(
+        algorithm, state
+    )
     run_dir.prepare(config)  # only now: every check that can refuse the run has passed
     run_dir.write_metrics(history)
     eval_clients = np.arange(data.num_clients)
@@ -295,19 +309,20 @@ def _train(
         cohort = seeding.sample_cohort(
             cfg.seed, round_index, data.num_clients, cfg.clients_per_round
         )
-        sums, metrics = [], []
-        for i, task in enumerate(split_tasks(cohort, cfg.clients_per_task)):
-            task_sum, task_metrics = workers[i % num_workers].run.remote(
-                params_ref, task, round_index
-            )
-            sums.append(task_sum)
-            metrics.append(task_metrics)
-        applied = server.apply.remote(round_index, *sums)
-        record = _round_record(round_index, [m for ms in ray.get(metrics) for m in ms])
+        restarts = pool.restarts
+        calls = [
+            (params_ref, task, round_index) for task in split_tasks(cohort, cfg.clients_per_task)
+        ]
+        outputs = pool.run("run", calls, num_returns=2)
+        applied = server.apply.remote(round_index, *(task_sum for task_sum, _ in outputs))
+        record = _round_record(
+            round_index, [m for _, task_metrics in outputs for m in task_metrics]
+        )
         ray.get(applied)
         params_ref = server.params.remote()  # this round's result: evaluated, then trained from
         if round_index % cfg.eval_every == 0 or round_index == cfg.rounds:
-            record.update(evaluate(workers, params_ref, data, eval_clients))
+            record.update(evaluate(pool, params_ref, data, eval_clients))
+        record["worker_restarts"] = pool.restarts - restarts
         if data.optimum is not None:
             distance = np.linalg.norm(ray.get(params_ref) - data.optimum)
             record["distance_to_optimum"] = float(distance)
@@ -320,4 +335,4 @@ def _train(
         if due or round_index == cfg.rounds:
             state = ray.get(server.get_state.remote())
             _save_checkpoint(run_dir, state, round_index, history, config)
-    return state, history
+    return state, history, pool.summary()

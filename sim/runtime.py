@@ -8,10 +8,11 @@ import math
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import ray
 import torch
+from ray._private import ray_constants
 
 from sim.config import ClusterConfig, ResourceSpec
 from sim.errors import CohortError, ConfigError
@@ -40,19 +41,65 @@ def remote_address(cluster: ClusterConfig) -> str:
     return address
 
 
-def start_ray(cluster: ClusterConfig) -> None:
-    """Start an embedded Ray (local) or connect to the cluster at ``cluster.address`` (remote)."""
-    common = {"logging_level": logging.WARNING, "log_to_driver": True}
-    if cluster.mode == "local":
+@contextmanager
+def _loopback_node_ip() -> Iterator[None]:
+    """Let ``ray.init(_node_ip_address="127.0.0.1")`` keep the loopback address.
+
+    ``ray.init`` replaces a loopback node IP with this host's routable one
+    (``services.resolve_ip_for_localhost``) unless clusters are disabled, which Ray reads from
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` at import into ``ray_constants.ENABLE_RAY_CLUSTER``.
+    With the node IP 127.0.0.1 the GCS, raylet, workers and agents bind to loopback only.
+    """
+    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
+
+
+def start_local_ray(num_cpus: int | None, num_gpus: int | None, dashboard: bool) -> None:
+    """An embedded Ray on loopback only, never joining a running cluster (``RAY_ADDRESS`` or the
+    one last started with ``ray start`` are ignored)."""
+    with _loopback_node_ip():
         ray.init(
-            num_cpus=cluster.num_cpus or os.cpu_count(),
-            num_gpus=cluster.num_gpus,
-            include_dashboard=cluster.dashboard,
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            num_gpus=num_gpus,
+            include_dashboard=dashboard,
             _node_ip_address="127.0.0.1",
-            **common,
+            logging_level=logging.WARNING,
         )
+
+
+def join_cluster(address: str) -> None:
+    """Connect to the Ray cluster at ``address``. A loopback address is kept as it is (Ray would
+    turn it into this host's routable IP, where a cluster bound to loopback does not answer).
+
+    Ray sends a cluster token only in ``RAY_AUTH_MODE=token``, never by default to an explicit
+    address, while ``ray start`` turns token authentication on by default: say so on failure.
+    """
+    host = address.removeprefix("ray://").rpartition(":")[0]
+    loopback = host in ("127.0.0.1", "localhost")
+    try:
+        with _loopback_node_ip() if loopback else nullcontext():
+            ray.init(address=address, logging_level=logging.WARNING)
+    except ConnectionError as error:
+        hint = ""
+        if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            hint = (
+                "; if the cluster uses token authentication (`ray start` turns it on), run with "
+                "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token or $RAY_AUTH_TOKEN"
+            )
+        raise CohortError(f"cluster.address: cannot join {address}: {error}{hint}") from None
+
+
+def start_ray(cluster: ClusterConfig) -> None:
+    """Start an embedded Ray (local) or join the cluster at ``cluster.address`` (remote)."""
+    if cluster.mode == "local":
+        start_local_ray(cluster.num_cpus, cluster.num_gpus, cluster.dashboard)
     else:
-        ray.init(address=remote_address(cluster), **common)
+        join_cluster(remote_address(cluster))
 
 
 @contextmanager
@@ -72,19 +119,26 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         ray.shutdown()
 
 
-def pool_size(worker: ResourceSpec, requested: int | None, max_useful: int) -> int:
-    """How many client workers to start: the request (checked to fit the cluster's resources, so
-    no worker waits forever for a slot), else as many as fit, at most ``max_useful``."""
+def worker_capacity(worker: ResourceSpec) -> int | None:
+    """How many actors of ``worker``'s resources the cluster holds now (None: it asks for none)."""
     total = ray.cluster_resources()
     fits = [math.floor(total.get("CPU", 0) / worker.num_cpus + 1e-9)] if worker.num_cpus else []
     if worker.num_gpus:
         fits.append(math.floor(total.get("GPU", 0) / worker.num_gpus + 1e-9))
     for name, amount in worker.resources.items():
         fits.append(math.floor(total.get(name, 0) / amount + 1e-9))
-    size = min(fits) if fits else max_useful
+    return min(fits) if fits else None
+
+
+def pool_size(worker: ResourceSpec, requested: int | None, max_useful: int) -> int:
+    """How many client workers to start: the request (checked to fit the cluster's resources, so
+    no worker waits forever for a slot), else as many as fit, at most ``max_useful``."""
+    capacity = worker_capacity(worker)
+    size = max_useful if capacity is None else capacity
     if size < 1:
         raise CohortError(
-            f"cluster.worker: the cluster ({total}) cannot fit one worker of {worker.ray_options()}"
+            f"cluster.worker: the cluster ({ray.cluster_resources()}) cannot fit one worker of "
+            f"{worker.ray_options()}"
         )
     if requested is not None:
         if requested > size:

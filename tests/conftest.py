@@ -12,15 +12,17 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_session():
+    """The session's local Ray (2 CPUs, 1 logical GPU, loopback only), started on first use and
+    again if a test shut it down (the multi-node tests do, before they start a cluster)."""
     import ray
 
-    ray.init(
-        num_cpus=2, include_dashboard=False, logging_level="WARNING", _node_ip_address="127.0.0.1"
-    )
-    yield ray
-    ray.shutdown()
+    from sim.runtime import start_local_ray
+
+    if not ray.is_initialized():
+        start_local_ray(num_cpus=2, num_gpus=1, dashboard=False)
+    return ray
 
 
 def run_cli(

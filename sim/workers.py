@@ -1,0 +1,110 @@
+"""A pool of worker actors that outlives its members.
+
+Calls are spread round-robin over the workers. A call whose worker died (killed, crashed, or lost
+with its node) is re-run on a replacement started with the same constructor, or, when the cluster
+no longer has room for one, on the remaining workers. The calls must be deterministic functions
+of their arguments (the client tasks are: of seed, round and clients), so a re-run gives the same
+result and a run with failures ends where a fault-free one does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ray
+
+from sim.errors import CohortError
+
+log = logging.getLogger(__name__)
+
+MAX_RERUNS = 3  # of one call: a worker that dies every time is a bug, not a fault
+
+
+class WorkerPool:
+    """``size`` actors from ``spawn()``; each has a ``placement()`` method returning its Ray
+    node id and its torch device.
+
+    ``capacity()`` says how many workers the cluster holds now (None: no limit); ``restarts``
+    counts the workers lost so far, ``placements`` the (node, device) of every worker started.
+    """
+
+    def __init__(
+        self,
+        spawn: Callable[[], Any],
+        size: int,
+        capacity: Callable[[], int | None],
+        start_timeout_s: float = 60.0,
+    ) -> None:
+        self.spawn, self.capacity, self.start_timeout_s = spawn, capacity, start_timeout_s
+        self.workers = [spawn() for _ in range(size)]
+        self.restarts = 0
+        try:
+            self.placements = ray.get([worker.placement.remote() for worker in self.workers])
+        except ray.exceptions.RayActorError as error:
+            raise CohortError(f"client workers: one failed to start: {error}") from None
+
+    @property
+    def size(self) -> int:
+        return len(self.workers)
+
+    def summary(self) -> dict[str, Any]:
+        """For the run's summary: how many nodes hosted workers, and the devices they used."""
+        return {
+            "worker_nodes": len({node for node, _ in self.placements}),
+            "worker_devices": sorted({device for _, device in self.placements}),
+        }
+
+    def run(self, method: str, calls: Sequence[tuple], num_returns: int = 1) -> list[tuple]:
+        """``method(*calls[k])`` for every ``k``, on worker ``k % size``; per call, in order, its
+        first ``num_returns - 1`` results as object refs (left in the object store) and its last
+        one fetched. Returns once every call has succeeded."""
+        submitted = [self._submit(k, method, args, num_returns) for k, args in enumerate(calls)]
+        results = []
+        for k, args in enumerate(calls):
+            reruns = 0
+            while True:
+                worker, refs = submitted[k]
+                try:
+                    value = ray.get(refs[-1])
+                    break
+                except ray.exceptions.RayActorError as error:
+                    reruns += 1
+                    if reruns > MAX_RERUNS:
+                        raise CohortError(
+                            f"client worker: {method} failed {reruns} times, each time with its "
+                            f"worker dead; last: {error}"
+                        ) from None
+                    self._replace(worker)
+                    submitted[k] = self._submit(k, method, args, num_returns)
+            results.append((*refs[:-1], value))
+        return results
+
+    def _submit(self, k: int, method: str, args: tuple, num_returns: int) -> tuple[Any, list]:
+        worker = self.workers[k % len(self.workers)]
+        refs = getattr(worker, method).options(num_returns=num_returns).remote(*args)
+        return worker, refs if num_returns > 1 else [refs]
+
+    def _replace(self, dead: Any) -> None:
+        """Replace ``dead`` (once: its other failed calls find it already gone), or drop it when
+        no replacement fits or starts in time."""
+        index = next((i for i, worker in enumerate(self.workers) if worker is dead), None)
+        if index is None:
+            return
+        self.restarts += 1
+        ray.kill(dead, no_restart=True)  # it may only be unreachable: make sure it is gone
+        capacity = self.capacity()
+        if capacity is None or len(self.workers) - 1 < capacity:
+            replacement = self.spawn()
+            ready, _ = ray.wait([replacement.placement.remote()], timeout=self.start_timeout_s)
+            if ready:
+                log.warning("client worker %d died; replaced", index)
+                self.workers[index] = replacement
+                self.placements.append(ray.get(ready[0]))
+                return
+            ray.kill(replacement, no_restart=True)
+        if len(self.workers) == 1:
+            raise CohortError("client workers: the last one died and no replacement can start")
+        log.warning("client worker %d died; no room for a replacement, going on without it", index)
+        del self.workers[index]
