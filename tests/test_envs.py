@@ -11,13 +11,15 @@ import pytest
 import torch
 
 import envs.fashion_mnist as fm
-from envs import CNN, MLP, FashionMNIST, LogisticRegression, Synthetic
+from envs.fashion_mnist import FashionMNIST
+from envs.models import CNN, MLP, LogisticRegression
 from envs.partition import (
     dirichlet_partition,
     iid_partition,
     label_histogram,
     shard_partition,
 )
+from envs.synthetic import Synthetic
 from sim.data import FederatedData
 
 LABELS = np.repeat(np.arange(10), 500)  # a balanced 10-class training set
