@@ -16,7 +16,6 @@ import ray
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sim import checkpoint, seeding
 from sim.active import ACTIVE_CURVES, Selector, train_active
@@ -43,6 +42,7 @@ from sim.training import initial_params
 from sim.workers import WorkerPool
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's marker resource of the head node
 # Keys that may change between a run and its resumption.
 CURVES = ("test_accuracy", "test_loss", "distance_to_optimum")
 RESUMABLE_CHANGES = ("resume", "progress", "output_dir", "cluster", "rounds")
@@ -289,12 +289,12 @@ def _train(
         )
 
     pool = WorkerPool(spawn, num_workers, lambda: worker_capacity(cluster.worker))
-    # The server's state lives only in its actor: keep it on the driver's node if it fits there,
-    # so that losing another node loses client workers only.
-    driver_node = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    server = Server.options(**cluster.server.ray_options(), scheduling_strategy=driver_node).remote(
-        algorithm, state
-    )
+    # The server's state lives only in its actor: pin it to the head node (losing the head loses
+    # the cluster anyway), so that losing another node loses client workers only. (The driver's
+    # node is not a safe choice: on one machine, a driver may attach to any of its nodes.)
+    options = cluster.server.ray_options()
+    options["resources"] = {**options.get("resources", {}), HEAD_NODE_RESOURCE: 0.001}
+    server = Server.options(**options).remote(algorithm, state)
     run_dir.prepare(config)  # only now: every check that can refuse the run has passed
     run_dir.write_metrics(history)
     eval_clients = np.arange(data.num_clients)

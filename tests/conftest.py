@@ -12,8 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def ray_session():
+def ensure_ray():
     """The session's local Ray (2 CPUs, 1 logical GPU, loopback only), started on first use and
     again if a test shut it down (the multi-node tests do, before they start a cluster)."""
     import ray
@@ -23,6 +22,11 @@ def ray_session():
     if not ray.is_initialized():
         start_local_ray(num_cpus=2, num_gpus=1, dashboard=False)
     return ray
+
+
+@pytest.fixture
+def ray_session():
+    return ensure_ray()
 
 
 def run_cli(

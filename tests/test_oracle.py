@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import ensure_ray
 
 from envs.tabular import Tabular
 from sim.oracle import LabelingError, Oracle, OracleDesk, check_query, noisy_answers
@@ -40,8 +41,9 @@ IRIS = Tabular(dataset="iris")
 
 
 @pytest.fixture(scope="module")
-def oracles(ray_session):
+def oracles():
     """Two oracle actors for the module (actors take seconds to start); each desk resets them."""
+    ensure_ray()
     return [Oracle.remote(IRIS, 0, i, 0.0) for i in range(2)]
 
 
@@ -51,7 +53,7 @@ def make_desk(oracles, budget, cost=2.5):
     return desk
 
 
-def test_desk_answers_truthfully_and_counts(oracles):
+def test_desk_answers_truthfully_and_counts(ray_session, oracles):
     truth = IRIS.load_pool().y
     desk = make_desk(oracles, budget=10)
     assert desk.label(np.array([5, 0, 7])).tolist() == truth[[5, 0, 7]].tolist()
@@ -61,7 +63,7 @@ def test_desk_answers_truthfully_and_counts(oracles):
     assert all(desk.by_oracle)  # both oracles answered
 
 
-def test_desk_errors_charge_nothing(oracles):
+def test_desk_errors_charge_nothing(ray_session, oracles):
     desk = make_desk(oracles, budget=4)
     desk.label([1, 2])
     for bad in ([3, 105], [3, 3], [2, 3], [3, 4, 5]):
