@@ -108,7 +108,7 @@ def expose(model: ClientModel, x: np.ndarray, block: int = 8192) -> LearnerOutpu
     body, head = model.module[:-1], model.module[-1]
     probabilities, embeddings = [], []
     for start in range(0, len(x), block):
-        hidden = body(torch.from_numpy(x[start : start + block]).to(model.device))
+        hidden = body(torch.tensor(x[start : start + block], device=model.device))
         probabilities.append(F.softmax(head(hidden), dim=1).cpu().numpy())
         embeddings.append(hidden.cpu().numpy())
     width = head.in_features
@@ -125,6 +125,6 @@ def accuracy(model: ClientModel, x: np.ndarray, y: np.ndarray, block: int = 8192
     model.module.eval()
     hits = 0
     for start in range(0, len(y), block):
-        output = model.module(torch.from_numpy(x[start : start + block]).to(model.device))
-        hits += int((output.argmax(1).cpu() == torch.from_numpy(y[start : start + block])).sum())
+        output = model.module(torch.tensor(x[start : start + block], device=model.device))
+        hits += int((output.argmax(1).cpu() == torch.tensor(y[start : start + block])).sum())
     return hits / len(y) if len(y) else float("nan")
