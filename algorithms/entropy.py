@@ -8,11 +8,10 @@ learning: Settles, "Active Learning Literature Survey" (2009), eq. (2.3).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
-from sim.active import lowest_unlabeled
+from sim.active import LowestScoreSelector
 from sim.learner import LearnerOutputs
 
 
@@ -24,17 +23,8 @@ def entropy_scores(probabilities: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class Entropy:
+class Entropy(LowestScoreSelector):
     """The ``k`` unlabeled points of largest predictive entropy."""
 
-    protocol: ClassVar[str] = "active"
-
-    def select(
-        self,
-        outputs: LearnerOutputs,
-        labeled: np.ndarray,
-        labels: np.ndarray,
-        batch_size: int,
-        rng: np.random.Generator,
-    ) -> np.ndarray:
-        return lowest_unlabeled(-entropy_scores(outputs.probabilities), labeled, batch_size)
+    def priority(self, outputs: LearnerOutputs) -> np.ndarray:
+        return -entropy_scores(outputs.probabilities)

@@ -8,11 +8,10 @@ Settles, "Active Learning Literature Survey" (2009), eq. (2.1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
-from sim.active import lowest_unlabeled
+from sim.active import LowestScoreSelector
 from sim.learner import LearnerOutputs
 
 
@@ -22,18 +21,8 @@ def least_confidence_scores(probabilities: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class LeastConfidence:
+class LeastConfidence(LowestScoreSelector):
     """The ``k`` unlabeled points of largest ``1 - p_1``."""
 
-    protocol: ClassVar[str] = "active"
-
-    def select(
-        self,
-        outputs: LearnerOutputs,
-        labeled: np.ndarray,
-        labels: np.ndarray,
-        batch_size: int,
-        rng: np.random.Generator,
-    ) -> np.ndarray:
-        scores = least_confidence_scores(outputs.probabilities)
-        return lowest_unlabeled(-scores, labeled, batch_size)
+    def priority(self, outputs: LearnerOutputs) -> np.ndarray:
+        return -least_confidence_scores(outputs.probabilities)

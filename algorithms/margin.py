@@ -10,11 +10,10 @@ empirical study of active learning on tabular data", arXiv 2210.03822 (2022).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
-from sim.active import lowest_unlabeled
+from sim.active import LowestScoreSelector
 from sim.learner import LearnerOutputs
 
 
@@ -27,17 +26,8 @@ def margin_scores(probabilities: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class Margin:
+class Margin(LowestScoreSelector):
     """The ``k`` unlabeled points of smallest margin."""
 
-    protocol: ClassVar[str] = "active"
-
-    def select(
-        self,
-        outputs: LearnerOutputs,
-        labeled: np.ndarray,
-        labels: np.ndarray,
-        batch_size: int,
-        rng: np.random.Generator,
-    ) -> np.ndarray:
-        return lowest_unlabeled(margin_scores(outputs.probabilities), labeled, batch_size)
+    def priority(self, outputs: LearnerOutputs) -> np.ndarray:
+        return margin_scores(outputs.probabilities)

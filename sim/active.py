@@ -63,6 +63,26 @@ def lowest_unlabeled(scores: np.ndarray, labeled: np.ndarray, k: int) -> np.ndar
     return candidates[np.lexsort((candidates, values))]
 
 
+class LowestScoreSelector:
+    """Base of the selectors that rank points by a score of the learner's outputs: picks the
+    ``k`` unlabeled points of lowest :meth:`priority` (ties by index)."""
+
+    protocol: ClassVar[str] = "active"
+
+    def priority(self, outputs: LearnerOutputs) -> np.ndarray:
+        raise NotImplementedError
+
+    def select(
+        self,
+        outputs: LearnerOutputs,
+        labeled: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        return lowest_unlabeled(self.priority(outputs), labeled, batch_size)
+
+
 @dataclass(frozen=True)
 class RoundContext:
     """The fixed inputs of every round's tasks (one object, put once per run)."""
