@@ -2,6 +2,7 @@
 (A driver killed with SIGKILL: tests/test_resume.py; a node removed: tests/test_cluster.py.)"""
 
 import json
+import os
 import time
 
 import numpy as np
@@ -19,10 +20,14 @@ VOLATILE = {"round_time_s", "worker_restarts"}
 
 
 def kill(worker) -> None:
-    """Kill ``worker`` by its handle, never to restart, and wait until Ray reports it dead."""
+    """Kill ``worker`` by its handle, never to restart, and wait until Ray reports it dead and its
+    process is gone (Ray may list it dead while the process still runs a call sent to it)."""
+    pid = ray._private.state.actors(worker._actor_id.hex())["Pid"]
     ray.kill(worker, no_restart=True)
     deadline = time.monotonic() + 30
-    while ray._private.state.actors(worker._actor_id.hex())["State"] != "DEAD":
+    while ray._private.state.actors(worker._actor_id.hex())["State"] != "DEAD" or os.path.exists(
+        f"/proc/{pid}"
+    ):
         assert time.monotonic() < deadline, "the killed worker did not die"
         time.sleep(0.01)
 
@@ -56,6 +61,9 @@ class Doubler:
     def double(self, x: int) -> int:
         return 2 * x
 
+    def crash(self) -> None:
+        os._exit(1)
+
 
 @pytest.mark.parametrize("capacity", [None, 1])
 def test_the_pool_reruns_the_calls_of_a_dead_worker(ray_session, monkeypatch, capacity):
@@ -69,17 +77,14 @@ def test_the_pool_reruns_the_calls_of_a_dead_worker(ray_session, monkeypatch, ca
     assert pool.summary() == {"worker_nodes": 1, "worker_devices": ["cpu"]}
 
 
-def test_the_pool_gives_up_on_a_call_whose_worker_always_dies(ray_session, monkeypatch):
+def test_the_pool_gives_up_on_a_call_whose_worker_always_dies(ray_session):
+    # The call itself ends its worker's process, every time: a bug, not a fault. (Killing the
+    # worker from outside just before the call raced with the process's exit under load: the
+    # call could still run on a worker that Ray already listed as dead.)
     pool = WorkerPool(Doubler.remote, 1, lambda: None)
-    submit = WorkerPool._submit
-
-    def kill_then_submit(self, k, method, args, num_returns):
-        kill(self.workers[k % self.size])
-        return submit(self, k, method, args, num_returns)
-
-    monkeypatch.setattr(WorkerPool, "_submit", kill_then_submit)
     with pytest.raises(CohortError, match="failed 4 times"):
-        pool.run("double", [(1,)])
+        pool.run("crash", [()])
+    assert pool.restarts == 3  # replaced after deaths 1-3; the 4th gives up
 
 
 def test_a_worker_killed_mid_round_changes_nothing(ray_session, tmp_path, monkeypatch):
