@@ -138,9 +138,17 @@ def check_resumable(before: dict[str, Any], now: dict[str, Any]) -> None:
         raise ConfigError(f"resume: the config differs from the checkpoint's in {changed}")
 
 
-def _load_checkpoint(run_dir: RunDirectory, config: dict[str, Any]):
+def read_checkpoint(
+    run_dir: RunDirectory, config: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The run's checkpoint (arrays, metadata), if ``config`` may resume it."""
     arrays, meta = checkpoint.load(run_dir.checkpoint_path)
     check_resumable(meta["config"], config)
+    return arrays, meta
+
+
+def _load_checkpoint(run_dir: RunDirectory, config: dict[str, Any]):
+    arrays, meta = read_checkpoint(run_dir, config)
     opt_state = {k.removeprefix("opt/"): v for k, v in arrays.items() if k.startswith("opt/")}
     return ServerState(arrays["params"], opt_state), meta["round"], meta["history"]
 
@@ -255,11 +263,7 @@ def _run_active(
         env.locate()  # fail here, with the way to get the data, not inside an oracle actor
     except FileNotFoundError as error:
         raise CohortError(f"env: {error}") from None
-    start = None
-    if cfg.resume:
-        arrays, meta = checkpoint.load(run_dir.checkpoint_path)
-        check_resumable(meta["config"], config)
-        start = (arrays, meta)
+    start = read_checkpoint(run_dir, config) if cfg.resume else None
     if cfg.cluster.mode == "remote" and not ray.is_initialized():
         remote_address(cfg.cluster)
     with ray_session(cfg.cluster):
