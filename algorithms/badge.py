@@ -18,11 +18,10 @@ a distance costs O(classes + width) instead of O(classes * width).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
-from sim.learner import LearnerOutputs
+from sim.interfaces.active import LearnerOutputs
 
 
 def gradient_factors(probabilities: np.ndarray, embeddings: np.ndarray):
@@ -62,8 +61,6 @@ def kmeans_plus_plus(a: np.ndarray, h: np.ndarray, k: int, rng: np.random.Genera
 @dataclass
 class Badge:
     """k-means++ seeding on the gradient embeddings of the unlabeled points."""
-
-    protocol: ClassVar[str] = "active"
 
     def select(
         self,

@@ -9,11 +9,10 @@ labeled point, the first centre is drawn at random.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
-from sim.learner import LearnerOutputs
+from sim.interfaces.active import LearnerOutputs
 
 ROW_BLOCK = 16384  # rows per block when computing distances to many centres at once
 
@@ -57,8 +56,6 @@ def k_center_greedy(
 @dataclass
 class Coreset:
     """k-center greedy on penultimate-layer embeddings."""
-
-    protocol: ClassVar[str] = "active"
 
     def select(
         self,

@@ -11,27 +11,33 @@ takes ``mean_delta = sum_i n_i delta_i / sum_i n_i`` as a pseudo-gradient:
 ``theta <- sum_i n_i theta_i / sum_i n_i``.
 
 ``client_update_batch`` (``client_engine=vectorized``) runs the same local SGD for a task's
-clients at once (:func:`sim.vectorized.vectorized_sgd`).
+clients at once (:func:`sim.training.vectorized.vectorized_sgd`). A variant that changes the
+local objective overrides :meth:`FedAvg.loss_term` only (FedProx), and both engines use it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from sim.federated import ClientUpdate, ServerState
-from sim.optim import OPTIMIZERS, Optimizer, make_optimizer
-from sim.training import ClientData, ClientModel, local_sgd
-from sim.vectorized import vectorized_sgd
+from sim import checks
+from sim.interfaces.federated import ClientUpdate, LossTerm, ServerState
+from sim.training.model import ClientData, ClientModel
+from sim.training.optim import OPTIMIZERS, Optimizer, make_optimizer
+from sim.training.sgd import local_sgd
+from sim.training.vectorized import vectorized_sgd
 
 
 @dataclass
 class FedAvg:
     """FedAvg's hyperparameters (the fields) and its client and server updates."""
 
-    client_lr: float = 0.1
+    engines: ClassVar[tuple[str, ...]] = ("sequential", "vectorized")
+
+    client_lr: float = 0.05
     client_momentum: float = 0.0
     local_epochs: int = 1
     batch_size: int = 10
@@ -41,30 +47,25 @@ class FedAvg:
     server_momentum: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("client_lr", "server_lr", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0 (got {getattr(self, name)})")
-        for name in ("client_momentum", "server_momentum"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be in [0, 1) (got {getattr(self, name)})")
-        for name in ("local_epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1 (got {getattr(self, name)})")
+        checks.at_least(self, 0, "client_lr", "server_lr", "weight_decay")
+        checks.in_interval(self, 0, 1, "client_momentum", "server_momentum")
+        checks.at_least(self, 1, "local_epochs", "batch_size")
         if self.server_optimizer == "adam" and self.server_momentum:
             raise ValueError(
                 "server_momentum: Adam has its own moments; set server_momentum=0 with adam "
                 f"(got {self.server_momentum})"
             )
-        if self.server_optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"server_optimizer: must be one of {OPTIMIZERS} (got {self.server_optimizer!r})"
-            )
+        checks.one_of(self, "server_optimizer", OPTIMIZERS)
 
     def optimizer(self) -> Optimizer:
         return make_optimizer(self.server_optimizer, self.server_lr, self.server_momentum)
 
     def server_init(self, params: np.ndarray) -> ServerState:
         return ServerState(params, self.optimizer().init(params))
+
+    def loss_term(self) -> LossTerm | None:
+        """An extra term of the local objective (None: the model's loss alone)."""
+        return None
 
     def local_training(
         self,
@@ -85,6 +86,7 @@ class FedAvg:
             momentum=self.client_momentum,
             weight_decay=self.weight_decay,
             rng=rng,
+            loss_term=self.loss_term(),
             on_step=on_step,
         )
 
@@ -119,6 +121,7 @@ class FedAvg:
             lr=self.client_lr,
             momentum=self.client_momentum,
             weight_decay=self.weight_decay,
+            loss_term=self.loss_term(),
         )
         return [
             ClientUpdate(params - theta, float(len(data)), {"train_loss": float(loss)})

@@ -30,12 +30,14 @@ sampler reads every SGD iterate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from algorithms.fedavg import FedAvg
-from sim.federated import ClientUpdate
-from sim.training import ClientData, ClientModel
+from sim import checks
+from sim.interfaces.federated import ClientUpdate
+from sim.training.model import ClientData, ClientModel
 
 
 def shrinkage_covariance(samples: np.ndarray, rho: float) -> np.ndarray:
@@ -86,6 +88,8 @@ class FedPA(FedAvg):
     sample, so the reference's 5 epochs with 1 burn-in epoch give 4 samples per round.
     """
 
+    engines: ClassVar[tuple[str, ...]] = ("sequential", "vectorized")
+
     client_lr: float = 0.02
     client_momentum: float = 0.9
     local_epochs: int = 5
@@ -99,19 +103,13 @@ class FedPA(FedAvg):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.burn_in_rounds < 0:
-            raise ValueError(f"burn_in_rounds: must be >= 0 (got {self.burn_in_rounds})")
+        checks.at_least(self, 0, "burn_in_rounds", "rho")
+        checks.at_least(self, 1, "steps_per_sample", optional=True)
         if not 0 <= self.burn_in_epochs < self.local_epochs:
             raise ValueError(
                 f"burn_in_epochs: must be in [0, local_epochs={self.local_epochs}) "
                 f"(got {self.burn_in_epochs})"
             )
-        if self.steps_per_sample is not None and self.steps_per_sample < 1:
-            raise ValueError(
-                f"steps_per_sample: must be >= 1 or null (got {self.steps_per_sample})"
-            )
-        if self.rho < 0:
-            raise ValueError(f"rho: must be >= 0 (got {self.rho})")
 
     def client_update(
         self,

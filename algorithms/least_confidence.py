@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.active import LowestScoreSelector
-from sim.learner import LearnerOutputs
+from sim.interfaces.active import LearnerOutputs, LowestScoreSelector
 
 
 def least_confidence_scores(probabilities: np.ndarray) -> np.ndarray:

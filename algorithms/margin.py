@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.active import LowestScoreSelector
-from sim.learner import LearnerOutputs
+from sim.interfaces.active import LearnerOutputs, LowestScoreSelector
 
 
 def margin_scores(probabilities: np.ndarray) -> np.ndarray:

@@ -7,18 +7,15 @@ The batch is ``k`` unlabeled points drawn uniformly without replacement from the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
-from sim.learner import LearnerOutputs
+from sim.interfaces.active import LearnerOutputs
 
 
 @dataclass
 class RandomSelection:
     """``k`` unlabeled points uniformly at random."""
-
-    protocol: ClassVar[str] = "active"
 
     def select(
         self,

@@ -12,7 +12,7 @@ Two FedAvg workloads, each run three ways in this one process tree, one after th
   batch 10, lr 0.05.
 
 The three ways: Cohort, ``sim.run`` on one local Ray of 2 CPUs with ``cluster.num_workers=1``
-and ``=2`` (each worker uses 1 torch thread); for W2 also ``client_engine=vectorized`` with
+and ``=2`` (each worker uses 1 torch thread); for W2 also ``protocol.client_engine=vectorized`` with
 ``--vector-clients-per-task`` clients per task, on 1 and 2 workers; and the floor, a plain
 PyTorch loop in this process with no framework (1 torch thread unless ``--floor-threads``):
 the same data, cohorts, shuffles (the same seed paths of ``sim.seeding``), local SGD and
@@ -41,8 +41,8 @@ from torch import nn
 
 import sim
 from sim import seeding
-from sim.config import build_component
-from sim.training import initial_params
+from sim.runtime.config import build_component
+from sim.training.model import initial_params
 
 RAY_CPUS = 2
 W1_TARGET = 0.65  # Cohort on 2 workers / floor, at most
@@ -71,13 +71,13 @@ def workloads(args: argparse.Namespace) -> dict[str, Workload]:
     }
     vectorised = {
         f"cohort vectorized, 1 worker, {vector_per_task}/task": [
-            "client_engine=vectorized",
-            f"clients_per_task={vector_per_task}",
+            "protocol.client_engine=vectorized",
+            f"protocol.clients_per_task={vector_per_task}",
             "cluster.num_workers=1",
         ],
         f"cohort vectorized, 2 workers, {vector_per_task}/task": [
-            "client_engine=vectorized",
-            f"clients_per_task={vector_per_task}",
+            "protocol.client_engine=vectorized",
+            f"protocol.clients_per_task={vector_per_task}",
             "cluster.num_workers=2",
         ],
     }
@@ -91,7 +91,7 @@ def workloads(args: argparse.Namespace) -> dict[str, Workload]:
             f"env.num_clients={fmnist_clients}",
             *(["env.train_subset=2000"] if args.quick else []),
             "model=mlp",
-            f"clients_per_round={fmnist_per_round}",
+            f"protocol.clients_per_round={fmnist_per_round}",
             "algorithm=fedavg",
             "algorithm.local_epochs=1",
             "algorithm.batch_size=32",
@@ -112,7 +112,7 @@ def workloads(args: argparse.Namespace) -> dict[str, Workload]:
             f"env.num_clients={synth_clients}",
             f"env.max_samples_per_client={args.max_samples}",
             "model=logistic",
-            f"clients_per_round={synth_per_round}",
+            f"protocol.clients_per_round={synth_per_round}",
             "algorithm=fedavg",
             "algorithm.local_epochs=1",
             "algorithm.batch_size=10",
@@ -177,7 +177,7 @@ def run_floor(overrides: list[str], rounds: int) -> tuple[list[float], np.ndarra
     for round_index in range(1, rounds + 1):
         tick = time.perf_counter()
         cohort = seeding.sample_cohort(
-            cfg.seed, round_index, data.num_clients, cfg.clients_per_round
+            cfg.seed, round_index, data.num_clients, cfg.protocol.clients_per_round
         )
         weighted_sum = torch.zeros(len(params), dtype=torch.float64)
         total = 0.0
@@ -210,10 +210,10 @@ def bench(workload: Workload, args: argparse.Namespace, tmp: str) -> None:
     rounds = args.rounds
     common = [
         f"seed={args.seed}",
-        f"rounds={rounds}",
-        f"eval_every={rounds}",
-        "eval_clients=10",
-        "checkpoint_every=0",
+        f"protocol.rounds={rounds}",
+        f"protocol.eval_every={rounds}",
+        "protocol.eval_clients=10",
+        "protocol.checkpoint_every=0",
         "progress=false",
     ]
     print(f"\n{workload.title}", flush=True)

@@ -41,9 +41,9 @@ def main() -> int:
             [
                 "env=fashion_mnist",
                 "model=cnn",
-                "rounds=1",
-                "eval_clients=10",
-                f"clients_per_round={args.clients_per_round}",
+                "protocol.rounds=1",
+                "protocol.eval_clients=10",
+                f"protocol.clients_per_round={args.clients_per_round}",
                 f"cluster.num_gpus={gpus}",
                 "cluster.worker.num_gpus=1",
                 f"cluster.num_workers={args.workers}",

@@ -22,7 +22,7 @@ from algorithms.entropy import Entropy
 from algorithms.least_confidence import LeastConfidence
 from algorithms.margin import Margin
 from algorithms.random_selection import RandomSelection
-from sim.learner import LearnerOutputs
+from sim.interfaces.active import LearnerOutputs
 
 SELECTORS = {
     "margin": Margin(),

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from envs.data_dirs import candidate_dirs, first_holding
 from envs.partition import dirichlet_partition, iid_partition, shard_partition
-from sim import seeding
-from sim.data import FederatedData
-from sim.pool import PoolData
+from sim import checks, seeding
+from sim.interfaces.active import PoolData
+from sim.interfaces.federated import FederatedData
 
 SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian: dataset-fashion-mnist
-DATA_DIR_VARIABLE = "COHORT_DATA_DIR"
 IMAGES_MAGIC = 2051  # 0x0803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x0801: unsigned bytes, 1 dimension
 FILES = {
@@ -61,22 +60,16 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return values.reshape(dims)
 
 
-def candidate_dirs(data_dir: str | None) -> list[Path]:
-    """Where to look, in order: ``data_dir``, ``$COHORT_DATA_DIR[/fashion-mnist]``, the system."""
-    env = os.environ.get(DATA_DIR_VARIABLE)
-    given = [Path(data_dir)] if data_dir else []
-    from_env = [Path(env) / "fashion-mnist", Path(env)] if env else []
-    return [*given, *from_env, SYSTEM_DATA_DIR]
-
-
 def find_data_dir(data_dir: str | None) -> Path:
-    """The first candidate folder holding all four IDX files."""
-    dirs = candidate_dirs(data_dir)
-    for folder in dirs:
-        if all((folder / name).is_file() for name, _ in FILES.values()):
-            return folder
-    looked = ", ".join(str(folder) for folder in dirs)
-    raise FileNotFoundError(f"Fashion-MNIST not found; looked in: {looked}. {INSTALL_HINT}")
+    """The first folder holding all four IDX files, of ``data_dir``,
+    ``$COHORT_DATA_DIR[/fashion-mnist]`` and the system's."""
+    folders = candidate_dirs(data_dir, ("fashion-mnist", ""), [SYSTEM_DATA_DIR])
+    return first_holding(
+        folders,
+        lambda folder: all((folder / name).is_file() for name, _ in FILES.values()),
+        "Fashion-MNIST not found",
+        INSTALL_HINT,
+    )
 
 
 def standardise(images: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -132,16 +125,10 @@ class FashionMNIST:
     train_subset: int | None = None
 
     def __post_init__(self) -> None:
-        if self.num_clients < 1:
-            raise ValueError(f"num_clients: must be >= 1 (got {self.num_clients})")
-        if self.partition not in PARTITIONS:
-            raise ValueError(f"partition: must be one of {PARTITIONS} (got {self.partition!r})")
-        if self.dirichlet_alpha <= 0:
-            raise ValueError(f"dirichlet_alpha: must be > 0 (got {self.dirichlet_alpha})")
-        if self.shards_per_client < 1:
-            raise ValueError(f"shards_per_client: must be >= 1 (got {self.shards_per_client})")
-        if self.train_subset is not None and self.train_subset < 1:
-            raise ValueError(f"train_subset: must be >= 1 or None (got {self.train_subset})")
+        checks.at_least(self, 1, "num_clients", "shards_per_client")
+        checks.one_of(self, "partition", PARTITIONS)
+        checks.positive(self, "dirichlet_alpha")
+        checks.at_least(self, 1, "train_subset", optional=True)
 
     def split(self, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(order, offsets)`` of the configured partition."""
@@ -177,10 +164,7 @@ class FashionMNISTPool:
     split_seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("pool_size", "test_size"):
-            value = getattr(self, name)
-            if value is not None and not value >= 1:
-                raise ValueError(f"{name}: must be >= 1 or null (got {value})")
+        checks.at_least(self, 1, "pool_size", "test_size", optional=True)
 
     def locate(self) -> None:
         find_data_dir(self.data_dir)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.data import FederatedData
+from sim import checks
+from sim.interfaces.federated import FederatedData
 
 
 def global_optimum(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -44,14 +45,9 @@ class LeastSquares:
     noise: float = 1.0  # std of the label noise
 
     def __post_init__(self) -> None:
-        for name in ("num_clients", "dim", "samples_per_client", "test_samples_per_client"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1 (got {getattr(self, name)})")
-        if self.condition < 1:
-            raise ValueError(f"condition: must be >= 1 (got {self.condition})")
-        for name in ("optimum_spread", "noise"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0 (got {getattr(self, name)})")
+        names = ("num_clients", "dim", "samples_per_client", "test_samples_per_client")
+        checks.at_least(self, 1, *names, "condition")
+        checks.at_least(self, 0, "optimum_spread", "noise")
 
     def load(self, rng: np.random.Generator) -> FederatedData:
         n, m, d = self.samples_per_client, self.test_samples_per_client, self.dim

@@ -11,6 +11,8 @@ from itertools import pairwise
 
 from torch import nn
 
+from sim import checks
+
 
 @dataclass
 class LogisticRegression:
@@ -64,8 +66,7 @@ class CNN:
     def __post_init__(self) -> None:
         if not self.channels or any(width < 1 for width in self.channels):
             raise ValueError(f"channels: must be non-empty, each >= 1 (got {list(self.channels)})")
-        if self.hidden < 1:
-            raise ValueError(f"hidden: must be >= 1 (got {self.hidden})")
+        checks.at_least(self, 1, "hidden")
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         if len(input_shape) != 3:

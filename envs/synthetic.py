@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.data import FederatedData
+from sim import checks
+from sim.interfaces.federated import FederatedData
 
 _MAX_BATCH_ROWS = 1 << 18  # examples drawn and labelled at once (bounds temporary memory)
 
@@ -115,22 +116,11 @@ class Synthetic:
     max_samples_per_client: int | None = None
 
     def __post_init__(self) -> None:
-        if self.alpha < 0:
-            raise ValueError(f"alpha: must be >= 0 (got {self.alpha})")
-        if self.beta < 0:
-            raise ValueError(f"beta: must be >= 0 (got {self.beta})")
-        if self.num_clients < 1:
-            raise ValueError(f"num_clients: must be >= 1 (got {self.num_clients})")
-        if self.dim < 1:
-            raise ValueError(f"dim: must be >= 1 (got {self.dim})")
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes: must be >= 2 (got {self.num_classes})")
-        if not 0 <= self.test_fraction < 1:
-            raise ValueError(f"test_fraction: must be in [0, 1) (got {self.test_fraction})")
-        if self.max_samples_per_client is not None and self.max_samples_per_client < 1:
-            raise ValueError(
-                f"max_samples_per_client: must be >= 1 or None (got {self.max_samples_per_client})"
-            )
+        checks.at_least(self, 0, "alpha", "beta")
+        checks.at_least(self, 1, "num_clients", "dim")
+        checks.at_least(self, 2, "num_classes")
+        checks.in_interval(self, 0, 1, "test_fraction")
+        checks.at_least(self, 1, "max_samples_per_client", optional=True)
 
     def client_params(self, rng: np.random.Generator) -> Params:
         """Per-client ``(W, b, v)``: (K, dim, classes), (K, classes), (K, dim) float32."""

@@ -11,17 +11,16 @@ Bahri et al., "Is margin all you need?", arXiv 2210.03822.
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sim import seeding
-from sim.pool import PoolData
+from envs.data_dirs import DATA_DIR_VARIABLE, candidate_dirs, first_holding
+from sim import checks, seeding
+from sim.interfaces.active import PoolData
 
-DATA_DIR_VARIABLE = "COHORT_DATA_DIR"
 USER_DATA_DIR = Path.home() / ".local" / "share" / "cohort"
 R_LIBRARY = Path("usr/lib/R/site-library")
 GET_DATA = "bash scripts/get_tabular_data.sh"
@@ -52,25 +51,19 @@ R_PACKAGES = {"mlbench": "r-cran-mlbench", "kernlab": "r-cran-kernlab"}
 
 def r_data_roots(data_dir: str | None) -> list[Path]:
     """Folders that may hold an extracted R library, in the order they are searched."""
-    env = os.environ.get(DATA_DIR_VARIABLE)
-    given = [Path(data_dir)] if data_dir else []
-    return [*given, *([Path(env)] if env else []), USER_DATA_DIR, Path("/")]
+    return candidate_dirs(data_dir, ("",), [USER_DATA_DIR, Path("/")])
 
 
 def find_rda(package: str, name: str, data_dir: str | None) -> Path:
     """``<root>/usr/lib/R/site-library/<package>/data/<name>.rda`` for the first root having it."""
-    candidates = [
-        root / R_LIBRARY / package / "data" / f"{name}.rda" for root in r_data_roots(data_dir)
-    ]
-    for path in candidates:
-        if path.is_file():
-            return path
-    looked = ", ".join(str(path.parent) for path in candidates)
-    raise FileNotFoundError(
-        f"{name}.rda of the R package {package} not found; looked in: {looked}. Get it with "
-        f"`{GET_DATA}` (apt-get download {R_PACKAGES[package]}, then dpkg-deb -x into "
-        f"${DATA_DIR_VARIABLE} or {USER_DATA_DIR}; it does not install R)"
+    folder = first_holding(
+        [root / R_LIBRARY / package / "data" for root in r_data_roots(data_dir)],
+        lambda folder: (folder / f"{name}.rda").is_file(),
+        f"{name}.rda of the R package {package} not found",
+        f"Get it with `{GET_DATA}` (apt-get download {R_PACKAGES[package]}, then dpkg-deb -x "
+        f"into ${DATA_DIR_VARIABLE} or {USER_DATA_DIR}; it does not install R)",
     )
+    return folder / f"{name}.rda"
 
 
 def frame_to_matrix(frame) -> np.ndarray:
@@ -156,12 +149,10 @@ class Tabular:
     max_pool: int | None = None
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset: must be one of {DATASETS} (got {self.dataset!r})")
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"test_fraction: must be in (0, 1) (got {self.test_fraction})")
-        if self.max_pool is not None and self.max_pool < 1:
-            raise ValueError(f"max_pool: must be >= 1 or null (got {self.max_pool})")
+        checks.one_of(self, "dataset", DATASETS)
+        checks.positive(self, "test_fraction")
+        checks.in_interval(self, 0, 1, "test_fraction")
+        checks.at_least(self, 1, "max_pool", optional=True)
 
     def locate(self) -> None:
         """Raise FileNotFoundError (saying how to get it) if the dataset is not on this machine."""

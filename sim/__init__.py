@@ -1,8 +1,9 @@
-"""Cohort's runtime: protocols, Ray actors, configs, outputs. Knows no particular algorithm.
+"""Cohort: the plug-in interfaces (:mod:`sim.interfaces`), the runtime (:mod:`sim.runtime`), the
+protocols (:mod:`sim.protocols`), training building blocks (:mod:`sim.training`) and reporting
+(:mod:`sim.reporting`). Knows no particular algorithm.
 
-``sim.run``, ``sim.compose`` and ``sim.Result`` (from :mod:`sim.main`) are imported on first
-use, so an actor that needs only a small module (an oracle: ``sim.oracle``) does not pay for
-importing torch and Hydra.
+``sim.run``, ``sim.compose`` and ``sim.Result`` (from :mod:`sim.runtime.run`) are imported on
+first use, so importing a plug-in interface (``sim.interfaces.active``) costs no Ray or Hydra.
 """
 
 from importlib import import_module
@@ -13,5 +14,5 @@ __all__ = ["Result", "compose", "run"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        return getattr(import_module("sim.main"), name)
+        return getattr(import_module("sim.runtime.run"), name)
     raise AttributeError(f"module 'sim' has no attribute {name!r}")

@@ -8,9 +8,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sim.config import register_schemas
 from sim.errors import CohortError
-from sim.main import CONF_DIR, run_config
+from sim.runtime.config import CONF_DIR, register_schemas
+from sim.runtime.run import run_config
 
 register_schemas()
 
@@ -31,7 +31,7 @@ def app(cfg: DictConfig) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "report":
-        from sim.report import main as report_main
+        from sim.reporting.report import main as report_main
 
         sys.exit(report_main(sys.argv[2:]))
     app()

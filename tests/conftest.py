@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ def ensure_ray():
     again if a test shut it down (the multi-node tests do, before they start a cluster)."""
     import ray
 
-    from sim.runtime import start_local_ray
+    from sim.runtime.session import start_local_ray
 
     if not ray.is_initialized():
         start_local_ray(num_cpus=2, num_gpus=1, dashboard=False)
@@ -27,6 +29,50 @@ def ensure_ray():
 @pytest.fixture
 def ray_session():
     return ensure_ray()
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The files git would commit (tracked, or new and not ignored) copied to ``dest``, links
+    kept as links: a checkout that a test may change or build."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for name in listed.stdout.splitlines():
+        if (REPO / name).exists() or (REPO / name).is_symlink():
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target, follow_symlinks=False)
+    return dest
+
+
+def start_cli(*args: str, **popen) -> subprocess.Popen:
+    """``python -m sim ARGS`` started in the background (stderr piped, as text), for tests that
+    act on a run while it goes."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sim", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def wait_for_rounds(proc: subprocess.Popen, metrics: Path, rounds: int, timeout: float) -> int:
+    """Wait until ``metrics`` (a run's metrics.jsonl) holds ``rounds`` records, the run ends, or
+    ``timeout`` seconds pass; returns the number of records."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logged = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+        if logged >= rounds or proc.poll() is not None or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.01)
 
 
 def run_cli(

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -18,15 +17,16 @@ from omegaconf import OmegaConf
 import sim
 from envs.tabular import Tabular
 from sim.errors import CohortError, ConfigError
-from sim.learner import LearnerOutputs
+from sim.interfaces.active import LearnerOutputs
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # test selectors travel by value
 
 SHORT = [
+    "protocol=active",
     "env=tabular",  # iris by default
-    "active.seed_size=10",
-    "active.batch_size=10",
-    "active.budget=30",
+    "protocol.seed_size=10",
+    "protocol.batch_size=10",
+    "protocol.budget=30",
     "learner.epochs=20",
     "progress=false",
 ]
@@ -65,11 +65,11 @@ def test_resume_gives_identical_results(ray_session, tmp_path):
     extra = [
         "algorithm=badge",
         "learner.warm_start=true",
-        "active.oracles=2",
-        "active.label_noise=0.1",
+        "protocol.oracles=2",
+        "protocol.label_noise=0.1",
     ]
     whole = run(tmp_path, *extra, name="whole")
-    cut = run(tmp_path, *extra, "active.max_rounds=2", name="cut")
+    cut = run(tmp_path, *extra, "protocol.max_rounds=2", name="cut")
     assert len(cut.history) == 2
     resumed = run(tmp_path, *extra, "resume=true", name="cut")
     assert _comparable(resumed.history) == _comparable(whole.history)
@@ -88,7 +88,7 @@ def label_hashes(n: int) -> set[str]:
 
 def test_pool_scoring_in_blocks_gives_the_same_run(ray_session, tmp_path):
     whole = run(tmp_path, "algorithm=entropy", name="whole")
-    blocks = run(tmp_path, "algorithm=entropy", "active.score_block=16", name="blocks")  # 7 tasks
+    blocks = run(tmp_path, "algorithm=entropy", "protocol.score_block=16", name="blocks")  # 7 tasks
     assert _comparable(blocks.history) == _comparable(whole.history)
 
 
@@ -97,10 +97,9 @@ class Snooper:
     """A selector that looks everywhere it can for the pool's hidden labels, and reports."""
 
     report: str
-    protocol: ClassVar[str] = "active"
 
     def select(self, outputs, labeled, labels, batch_size, rng):
-        from sim.pool import PoolData
+        from sim.interfaces.active import PoolData
 
         n = len(labeled)
         found = {
@@ -138,8 +137,6 @@ def test_selector_process_never_sees_hidden_labels(ray_session, tmp_path):
 class Relabeler:
     """A broken selector: asks for points that are already labeled."""
 
-    protocol: ClassVar[str] = "active"
-
     def select(self, outputs, labeled, labels, batch_size, rng):
         return np.flatnonzero(labeled)[:batch_size]
 
@@ -153,10 +150,10 @@ def test_selector_returning_labeled_points_is_an_error(ray_session, tmp_path):
     ("overrides", "message"),
     [
         (["algorithm=margin", "env=synthetic"], "needs a pool env"),
-        (["algorithm=fedavg"], "is a pool for active learning"),
-        (["algorithm=margin", "active.budget=500"], "active.budget: must be <= the pool's 105"),
-        (["algorithm=margin", "active.budget=5"], "active.budget: must be >= active.seed_size"),
-        (["algorithm=margin", "active.label_noise=1.5"], "label_noise"),
+        (["algorithm=fedavg"], "protocol=active needs a selector"),
+        (["algorithm=margin", "protocol.budget=500"], "protocol.budget: must be <= the pool's 105"),
+        (["algorithm=margin", "protocol.budget=5"], "protocol.budget: must be >= seed_size"),
+        (["algorithm=margin", "protocol.label_noise=1.5"], "label_noise"),
         (["algorithm=margin", "env.dataset=nope"], "env.dataset: must be one of"),
         (["algorithm=margin", "learner.depth=0"], "learner.depth: must be >= 1"),
     ],

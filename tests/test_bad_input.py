@@ -20,8 +20,8 @@ def api_error(overrides, tmp_path):
 @pytest.mark.parametrize(
     "overrides,needle",
     [
-        (["clients_per_round=31"], "clients_per_round: must be <= the population of 30"),
-        (["clients_per_round=0"], "clients_per_round: must be >= 1"),
+        (["protocol.clients_per_round=31"], "clients_per_round: must be <= the population of 30"),
+        (["protocol.clients_per_round=0"], "clients_per_round: must be >= 1"),
         (["algorithm.client_lr=-0.1"], "algorithm.client_lr: must be >= 0"),
         (["algorithm.server_optimizer=rmsprop"], "algorithm.server_optimizer"),
         (["env.num_clients=0"], "env.num_clients"),
@@ -36,7 +36,7 @@ def test_impossible_values_name_the_field(overrides, needle, tmp_path):
 
 def test_unknown_key_and_wrong_type_fail_at_composition(tmp_path):
     assert "learning_rate" in api_error(["learning_rate=0.1"], tmp_path)
-    assert "rounds" in api_error(["rounds=many"], tmp_path)
+    assert "rounds" in api_error(["protocol.rounds=many"], tmp_path)
     assert "client_lrr" in api_error(["algorithm.client_lrr=0.1"], tmp_path)
     assert "client_lr" in api_error(["algorithm.client_lr=fast"], tmp_path)
 
@@ -44,7 +44,7 @@ def test_unknown_key_and_wrong_type_fail_at_composition(tmp_path):
 def test_typo_inside_a_group_yaml_names_the_key(tmp_path):
     from omegaconf import OmegaConf
 
-    from sim.config import build_component
+    from sim.runtime.config import build_component
 
     node = OmegaConf.create({"_target_": "algorithms.fedavg.FedAvg", "clinet_lr": 0.1})
     with pytest.raises(ConfigError, match=r"algorithm\.clinet_lr"):

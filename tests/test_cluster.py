@@ -8,12 +8,8 @@ the machine never mistakes it for the latest local cluster. The test process's o
 """
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -21,13 +17,18 @@ import ray
 from ray.cluster_utils import Cluster
 
 import sim
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli, start_cli, wait_for_rounds
 
 pytestmark = pytest.mark.multinode
 
 NODE = {"num_cpus": 1, "node_ip_address": "127.0.0.1"}
 # 15 clients a round in tasks of 5: 3 workers of one CPU, one per node.
-RUN = ["rounds=10", "eval_every=5", "clients_per_round=15", "progress=false"]
+RUN = [
+    "protocol.rounds=10",
+    "protocol.eval_every=5",
+    "protocol.clients_per_round=15",
+    "progress=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -83,20 +84,10 @@ def test_remote_runs_share_the_cluster_spread_their_workers_and_match_the_local_
 def test_a_run_survives_the_loss_of_a_worker_node(cluster, local_sha, tmp_path):
     run_dir = tmp_path / "run"
     metrics = run_dir / "metrics.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sim", *RUN, *remote(cluster), f"hydra.run.dir={run_dir}"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 240
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        assert time.monotonic() < deadline, "the run did not get going"
-        time.sleep(0.05)
+    proc = start_cli(*RUN, *remote(cluster), f"hydra.run.dir={run_dir}")
+    started = wait_for_rounds(proc, metrics, 2, timeout=240)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert started >= 2, "the run did not get going"
     cluster.remove_node(next(iter(cluster.worker_nodes)))
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr[-3000:]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from sim.compare import area_under_curve, compare, tally
-from sim.report import main
+from sim.reporting.compare import area_under_curve, compare, signed_rank_sums, tally
+from sim.reporting.report import main
 
 
 def test_area_under_curve_by_hand():
@@ -31,6 +32,21 @@ def scores_for(differences: dict[str, list[float]]) -> dict:
             scores[("margin", "data", (str(seed),))] = 0.5 + d
             scores[(other, "data", (str(seed),))] = 0.5
     return scores
+
+
+def test_signed_rank_sums_by_hand():
+    # |d| ranks: 0.1 -> 1, 0.2 and -0.2 -> 2.5 each, -0.4 -> 4; the zero is dropped.
+    assert signed_rank_sums(np.array([0.1, 0.2, -0.2, 0.0, -0.4])) == (3.5, 6.5)
+
+
+def test_many_small_losses_and_one_large_win_is_a_loss():
+    # 19 pairs where margin is 0.01 worse, one where it is 1.0 better: the mean difference is
+    # positive (+0.04), but the signed ranks say loss (W+ = 20 < W- = 190), significantly.
+    diffs = [-0.01] * 19 + [1.0]
+    assert signed_rank_sums(np.array(diffs)) == (20.0, 190.0)
+    (result,) = compare(scores_for({"random": diffs}), "margin")
+    assert result.mean_difference > 0 and result.p_value < 0.01
+    assert result.verdict == "loss"
 
 
 def test_wilcoxon_verdicts():
@@ -68,7 +84,7 @@ def test_report_compare_cli(tmp_path, capsys):
                     overrides = [
                         f"env.dataset={dataset}",
                         f"algorithm={algorithm}",
-                        f"active.batch_size={batch}",
+                        f"protocol.batch_size={batch}",
                         f"seed={seed}",
                     ]
                     curve = [0.5 + lift + 0.01 * seed + 0.001 * batch, 0.6 + lift]

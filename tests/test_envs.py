@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import envs.fashion_mnist as fm
+from envs.data_dirs import DATA_DIR_VARIABLE
 from envs.fashion_mnist import FashionMNIST
 from envs.models import CNN, MLP, LogisticRegression
 from envs.partition import (
@@ -20,7 +21,7 @@ from envs.partition import (
     shard_partition,
 )
 from envs.synthetic import Synthetic
-from sim.data import FederatedData
+from sim.interfaces.federated import FederatedData
 
 LABELS = np.repeat(np.arange(10), 500)  # a balanced 10-class training set
 
@@ -182,7 +183,7 @@ def test_fashion_mnist_loads_idx_files_from_the_environment_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_tiny_fashion_mnist(tmp_path / "fashion-mnist")
-    monkeypatch.setenv(fm.DATA_DIR_VARIABLE, str(tmp_path))
+    monkeypatch.setenv(DATA_DIR_VARIABLE, str(tmp_path))
     data = FashionMNIST(num_clients=3, partition="iid").load(rng())
     assert data.x.shape == (6, 1, 28, 28) and data.test_x.shape == (2, 1, 28, 28)
     assert data.x.dtype == np.float32 and data.y.dtype == np.int64
@@ -192,7 +193,7 @@ def test_fashion_mnist_loads_idx_files_from_the_environment_variable(
 
 
 def test_fashion_mnist_missing_files_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(fm.DATA_DIR_VARIABLE, raising=False)
+    monkeypatch.delenv(DATA_DIR_VARIABLE, raising=False)
     monkeypatch.setattr(fm, "SYSTEM_DATA_DIR", tmp_path / "system")
     with pytest.raises(FileNotFoundError) as error:
         FashionMNIST(data_dir=str(tmp_path / "mine")).load(rng())

@@ -12,10 +12,15 @@ import ray
 import sim
 from envs.tabular import Tabular
 from sim.errors import CohortError
-from sim.oracle import LabelingError, Oracle, OracleDesk
-from sim.workers import WorkerPool
+from sim.protocols.active.oracle import LabelingError, Oracle, OracleDesk
+from sim.runtime.workers import WorkerGroup
 
-COMMON = ["rounds=4", "eval_every=2", "progress=false", "clients_per_round=20"]
+COMMON = [
+    "protocol.rounds=4",
+    "protocol.eval_every=2",
+    "progress=false",
+    "protocol.clients_per_round=20",
+]
 VOLATILE = {"round_time_s", "worker_restarts"}
 
 
@@ -36,7 +41,7 @@ def kill_at(monkeypatch, calls: dict[str, int]) -> list[str]:
     """Make the pool kill a worker right after handing it the ``calls[method]``-th call of
     ``method`` (counted from 1): that call, queued or running, and the worker's later calls of
     the same batch are lost. Returns the methods killed at."""
-    submit = WorkerPool._submit
+    submit = WorkerGroup._submit
     counts = dict.fromkeys(calls, 0)
     kills: list[str] = []
 
@@ -49,7 +54,7 @@ def kill_at(monkeypatch, calls: dict[str, int]) -> list[str]:
                 kills.append(method)
         return worker, refs
 
-    monkeypatch.setattr(WorkerPool, "_submit", submit_then_kill)
+    monkeypatch.setattr(WorkerGroup, "_submit", submit_then_kill)
     return kills
 
 
@@ -67,7 +72,7 @@ class Doubler:
 
 @pytest.mark.parametrize("capacity", [None, 1])
 def test_the_pool_reruns_the_calls_of_a_dead_worker(ray_session, monkeypatch, capacity):
-    pool = WorkerPool(Doubler.remote, 2, lambda: capacity)
+    pool = WorkerGroup(Doubler.remote, 2, lambda: capacity)
     kills = kill_at(monkeypatch, {"double": 2})  # worker 1 dies; its call 3 is lost
     assert pool.run("double", [(x,) for x in range(5)]) == [(2 * x,) for x in range(5)]
     assert kills == ["double"] and pool.restarts == 1
@@ -81,7 +86,7 @@ def test_the_pool_gives_up_on_a_call_whose_worker_always_dies(ray_session):
     # The call itself ends its worker's process, every time: a bug, not a fault. (Killing the
     # worker from outside just before the call raced with the process's exit under load: the
     # call could still run on a worker that Ray already listed as dead.)
-    pool = WorkerPool(Doubler.remote, 1, lambda: None)
+    pool = WorkerGroup(Doubler.remote, 1, lambda: None)
     with pytest.raises(CohortError, match="failed 4 times"):
         pool.run("crash", [()])
     assert pool.restarts == 3  # replaced after deaths 1-3; the 4th gives up

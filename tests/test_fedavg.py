@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from algorithms.fedavg import FedAvg
-from sim.data import FederatedData
-from sim.federated import ClientUpdate, combine, run_task
-from sim.training import ClientModel
+from sim.interfaces.federated import ClientUpdate, FederatedData
+from sim.protocols.federated.actors import combine, run_task
+from sim.training.model import ClientModel
 
 
 def tiny_population() -> FederatedData:
@@ -89,7 +89,7 @@ def test_all_dropped_gives_no_update():
 
 
 def run_task_result(weight: float):
-    from sim.federated import TaskResult
+    from sim.protocols.federated.actors import TaskResult
 
     return TaskResult(np.zeros(3), weight)
 
@@ -123,7 +123,7 @@ def test_client_update_returns_a_pseudo_gradient():
     algorithm = FedAvg(client_lr=0.1, batch_size=8)
     model = linear_model()
     data = tiny_population()
-    from sim.training import ClientData
+    from sim.training.model import ClientData
 
     client = ClientData.gather(data.x, data.y, np.array([2]), torch.device("cpu"))
     update = algorithm.client_update(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import sim
-from sim.main import compose
+from sim import compose
 
 TIMING = {"round_time_s"}
 
@@ -17,7 +17,12 @@ def strip_timing(history):
 
 def test_default_run_learns_and_writes_its_outputs(ray_session, tmp_path):
     result = sim.run(
-        ["rounds=20", "eval_every=10", "progress=false", f"output_dir={tmp_path / 'run'}"]
+        [
+            "protocol.rounds=20",
+            "protocol.eval_every=10",
+            "progress=false",
+            f"output_dir={tmp_path / 'run'}",
+        ]
     )
     out = result.output_dir
     lines = (out / "metrics.jsonl").read_text().splitlines()
@@ -38,7 +43,13 @@ def test_default_run_learns_and_writes_its_outputs(ray_session, tmp_path):
     "extra", [[], ["algorithm.server_momentum=0.9", "algorithm.local_epochs=2"]]
 )
 def test_same_numbers_with_one_and_two_workers(ray_session, tmp_path, extra):
-    common = ["rounds=3", "eval_every=1", "progress=false", "clients_per_round=12", *extra]
+    common = [
+        "protocol.rounds=3",
+        "protocol.eval_every=1",
+        "progress=false",
+        "protocol.clients_per_round=12",
+        *extra,
+    ]
     one = sim.run([*common, "cluster.num_workers=1", f"output_dir={tmp_path / 'one'}"])
     two = sim.run([*common, "cluster.num_workers=2", f"output_dir={tmp_path / 'two'}"])
     np.testing.assert_array_equal(one.params, two.params)
@@ -49,8 +60,8 @@ def test_non_finite_updates_are_dropped_and_the_run_goes_on(ray_session, tmp_pat
     # A client learning rate beyond float32's range makes every local update non-finite.
     result = sim.run(
         [
-            "rounds=2",
-            "eval_every=1",
+            "protocol.rounds=2",
+            "protocol.eval_every=1",
             "progress=false",
             "algorithm.client_lr=1e38",
             f"output_dir={tmp_path / 'run'}",
@@ -59,8 +70,8 @@ def test_non_finite_updates_are_dropped_and_the_run_goes_on(ray_session, tmp_pat
     assert [r["dropped_clients"] for r in result.history] == [10, 10]
     baseline = sim.run(
         [
-            "rounds=1",
-            "eval_every=1",
+            "protocol.rounds=1",
+            "protocol.eval_every=1",
             "progress=false",
             "algorithm.client_lr=0",
             f"output_dir={tmp_path / 'zero'}",
@@ -70,6 +81,6 @@ def test_non_finite_updates_are_dropped_and_the_run_goes_on(ray_session, tmp_pat
 
 
 def test_python_api_takes_a_composed_config(ray_session, tmp_path):
-    cfg = compose(["rounds=2", "progress=false", f"output_dir={tmp_path / 'run'}"])
+    cfg = compose(["protocol.rounds=2", "progress=false", f"output_dir={tmp_path / 'run'}"])
     result = sim.run(cfg)
-    assert result.config["rounds"] == 2 and len(result.history) == 2
+    assert result.config["protocol"]["rounds"] == 2 and len(result.history) == 2

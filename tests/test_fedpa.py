@@ -9,7 +9,7 @@ from torch import nn
 
 from algorithms.fedavg import FedAvg
 from algorithms.fedpa import FedPA, posterior_delta, shrinkage_covariance
-from sim.training import ClientData, ClientModel
+from sim.training.model import ClientData, ClientModel
 
 
 @settings(max_examples=150, deadline=None)
@@ -128,7 +128,7 @@ def test_invalid_hyperparameters_name_the_field(field, value):
 def run_rounds(algorithm, data, rounds: int) -> float:
     """Full-participation rounds without Ray; the final distance to the global optimum."""
     from envs.models import LinearRegression
-    from sim.federated import combine, run_task
+    from sim.protocols.federated.actors import combine, run_task
 
     model = ClientModel(LinearRegression().build(data.input_shape, 1), "cpu", "regression")
     state = algorithm.server_init(np.zeros(data.input_shape[0], np.float32))

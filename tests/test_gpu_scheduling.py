@@ -7,10 +7,10 @@ import pytest
 import ray
 import torch
 
-from sim import runtime
-from sim.config import ResourceSpec
 from sim.errors import ConfigError
-from sim.runtime import actor_device, pool_size
+from sim.runtime import workers
+from sim.runtime.config import ResourceSpec
+from sim.runtime.workers import actor_device, group_size
 
 QUARTER = ResourceSpec(num_cpus=0, num_gpus=0.25)
 
@@ -40,20 +40,20 @@ def test_four_quarter_gpu_actors_share_the_one_gpu(ray_session):
 
 
 def test_the_device_is_the_gpu_ray_assigned_if_torch_can_use_it(monkeypatch):
-    monkeypatch.setattr(runtime.ray, "get_gpu_ids", lambda: [3])
-    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(workers.ray, "get_gpu_ids", lambda: [3])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     # Ray restricts CUDA_VISIBLE_DEVICES to the assigned GPU, which torch then calls cuda:0.
     assert actor_device(1) == torch.device("cuda", 0)
-    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert actor_device(1) == torch.device("cpu")  # a GPU in Ray's books but none for torch
-    monkeypatch.setattr(runtime.ray, "get_gpu_ids", lambda: [])
-    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(workers.ray, "get_gpu_ids", lambda: [])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert actor_device(1) == torch.device("cpu")  # no GPU assigned: never take one
 
 
-def test_pool_size_counts_gpus(ray_session):
-    assert pool_size(QUARTER, None, max_useful=10) == 4
-    assert pool_size(QUARTER, None, max_useful=3) == 3
-    assert pool_size(QUARTER, 4, max_useful=10) == 4
+def test_group_size_counts_gpus(ray_session):
+    assert group_size(QUARTER, None, max_useful=10) == 4
+    assert group_size(QUARTER, None, max_useful=3) == 3
+    assert group_size(QUARTER, 4, max_useful=10) == 4
     with pytest.raises(ConfigError, match=r"5 workers .*\(at most 4\)"):
-        pool_size(QUARTER, 5, max_useful=10)
+        group_size(QUARTER, 5, max_useful=10)

@@ -42,8 +42,8 @@ def test_regression_run_logs_distance_to_optimum(ray_session, tmp_path):
         [
             "env=least_squares",
             "model=linear",
-            "rounds=6",
-            "eval_every=3",
+            "protocol.rounds=6",
+            "protocol.eval_every=3",
             "progress=false",
             "algorithm.client_lr=0.05",
             "algorithm.local_epochs=5",

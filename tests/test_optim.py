@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sim.optim import adam, make_optimizer, sgd
+from sim.training.optim import adam, make_optimizer, sgd
 
 
 def test_sgd_without_momentum_is_lr_times_gradient():

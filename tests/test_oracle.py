@@ -7,7 +7,13 @@ import pytest
 from conftest import ensure_ray
 
 from envs.tabular import Tabular
-from sim.oracle import LabelingError, Oracle, OracleDesk, check_query, noisy_answers
+from sim.protocols.active.oracle import (
+    LabelingError,
+    Oracle,
+    OracleDesk,
+    check_query,
+    noisy_answers,
+)
 
 
 def test_check_query_refuses_bad_requests():

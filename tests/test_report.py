@@ -1,4 +1,4 @@
-"""sim.report and sim.plotting on fake run directories: grouping, statistics, CLI outputs."""
+"""sim.reporting.report and .plotting on fake run directories: grouping, statistics, CLI outputs."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.plotting import plot_curves, plot_groups
-from sim.report import (
+from sim.reporting.plotting import plot_curves, plot_groups
+from sim.reporting.report import (
     Run,
     Stat,
     derived_metrics,

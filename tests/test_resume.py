@@ -4,23 +4,20 @@ uninterrupted run ends."""
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
 import sim
-from sim import checkpoint
-from tests.conftest import REPO, run_cli
+from sim.runtime import checkpoint
+from tests.conftest import run_cli, start_cli, wait_for_rounds
 
 ROUNDS = 60
 COMMON = [
-    f"rounds={ROUNDS}",
+    f"protocol.rounds={ROUNDS}",
     "env.max_samples_per_client=150",
-    "checkpoint_every=5",
-    "eval_every=10",
+    "protocol.checkpoint_every=5",
+    "protocol.eval_every=10",
     "progress=false",
     "algorithm.server_momentum=0.5",
 ]
@@ -40,28 +37,13 @@ def test_checkpoint_round_trip_refuses_pickles(tmp_path):
 def test_resume_after_sigkill_matches_an_uninterrupted_run(ray_session, tmp_path):
     run_dir = tmp_path / "killed"
     ckpt = run_dir / "checkpoints" / "checkpoint.npz"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sim", *COMMON, f"hydra.run.dir={run_dir}"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.time() + 180
-    metrics = run_dir / "metrics.jsonl"
-
-    def rounds_logged() -> int:
-        return len(metrics.read_text().splitlines()) if metrics.exists() else 0
-
+    proc = start_cli(*COMMON, f"hydra.run.dir={run_dir}", start_new_session=True)
     # Kill past the first checkpoint (round 5) but before the second, so rounds 6-7 are logged
     # beyond the checkpoint and must be rewritten on resume.
-    while rounds_logged() < 7 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    wait_for_rounds(proc, run_dir / "metrics.jsonl", 7, timeout=180)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
     done = [json.loads(x)["round"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert 7 <= len(done) < ROUNDS, "the run must have been killed mid-way"
     assert checkpoint.load(ckpt)[1]["round"] < len(done), "rounds beyond the checkpoint"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import ray
 
-from sim import runtime
 from sim.errors import CohortError
+from sim.runtime import session
 
 LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp*
 
@@ -110,9 +110,9 @@ def test_dashboard_is_off_unless_asked(ray_session, monkeypatch):
     ports = {listening[i][1] for i in socket_inodes(pid) if i in listening}
     assert dashboard_port not in ports
     calls = []
-    monkeypatch.setattr(runtime.ray, "init", lambda **kwargs: calls.append(kwargs))
-    runtime.start_local_ray(num_cpus=1, num_gpus=None, dashboard=False)
-    runtime.start_local_ray(num_cpus=1, num_gpus=None, dashboard=True)
+    monkeypatch.setattr(session.ray, "init", lambda **kwargs: calls.append(kwargs))
+    session.start_local_ray(num_cpus=1, num_gpus=None, dashboard=False)
+    session.start_local_ray(num_cpus=1, num_gpus=None, dashboard=True)
     assert [c["include_dashboard"] for c in calls] == [False, True]
     assert all(c["address"] == "local" and c["_node_ip_address"] == "127.0.0.1" for c in calls)
 
@@ -122,8 +122,8 @@ def test_a_refused_connection_points_to_token_authentication(monkeypatch, mode):
     def refuse(**kwargs):
         raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379")
 
-    monkeypatch.setattr(runtime.ray, "init", refuse)
+    monkeypatch.setattr(session.ray, "init", refuse)
     monkeypatch.setenv("RAY_AUTH_MODE", mode)
     with pytest.raises(CohortError, match="cannot join 10.0.0.1:6379") as error:
-        runtime.join_cluster("10.0.0.1:6379")
+        session.join_cluster("10.0.0.1:6379")
     assert ("RAY_AUTH_MODE=token" in str(error.value)) == (mode != "token")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sim import seeding
-from sim.federated import split_tasks
+from sim.protocols.federated.actors import split_tasks
 
 
 def test_cohort_is_a_pure_function_of_seed_and_round():

@@ -11,8 +11,7 @@ from algorithms.entropy import Entropy, entropy_scores
 from algorithms.least_confidence import LeastConfidence, least_confidence_scores
 from algorithms.margin import Margin, margin_scores
 from algorithms.random_selection import RandomSelection
-from sim.active import lowest_unlabeled
-from sim.learner import LearnerOutputs
+from sim.interfaces.active import LearnerOutputs, lowest_unlabeled
 
 P = np.array(
     [
@@ -69,6 +68,18 @@ def test_lowest_unlabeled_large_pool_matches_full_sort():
     assert lowest_unlabeled(scores, labeled, 500).tolist() == expected.tolist()
     with pytest.raises(ValueError):
         lowest_unlabeled(scores[:3], np.array([1, 1, 0], bool), 2)
+
+
+def test_lowest_unlabeled_takes_ties_by_index():
+    # 40 points tied at 0.5 after 5 at 0.1: the 5 low ones, then the tied ones of lowest index.
+    scores = np.r_[np.full(40, 0.5), np.full(5, 0.1)].astype(np.float32)
+    chosen = lowest_unlabeled(scores, np.zeros(45, bool), 10)
+    assert chosen.tolist() == [40, 41, 42, 43, 44, 0, 1, 2, 3, 4]
+    labeled = np.zeros(45, bool)
+    labeled[[0, 2]] = True  # labeled points are skipped; NaN ranks last
+    scores[1] = np.nan
+    chosen = lowest_unlabeled(scores, labeled, 8)
+    assert chosen.tolist() == [40, 41, 42, 43, 44, 3, 4, 5]
 
 
 def test_random_selection_is_unlabeled_distinct_and_seeded():

@@ -8,7 +8,12 @@ from tests.conftest import run_cli
 def test_two_job_multirun_and_its_report(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli(
-        "-m", "seed=0,1", "rounds=3", "eval_every=1", "progress=false", f"hydra.sweep.dir={sweep}"
+        "-m",
+        "seed=0,1",
+        "protocol.rounds=3",
+        "protocol.eval_every=1",
+        "progress=false",
+        f"hydra.sweep.dir={sweep}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = sorted(sweep.glob("*/summary.json"))

@@ -8,12 +8,12 @@ import sim
 from algorithms.fedavg import FedAvg
 from algorithms.fedpa import FedPA
 from envs.models import MLP, LinearRegression, LogisticRegression
-from sim.config import check_client_engine
-from sim.data import FederatedData
 from sim.errors import ConfigError
-from sim.federated import run_task
-from sim.training import ClientData, ClientModel, local_sgd
-from sim.vectorized import vectorized_sgd
+from sim.interfaces.federated import FederatedData
+from sim.protocols.federated.actors import check_client_engine, run_task
+from sim.training.model import ClientData, ClientModel
+from sim.training.sgd import local_sgd
+from sim.training.vectorized import vectorized_sgd
 
 DIM, CLASSES = 5, 3
 MODELS = {
@@ -112,8 +112,8 @@ def test_run_task_vectorized_equals_sequential(algorithm, round_index, name):
 
 def test_end_to_end_vectorized_run_matches_sequential(ray_session, tmp_path):
     common = [
-        "rounds=3",
-        "eval_every=3",
+        "protocol.rounds=3",
+        "protocol.eval_every=3",
         "progress=false",
         "cluster.num_workers=1",  # one actor to start per run: most of this test's time
         "env.max_samples_per_client=100",
@@ -121,11 +121,13 @@ def test_end_to_end_vectorized_run_matches_sequential(ray_session, tmp_path):
         "algorithm.local_epochs=2",
     ]
     runs = {
-        engine: sim.run([*common, f"client_engine={engine}", f"output_dir={tmp_path / engine}"])
+        engine: sim.run(
+            [*common, f"protocol.client_engine={engine}", f"output_dir={tmp_path / engine}"]
+        )
         for engine in ("sequential", "vectorized")
     }
     seq, vec = runs["sequential"], runs["vectorized"]
-    assert vec.config["client_engine"] == "vectorized"
+    assert vec.config["protocol"]["client_engine"] == "vectorized"
     np.testing.assert_allclose(vec.params, seq.params, rtol=1e-4, atol=1e-5)
     for got, want in zip(vec.history, seq.history, strict=True):
         assert got["examples"] == want["examples"]
@@ -135,7 +137,9 @@ def test_end_to_end_vectorized_run_matches_sequential(ray_session, tmp_path):
 
 def test_bad_client_engine_names_the_field(tmp_path):
     with pytest.raises(ConfigError, match="client_engine: must be one of"):
-        sim.run(["client_engine=parallel", "progress=false", f"output_dir={tmp_path / 'run'}"])
+        sim.run(
+            ["protocol.client_engine=parallel", "progress=false", f"output_dir={tmp_path / 'run'}"]
+        )
     assert not (tmp_path / "run").exists()
 
 
@@ -145,7 +149,7 @@ def test_algorithm_without_batch_update_is_refused():
 
     check_client_engine("vectorized", FedAvg())
     check_client_engine("sequential", Sequential())
-    with pytest.raises(ConfigError, match="client_engine: Sequential has no client_update_batch"):
+    with pytest.raises(ConfigError, match=r"client_engine: Sequential declares engines \('seq"):
         check_client_engine("vectorized", Sequential())
     model = make_model("logistic")
     with pytest.raises(ConfigError, match="client_engine"):

@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import wilcoxon
+from scipy.stats import rankdata, wilcoxon
 
-from sim.plotting import series
+from sim.reporting.plotting import series
 
 
 def area_under_curve(history: Sequence[Mapping], metric: str, x: str) -> float | None:
@@ -26,6 +26,15 @@ def area_under_curve(history: Sequence[Mapping], metric: str, x: str) -> float |
     order = np.argsort(xs, kind="stable")
     xs, ys = xs[order], ys[order]
     return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2) / (xs[-1] - xs[0]))
+
+
+def signed_rank_sums(diffs: np.ndarray) -> tuple[float, float]:
+    """Wilcoxon's ``(W+, W-)``: the sums of the ranks of ``|d|`` over the positive and the
+    negative differences (zeros dropped, ties given their average rank), as in
+    ``scipy.stats.wilcoxon``'s default ``zero_method="wilcox"``."""
+    nonzero = diffs[diffs != 0]
+    ranks = rankdata(np.abs(nonzero))
+    return float(ranks[nonzero > 0].sum()), float(ranks[nonzero < 0].sum())
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,10 @@ def compare(
     """``scores[(method, dataset, pairing)]`` -> the baseline vs each other method per dataset.
 
     Pairs are the pairings both methods ran. The Wilcoxon test is exact for small samples; all
-    differences zero (or fewer than 2 pairs) is a tie with p = 1.
+    differences zero (or fewer than 2 pairs) is a tie with p = 1. A significant difference is a
+    win when the positive differences carry more rank than the negative ones (W+ > W-), a loss
+    when less: the direction of the test itself, not of the mean, which one large difference
+    can flip.
     """
     methods = sorted({m for m, _, _ in scores} - {baseline})
     datasets = sorted({d for _, d, _ in scores})
@@ -69,8 +81,9 @@ def compare(
             if len(diffs) >= 2 and np.any(diffs != 0):
                 p_value = float(wilcoxon(diffs, alternative="two-sided").pvalue)
             verdict = "tie"
-            if p_value < alpha:
-                verdict = "win" if np.median(diffs) > 0 or diffs.mean() > 0 else "loss"
+            w_plus, w_minus = signed_rank_sums(diffs)
+            if p_value < alpha and w_plus != w_minus:
+                verdict = "win" if w_plus > w_minus else "loss"
             results.append(
                 Comparison(other, dataset, len(diffs), float(diffs.mean()), p_value, verdict)
             )

@@ -1,4 +1,4 @@
-"""Aggregate finished runs into a table and a plot: ``python -m sim.report DIR [DIR ...]``.
+"""Aggregate finished runs into a table and plots: ``cohort report DIR [DIR ...]``.
 
 A run directory holds ``summary.json`` and ``metrics.jsonl`` as written by the runtime; a Hydra
 multirun folder holds one run directory per job. Only those JSON/JSONL files are read (never YAML
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from sim.compare import area_under_curve, compare, format_comparison
 from sim.errors import CohortError
-from sim.outputs import METRICS, SUMMARY
-from sim.plotting import plot_groups, plot_panels, series
+from sim.reporting.compare import area_under_curve, compare, format_comparison
+from sim.reporting.plotting import is_number, plot_groups, plot_panels, series
+from sim.runtime.outputs import METRICS, SUMMARY
 
 STD_NOTE = "± is the population std (ddof=0) over runs; (n) is the number of runs."
 
@@ -111,7 +111,7 @@ def group_runs(runs: Sequence[Run], ignore: Iterable[str] = NOT_SWEPT) -> dict[s
 
 def final_metrics(runs: Iterable[Run]) -> list[str]:
     """The numeric final metrics that any run records, in first-seen order."""
-    return list(dict.fromkeys(k for run in runs for k, v in run.final.items() if _is_number(v)))
+    return list(dict.fromkeys(k for run in runs for k, v in run.final.items() if is_number(v)))
 
 
 def derived_metrics(
@@ -136,7 +136,7 @@ def summarize(groups: Mapping[str, Sequence[Run]], metrics: Sequence[str]) -> li
     for label, runs in groups.items():
         stats = {}
         for metric in metrics:
-            values = [run.final[metric] for run in runs if _is_number(run.final.get(metric))]
+            values = [run.final[metric] for run in runs if is_number(run.final.get(metric))]
             if values:
                 stats[metric] = Stat(float(np.mean(values)), float(np.std(values)), len(values))
         rows.append(Row(label, stats))
@@ -185,7 +185,7 @@ def write_csv(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print the table of final metrics; write report.csv, report.md, report_<metric>.png."""
     parser = argparse.ArgumentParser(
-        prog="python -m sim.report", description="Tabulate and plot finished Cohort runs."
+        prog="python -m sim.reporting.report", description="Tabulate and plot finished Cohort runs."
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="run or multirun directories")
     parser.add_argument("--metric", default="test_accuracy", help="per-round metric to plot")
@@ -352,10 +352,6 @@ def _stats(row: Row, metrics: Sequence[str]) -> list[Stat | None]:
 
 def _cell(stat: Stat | None) -> str:
     return f"{stat.mean:.4g} ± {stat.std:.4g} ({stat.n})" if stat else "-"
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _safe(name: str) -> str:

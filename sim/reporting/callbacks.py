@@ -8,9 +8,9 @@ import ray
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sim.config import ClusterConfig
-from sim.report import main as report_main
-from sim.runtime import start_ray
+from sim.reporting.report import main as report_main
+from sim.runtime.config import ClusterConfig
+from sim.runtime.session import start_ray
 
 
 class SharedRay(Callback):

@@ -1,21 +1,18 @@
-"""Ray lifetime and placement: an embedded local Ray or a connection to a cluster, the size of
-the worker pool, and the torch device and threads inside an actor."""
+"""Ray's lifetime for one run: an embedded local Ray, or a connection to a cluster."""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
 import ray
-import torch
 from ray._private import ray_constants
 
-from sim.config import ClusterConfig, ResourceSpec
 from sim.errors import CohortError, ConfigError
+from sim.runtime.config import ClusterConfig
 
 
 def _check_reachable(address: str, timeout_s: float) -> None:
@@ -117,42 +114,3 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
-
-
-def worker_capacity(worker: ResourceSpec) -> int | None:
-    """How many actors of ``worker``'s resources the cluster holds now (None: it asks for none)."""
-    total = ray.cluster_resources()
-    fits = [math.floor(total.get("CPU", 0) / worker.num_cpus + 1e-9)] if worker.num_cpus else []
-    if worker.num_gpus:
-        fits.append(math.floor(total.get("GPU", 0) / worker.num_gpus + 1e-9))
-    for name, amount in worker.resources.items():
-        fits.append(math.floor(total.get(name, 0) / amount + 1e-9))
-    return min(fits) if fits else None
-
-
-def pool_size(worker: ResourceSpec, requested: int | None, max_useful: int) -> int:
-    """How many client workers to start: the request (checked to fit the cluster's resources, so
-    no worker waits forever for a slot), else as many as fit, at most ``max_useful``."""
-    capacity = worker_capacity(worker)
-    size = max_useful if capacity is None else capacity
-    if size < 1:
-        raise CohortError(
-            f"cluster.worker: the cluster ({ray.cluster_resources()}) cannot fit one worker of "
-            f"{worker.ray_options()}"
-        )
-    if requested is not None:
-        if requested > size:
-            raise ConfigError(
-                f"cluster.num_workers: {requested} workers of {worker.ray_options()} do not fit "
-                f"the cluster's resources (at most {size})"
-            )
-        return requested
-    return min(size, max_useful)
-
-
-def actor_device(num_cpus: float) -> torch.device:
-    """Inside an actor: use as many torch threads as CPUs assigned, and the GPU Ray assigned."""
-    torch.set_num_threads(max(1, int(num_cpus)))
-    if ray.get_gpu_ids() and torch.cuda.is_available():
-        return torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
-    return torch.device("cpu")

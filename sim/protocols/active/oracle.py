@@ -20,7 +20,7 @@ import ray
 
 from sim import seeding
 from sim.errors import CohortError
-from sim.pool import PoolEnvironment, PoolView
+from sim.interfaces.active import PoolEnvironment, PoolView
 
 log = logging.getLogger(__name__)
 

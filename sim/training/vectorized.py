@@ -5,8 +5,8 @@ The model is made a pure function of a flat parameter vector with
 every client's gradient in one call, as in the per-sample-gradients pattern of the torch.func
 docs (https://pytorch.org/docs/stable/func.html, "Per-sample-gradients" tutorial) with clients in
 place of samples. Client ``k`` draws its shuffles from its own generator exactly as
-:meth:`sim.training.ClientData.batches` does, so the result matches
-:func:`sim.training.local_sgd` run client by client (to float rounding). Ragged sizes: each
+:meth:`sim.training.model.ClientData.batches` does, so the result matches
+:func:`sim.training.sgd.local_sgd` run client by client (to float rounding). Ragged sizes: each
 client's batches are padded to a common width with an example mask (the loss is the mean over
 the real examples), and a client with fewer steps than the longest one stops updating (a step
 mask). Pure torch; no Ray here. The module must be a pure function of parameters and input (no
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad_and_value, vmap
 
-from sim.training import ClientData, ClientModel
+from sim.interfaces.federated import LossTerm
+from sim.training.model import ClientData, ClientModel
 
 CHUNK_BYTES = 2**28  # default budget for the stacked parameter-sized tensors of one chunk
 
@@ -58,6 +59,7 @@ def _sgd_chunk(
     lr: float,
     momentum: float,
     weight_decay: float,
+    loss_term: LossTerm | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`vectorized_sgd` for one chunk of clients; returns (K, d) params and (K,) losses."""
     sizes = np.array([len(data) for data in datas], np.int64)
@@ -76,21 +78,30 @@ def _sgd_chunk(
     shapes = [param.shape for _, param in model.module.named_parameters()]
     numels = [shape.numel() for shape in shapes]
 
-    def client_loss(flat: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, mask: torch.Tensor):
-        """One client's minibatch loss: the mean over the examples that ``mask`` keeps."""
+    def unflatten(flat: torch.Tensor) -> list[torch.Tensor]:
         pieces = torch.split(flat, numels)
-        params = {n: p.view(s) for n, p, s in zip(names, pieces, shapes, strict=True)}
-        losses = model.loss(functional_call(model.module, params, (xb,)), yb, reduction="none")
-        return torch.where(mask, losses, 0.0).sum() / mask.sum().clamp(min=1)
+        return [piece.view(shape) for piece, shape in zip(pieces, shapes, strict=True)]
 
-    grads_and_losses = vmap(grad_and_value(client_loss))
+    starts = unflatten(start)
+
+    def client_loss(flat: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, mask: torch.Tensor):
+        """One client's minibatch objective (the mean loss over the examples that ``mask``
+        keeps, plus ``loss_term``) and, as auxiliary output, the loss alone."""
+        params = unflatten(flat)
+        output = functional_call(model.module, dict(zip(names, params, strict=True)), (xb,))
+        losses = model.loss(output, yb, reduction="none")
+        loss = torch.where(mask, losses, 0.0).sum() / mask.sum().clamp(min=1)
+        objective = loss if loss_term is None else loss + loss_term(params, starts)
+        return objective, loss
+
+    grads_and_losses = vmap(grad_and_value(client_loss, has_aux=True))
     flat = start.expand(len(datas), -1).clone()
     buffer = torch.zeros_like(flat)
     total = torch.zeros(len(datas), device=device)
     model.module.train()
     for t in range(index.shape[1]):
         take = rows_t[:, t]
-        grads, losses = grads_and_losses(flat, x[take], y[take], valid_t[:, t])
+        grads, (_, losses) = grads_and_losses(flat, x[take], y[take], valid_t[:, t])
         if weight_decay:
             grads = grads.add(flat, alpha=weight_decay)
         live = active[:, t, None]
@@ -113,11 +124,13 @@ def vectorized_sgd(
     lr: float,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    loss_term: LossTerm | None = None,
     chunk_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`sim.training.local_sgd` from ``params`` for every client of ``datas`` at once.
+    """:func:`sim.training.sgd.local_sgd` from ``params`` for every client of ``datas`` at once.
 
-    Client ``k`` shuffles with ``rngs[k]`` (one ``permutation`` per epoch, as it would alone).
+    Client ``k`` shuffles with ``rngs[k]`` (one ``permutation`` per epoch, as it would alone) and
+    minimises the model's loss plus ``loss_term(params, starting params)`` as local_sgd does.
     Returns the final flat parameters (K, d) and each client's mean minibatch loss (K,).
     Clients run in chunks of ``chunk_size`` (default: as many as fit ``CHUNK_BYTES`` of
     parameter-sized state), grouped by size so that little is padded.
@@ -142,6 +155,7 @@ def vectorized_sgd(
             lr,
             momentum,
             weight_decay,
+            loss_term,
         )
         final[chunk], losses[chunk] = flat.cpu().numpy(), loss.cpu().numpy()
     return final, losses

@@ -20,7 +20,7 @@ def series(history: Iterable[Mapping], key: str, x: str = "round") -> tuple[np.n
     points = [
         (record[x], record[key])
         for record in history
-        if _is_number(record.get(key)) and _is_number(record.get(x))
+        if is_number(record.get(key)) and is_number(record.get(x))
     ]
     rounds, values = zip(*points, strict=True) if points else ((), ())
     return np.asarray(rounds, dtype=float), np.asarray(values, dtype=float)
@@ -115,7 +115,8 @@ def _draw_groups(
     return plotted
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """A real number (an int or float, not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

@@ -1,4 +1,5 @@
-"""A pool of worker actors that outlives its members.
+"""Worker actors: how many fit the cluster, the torch device and threads inside one, and a group
+of them that outlives its members.
 
 Calls are spread round-robin over the workers. A call whose worker died (killed, crashed, or lost
 with its node) is re-run on a replacement started with the same constructor, or, when the cluster
@@ -10,19 +11,65 @@ result and a run with failures ends where a fault-free one does.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
-from sim.errors import CohortError
+from sim.errors import CohortError, ConfigError
+from sim.runtime.config import ResourceSpec
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 MAX_RERUNS = 3  # of one call: a worker that dies every time is a bug, not a fault
 
 
-class WorkerPool:
+def worker_capacity(worker: ResourceSpec) -> int | None:
+    """How many actors of ``worker``'s resources the cluster holds now (None: it asks for none)."""
+    total = ray.cluster_resources()
+    fits = [math.floor(total.get("CPU", 0) / worker.num_cpus + 1e-9)] if worker.num_cpus else []
+    if worker.num_gpus:
+        fits.append(math.floor(total.get("GPU", 0) / worker.num_gpus + 1e-9))
+    for name, amount in worker.resources.items():
+        fits.append(math.floor(total.get(name, 0) / amount + 1e-9))
+    return min(fits) if fits else None
+
+
+def group_size(worker: ResourceSpec, requested: int | None, max_useful: int) -> int:
+    """How many workers to start: the request (checked to fit the cluster's resources, so
+    no worker waits forever for a slot), else as many as fit, at most ``max_useful``."""
+    capacity = worker_capacity(worker)
+    size = max_useful if capacity is None else capacity
+    if size < 1:
+        raise CohortError(
+            f"cluster.worker: the cluster ({ray.cluster_resources()}) cannot fit one worker of "
+            f"{worker.ray_options()}"
+        )
+    if requested is not None:
+        if requested > size:
+            raise ConfigError(
+                f"cluster.num_workers: {requested} workers of {worker.ray_options()} do not fit "
+                f"the cluster's resources (at most {size})"
+            )
+        return requested
+    return min(size, max_useful)
+
+
+def actor_device(num_cpus: float) -> torch.device:
+    """Inside an actor: use as many torch threads as CPUs assigned, and the GPU Ray assigned."""
+    import torch
+
+    torch.set_num_threads(max(1, int(num_cpus)))
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
+    return torch.device("cpu")
+
+
+class WorkerGroup:
     """``size`` actors from ``spawn()``; each has a ``placement()`` method returning its Ray
     node id and its torch device.
 

@@ -1,5 +1,5 @@
-"""Client-side building blocks shared by federated algorithms: flat-parameter models, client
-data, local minibatch SGD and evaluation. Pure torch; no Ray here."""
+"""Models whose parameters travel as one flat vector, a client's data as tensors, and evaluation.
+Shared by the algorithms and the protocols; pure torch, no Ray here."""
 
 from __future__ import annotations
 
@@ -83,40 +83,6 @@ class ClientData:
             yield self.x[take], self.y[take]
 
 
-def local_sgd(
-    model: ClientModel,
-    data: ClientData,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    rng: np.random.Generator,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-    on_step: Callable[[int], None] | None = None,
-) -> float:
-    """``epochs`` passes of minibatch SGD on the model's loss; returns the mean minibatch loss.
-
-    ``on_step(step)`` runs after every optimizer step (1, 2, ...), e.g. to collect SGD iterates.
-    """
-    optimizer = torch.optim.SGD(
-        model.module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
-    )
-    model.module.train()
-    total, steps = torch.zeros((), device=model.device), 0
-    for _ in range(epochs):
-        for xb, yb in data.batches(batch_size, rng):
-            loss = model.loss(model.module(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
-            steps += 1
-            if on_step is not None:
-                on_step(steps)
-    return float(total) / max(steps, 1)
-
-
 @torch.no_grad()
 def per_example_eval(
     model: ClientModel, x: np.ndarray, y: np.ndarray, batch_size: int = 4096
@@ -134,3 +100,9 @@ def per_example_eval(
     if not losses:
         return np.zeros(0), np.zeros(0, bool)
     return np.concatenate(losses), np.concatenate(correct)
+
+
+def accuracy(model: ClientModel, x: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of ``(x, y)`` that ``model`` classifies correctly (NaN when empty)."""
+    _, correct = per_example_eval(model, x, y)
+    return float(correct.mean()) if len(correct) else float("nan")

@@ -1,86 +1,51 @@
-"""The federated protocol: a server actor, a pool of client-worker actors, and the round loop.
+"""The federated protocol's actors and their work: client workers that run tasks of virtual
+clients (pre-aggregated) and evaluation blocks, and the server that holds the global state.
 
-An algorithm supplies only :meth:`FederatedAlgorithm.server_init`, ``client_update`` and
-``server_update`` (and, for ``client_engine=vectorized``, ``client_update_batch``, which updates a
-task's clients together: :class:`BatchedAlgorithm`). Each round the cohort (a pure function of
-``(seed, round)``) is cut into fixed tasks of ``clients_per_task`` clients, in client-id order; a
-worker returns, per task, the weighted sum of its clients' deltas and their metrics, and the
-server adds the task sums in task order. The cut does not depend on the number of workers, so
-neither do the numbers.
+Each round the cohort is cut into fixed tasks of ``clients_per_task`` clients, in client-id
+order; a worker returns, per task, the weighted sum of its clients' deltas and their metrics, and
+the server adds the task sums in task order. The cut does not depend on the number of workers,
+so neither do the numbers.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import ray
 
 from sim import seeding
-from sim.config import check_client_engine
-from sim.data import FederatedData, ModelSpec
-from sim.runtime import actor_device
-from sim.training import ClientData, ClientModel, per_example_eval
-from sim.workers import WorkerPool
+from sim.errors import ConfigError
+from sim.interfaces.federated import (
+    ENGINES,
+    BatchedAlgorithm,
+    ClientUpdate,
+    FederatedAlgorithm,
+    FederatedData,
+    ModelSpec,
+    ServerState,
+    declared_engines,
+)
+from sim.runtime.workers import WorkerGroup, actor_device
+from sim.training.model import ClientData, ClientModel, per_example_eval
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ServerState:
-    """The global state: flat parameters and the server optimizer's (or algorithm's) arrays."""
-
-    params: np.ndarray
-    opt_state: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-@dataclass
-class ClientUpdate:
-    """One client's contribution: ``delta = theta_server - theta_client`` (a pseudo-gradient),
-    its aggregation weight, and scalar metrics (averaged over the cohort by weight of 1)."""
-
-    delta: np.ndarray
-    weight: float
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-class FederatedAlgorithm(Protocol):
-    """What a federated algorithm plugin implements (a dataclass; its fields are its config)."""
-
-    def server_init(self, params: np.ndarray) -> ServerState: ...
-
-    def client_update(
-        self,
-        model: ClientModel,
-        params: np.ndarray,
-        data: ClientData,
-        rng: np.random.Generator,
-        round_index: int,
-    ) -> ClientUpdate: ...
-
-    def server_update(
-        self, state: ServerState, mean_delta: np.ndarray, round_index: int
-    ) -> ServerState: ...
-
-
-class BatchedAlgorithm(FederatedAlgorithm, Protocol):
-    """An algorithm that can also update several clients at once (``client_engine=vectorized``).
-
-    ``client_update_batch`` must return, in order, what ``client_update`` would return for each
-    ``(datas[k], rngs[k])`` (to float rounding).
-    """
-
-    def client_update_batch(
-        self,
-        model: ClientModel,
-        params: np.ndarray,
-        datas: list[ClientData],
-        rngs: list[np.random.Generator],
-        round_index: int,
-    ) -> list[ClientUpdate]: ...
+def check_client_engine(engine: str, algorithm: Any = None) -> None:
+    """Fail, naming ``client_engine``, on an unknown engine, or one that ``algorithm`` (when
+    given) does not declare in its ``engines``."""
+    if engine not in ENGINES:
+        raise ConfigError(f"client_engine: must be one of {ENGINES} (got {engine!r})")
+    if algorithm is not None and engine not in declared_engines(algorithm):
+        raise ConfigError(
+            f"client_engine: {type(algorithm).__name__} declares engines "
+            f"{declared_engines(algorithm)}, not {engine!r} (a class declares "
+            "`engines = (...)` in its own body); use client_engine=sequential"
+        )
 
 
 @dataclass
@@ -160,7 +125,7 @@ def run_task(
     return TaskResult(weighted_sum, weight), metrics
 
 
-EVAL_BLOCK = 4096  # test examples per evaluation task: fixed, so results ignore the pool size
+EVAL_BLOCK = 4096  # test examples per evaluation task: fixed, so results ignore the workers
 
 
 def split_range(stop: int, block: int) -> list[tuple[int, int]]:
@@ -188,7 +153,7 @@ class ClientWorker:
         self.model = ClientModel(module, device, data.task)
 
     def placement(self) -> tuple[str, str]:
-        """The Ray node this worker runs on and its torch device (the pool also waits on this
+        """The Ray node this worker runs on and its torch device (the group also waits on this
         call to see the worker up)."""
         return ray.get_runtime_context().get_node_id(), str(self.model.device)
 
@@ -223,26 +188,26 @@ class ClientWorker:
 
 
 def evaluate(
-    pool: WorkerPool, params_ref: Any, data: FederatedData, clients: np.ndarray
+    group: WorkerGroup, params_ref: Any, data: FederatedData, clients: np.ndarray
 ) -> dict[str, float]:
-    """Test loss (and accuracy), and mean per-client accuracy, in blocks across the workers.
+    """Test loss (and accuracy), and mean per-client accuracy over ``clients`` (none: not
+    measured), in blocks across the workers.
 
-    Test blocks have a fixed size and per-client results are per client, all concatenated in
-    order, so the numbers do not depend on how many workers there are.
+        Test blocks have a fixed size and per-client results are per client, all concatenated in
+        order, so the numbers do not depend on how many workers there are.
     """
     blocks = split_range(len(data.test_y), EVAL_BLOCK)
-    tests = pool.run("evaluate_test", [(params_ref, start, stop) for start, stop in blocks])
+    tests = group.run("evaluate_test", [(params_ref, start, stop) for start, stop in blocks])
     losses, correct = (np.concatenate(parts) for parts in zip(*(t for (t,) in tests), strict=True))
     if data.task != "classification":
         return {"test_loss": float(losses.mean())}
-    per_worker = -(-len(clients) // pool.size)
-    calls = [(params_ref, clients[a:b]) for a, b in split_range(len(clients), per_worker)]
-    per_client = np.concatenate([a for (a,) in pool.run("evaluate_clients", calls)])
-    return {
-        "test_accuracy": float(correct.mean()),
-        "test_loss": float(losses.mean()),
-        "client_accuracy_mean": float(np.nanmean(per_client)),
-    }
+    metrics = {"test_accuracy": float(correct.mean()), "test_loss": float(losses.mean())}
+    if len(clients):
+        per_worker = -(-len(clients) // group.size)
+        calls = [(params_ref, clients[a:b]) for a, b in split_range(len(clients), per_worker)]
+        per_client = np.concatenate([a for (a,) in group.run("evaluate_clients", calls)])
+        metrics["client_accuracy_mean"] = float(np.nanmean(per_client))
+    return metrics
 
 
 @ray.remote

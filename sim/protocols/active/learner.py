@@ -10,25 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim.training import ClientData, ClientModel, initial_params
-
-
-@dataclass(frozen=True)
-class LearnerOutputs:
-    """What a selector sees of the learner on (a block of) the pool."""
-
-    probabilities: np.ndarray  # (n, classes) float32, rows sum to 1
-    embeddings: np.ndarray  # (n, width) float32: the last hidden layer's activations
-
-    @classmethod
-    def concatenate(cls, blocks: list[LearnerOutputs]) -> LearnerOutputs:
-        return cls(
-            np.concatenate([b.probabilities for b in blocks]),
-            np.concatenate([b.embeddings for b in blocks]),
-        )
-
-    def __len__(self) -> int:
-        return len(self.probabilities)
+from sim import checks
+from sim.interfaces.active import LearnerOutputs
+from sim.training.model import ClientData, ClientModel, initial_params
+from sim.training.sgd import train_epochs
 
 
 @dataclass
@@ -49,13 +34,9 @@ class MLPLearner:
     warm_start: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("width", "depth", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1 (got {getattr(self, name)})")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(
-                f"lr: must be > 0 and weight_decay >= 0 (got {self.lr}, {self.weight_decay})"
-            )
+        checks.at_least(self, 1, "width", "depth", "epochs", "batch_size")
+        checks.positive(self, "lr")
+        checks.at_least(self, 0, "weight_decay")
 
     def build(self, num_features: int, num_classes: int) -> nn.Sequential:
         layers: list[nn.Module] = []
@@ -87,18 +68,10 @@ class MLPLearner:
         optimizer = torch.optim.AdamW(
             model.module.parameters(), lr=self.lr, weight_decay=self.weight_decay
         )
-        model.module.train()
-        loss_sum, steps = 0.0, 0
-        for epoch in range(self.epochs):
-            last = epoch == self.epochs - 1
-            for xb, yb in data.batches(self.batch_size, rng):
-                loss = F.cross_entropy(model.module(xb), yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if last:
-                    loss_sum, steps = loss_sum + float(loss.detach()), steps + 1
-        return model, loss_sum / max(steps, 1)
+        losses = train_epochs(
+            model, data, optimizer, epochs=self.epochs, batch_size=self.batch_size, rng=rng
+        )
+        return model, losses[-1]
 
 
 @torch.no_grad()
@@ -117,14 +90,3 @@ def expose(model: ClientModel, x: np.ndarray, block: int = 8192) -> LearnerOutpu
             np.zeros((0, head.out_features), np.float32), np.zeros((0, width), np.float32)
         )
     return LearnerOutputs(np.concatenate(probabilities), np.concatenate(embeddings))
-
-
-@torch.no_grad()
-def accuracy(model: ClientModel, x: np.ndarray, y: np.ndarray, block: int = 8192) -> float:
-    """Fraction of ``(x, y)`` that ``model`` classifies correctly."""
-    model.module.eval()
-    hits = 0
-    for start in range(0, len(y), block):
-        output = model.module(torch.tensor(x[start : start + block], device=model.device))
-        hits += int((output.argmax(1).cpu() == torch.tensor(y[start : start + block])).sum())
-    return hits / len(y) if len(y) else float("nan")

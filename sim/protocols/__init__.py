@@ -1,0 +1,1 @@
+"""The protocols, one subpackage or module each, named by ``conf/protocol/*.yaml``."""

@@ -1,0 +1,300 @@
+"""The active-learning protocol: oracle actors, a learner, a selector plugin, and the loop.
+
+A run labels a random seed set, then repeats: train the learner on the revealed labels ->
+evaluate it on the test set -> expose the pool (probabilities, embeddings; in fixed blocks, as
+Ray tasks spread over the cluster) -> the selector picks ``batch_size`` unlabeled indices -> the
+oracles label them; until the budget is spent. Learner and selector run in Ray worker processes
+that receive only the label-free :class:`~sim.interfaces.active.PoolView` and the revealed
+labels.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import ray
+
+from sim import checks, seeding
+from sim.errors import CohortError, ConfigError
+from sim.interfaces.active import (
+    Learner,
+    LearnerOutputs,
+    PoolEnvironment,
+    PoolView,
+    Selector,
+)
+from sim.interfaces.protocol import Outcome, RunContext, Setup
+from sim.protocols.active.learner import expose
+from sim.protocols.active.oracle import Oracle, OracleDesk
+from sim.protocols.federated.actors import split_range
+from sim.runtime.progress import progress_line
+from sim.runtime.workers import actor_device
+from sim.training.model import ClientModel, accuracy
+
+CURVES = ("test_accuracy",)
+
+
+@dataclass
+class Active:
+    """Pool-based batch active learning: ``seed_size`` random labels, then ``batch_size`` labels
+    a round chosen by the selector, until ``budget`` labels are spent (or ``max_rounds``
+    rounds: ``resume=true`` continues). ``oracles`` annotator actors answer each request in
+    parallel, each flipping ``label_noise`` of its answers (fixed per example) at
+    ``cost_per_label``; the pool is scored in Ray tasks of ``score_block`` rows."""
+
+    resumable: ClassVar[tuple[str, ...]] = ("max_rounds",)
+
+    seed_size: int = 20
+    batch_size: int = 10
+    budget: int = 100
+    oracles: int = 1
+    cost_per_label: float = 1.0
+    label_noise: float = 0.0
+    score_block: int = 65536
+    max_rounds: int | None = None
+    checkpoint_every: int = 10  # rounds; 0 = only at the end
+
+    def __post_init__(self) -> None:
+        checks.at_least(self, 1, "seed_size", "batch_size", "budget", "oracles", "score_block")
+        if self.budget < self.seed_size:
+            raise ValueError(f"budget: must be >= seed_size {self.seed_size} (got {self.budget})")
+        checks.in_interval(self, 0, 1, "label_noise")
+        checks.at_least(self, 0, "cost_per_label", "checkpoint_every")
+        checks.at_least(self, 1, "max_rounds", optional=True)
+
+    def prepare(self, setup: Setup) -> ActiveJob:
+        env = setup.component(
+            "env", PoolEnvironment, "a pool env (env=tabular, env=fashion_mnist_pool)", "active"
+        )
+        selector = setup.component(
+            "algorithm", Selector, "a selector (algorithm=margin, entropy, ...)", "active"
+        )
+        learner = setup.component("learner", Learner, "a learner (learner=mlp)", "active")
+        try:
+            env.locate()  # fail here, with the way to get the data, not inside an oracle actor
+        except FileNotFoundError as error:
+            raise CohortError(f"env: {error}") from None
+        return ActiveJob(self, env, learner, selector, setup.seed, setup.start)
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """The fixed inputs of every round's tasks (one object, put once per run)."""
+
+    learner: Any
+    selector: Any
+    seed: int
+    num_cpus: float
+    score_block: int
+
+
+def _fit(
+    view: PoolView,
+    context: RoundContext,
+    indices: np.ndarray,
+    labels: np.ndarray,
+    round_index: int,
+    init: np.ndarray | None,
+):
+    device = actor_device(context.num_cpus)
+    tick = time.perf_counter()
+    model, loss = context.learner.fit(
+        view.x[indices],
+        labels,
+        view.num_classes,
+        seeding.rng(context.seed, "learner", round_index),
+        seeding.torch_seed(context.seed, "learner_init", round_index),
+        init,
+        device,
+    )
+    train_time = time.perf_counter() - tick
+    metrics = {
+        "train_loss": loss,
+        "test_accuracy": accuracy(model, view.test_x, view.test_y),
+        "train_time_s": train_time,
+    }
+    return model.get_flat(), metrics
+
+
+def _expose(view: PoolView, context: RoundContext, params: np.ndarray, start: int, stop: int):
+    model = ClientModel(
+        context.learner.build(view.x.shape[1], view.num_classes), actor_device(context.num_cpus)
+    )
+    model.set_flat(params)
+    return expose(model, view.x[start:stop])
+
+
+def _select(
+    context: RoundContext,
+    labeled_indices: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    round_index: int,
+    *blocks: LearnerOutputs,
+):
+    outputs = LearnerOutputs.concatenate(list(blocks))
+    labeled = np.zeros(len(outputs), bool)
+    labeled[labeled_indices] = True
+    full_labels = np.full(len(outputs), -1, np.int64)
+    full_labels[labeled_indices] = labels
+    rng = seeding.rng(context.seed, "select", round_index)
+    tick = time.perf_counter()
+    chosen = context.selector.select(outputs, labeled, full_labels, batch_size, rng)
+    return np.asarray(chosen), time.perf_counter() - tick
+
+
+fit_task = ray.remote(num_returns=2)(_fit)
+expose_task = ray.remote(_expose)
+select_task = ray.remote(num_returns=2)(_select)
+
+
+def check_selection(chosen: np.ndarray, labeled: np.ndarray, k: int, name: str) -> np.ndarray:
+    """A selector's answer must be ``k`` distinct, in-range, unlabeled indices."""
+    chosen = np.asarray(chosen)
+    ok = chosen.ndim == 1 and len(chosen) == k and np.issubdtype(chosen.dtype, np.integer)
+    ok = (
+        ok and len(np.unique(chosen)) == k and bool(((chosen >= 0) & (chosen < len(labeled))).all())
+    )
+    if not ok or labeled[chosen].any():
+        raise CohortError(
+            f"algorithm {name}: select must return {k} distinct unlabeled pool indices "
+            f"(got {chosen!r:.120})"
+        )
+    return chosen.astype(np.int64)
+
+
+@dataclass
+class ActiveState:
+    """Where an active run stands: the labels revealed so far, in the order they came."""
+
+    indices: np.ndarray  # (m,) int64 pool indices
+    labels: np.ndarray  # (m,) int64 their revealed labels
+    params: np.ndarray | None = None  # the last learner's parameters (warm start)
+
+    def extend(self, indices: np.ndarray, labels: np.ndarray) -> None:
+        self.indices = np.concatenate([self.indices, indices])
+        self.labels = np.concatenate([self.labels, labels])
+
+
+PROGRESS = (
+    ("test_accuracy", "test_acc {:.4f}"),
+    ("train_time_s", "train {:.2f}s"),
+    ("select_time_s", "select {:.3f}s"),
+)
+
+
+def _open_desk(
+    settings: Active, env: PoolEnvironment, cluster: Any, seed: int
+) -> tuple[OracleDesk, Any, int]:
+    """Start the oracles; returns the desk, a reference to the pool view, and the pool size."""
+    options = cluster.oracle.ray_options()
+
+    def make_oracle(i: int):
+        return Oracle.options(**options).remote(env, seed, i, settings.label_noise)
+
+    first = make_oracle(0)
+    try:
+        pool_size, _ = ray.get(first.describe.remote())
+    except ray.exceptions.RayActorError as error:
+        raise CohortError(f"env: the oracle could not load the pool: {error}") from None
+    if settings.budget > pool_size:
+        raise ConfigError(
+            f"protocol.budget: must be <= the pool's {pool_size} examples (got {settings.budget})"
+        )
+    others = [make_oracle(i) for i in range(1, settings.oracles)]
+    desk = OracleDesk(
+        [first, *others], make_oracle, pool_size, settings.budget, settings.cost_per_label
+    )
+    return desk, first.pool_view.remote(), pool_size
+
+
+@dataclass
+class ActiveJob:
+    """The active-learning loop of the module docstring, from scratch or from a checkpoint."""
+
+    settings: Active
+    env: PoolEnvironment
+    learner: Learner
+    selector: Selector
+    seed: int
+    start: Any = None
+
+    def run(self, context: RunContext) -> Outcome:
+        settings, learner = self.settings, self.learner
+        desk, view_ref, pool_size = _open_desk(settings, self.env, context.cluster, self.seed)
+        if self.start is None:
+            first = seeding.rng(self.seed, "seed_set").choice(
+                pool_size, settings.seed_size, replace=False
+            )
+            state = ActiveState(np.sort(first), np.zeros(0, np.int64))
+            state.labels = desk.label(state.indices)
+            round_index, history = 0, []
+        else:
+            arrays, meta = self.start
+            desk.restore({k: v for k, v in arrays.items() if k.startswith("oracle/")})
+            state = ActiveState(arrays["indices"], arrays["labels"], arrays.get("params"))
+            round_index, history = meta["round"], meta["history"]
+            if history and "selected" not in history[-1]:
+                raise CohortError("resume: this run already spent its label budget")
+        options = context.cluster.worker.ray_options()
+        round_context = ray.put(
+            RoundContext(
+                learner,
+                self.selector,
+                self.seed,
+                context.cluster.worker.num_cpus,
+                settings.score_block,
+            )
+        )
+        context.begin(history)  # only now: every check that can refuse the run has passed
+        name = type(self.selector).__name__
+        params = state.params
+        while True:
+            round_index += 1
+            tick = time.perf_counter()
+            init = state.params if learner.warm_start else None
+            params_ref, metrics_ref = fit_task.options(**options).remote(
+                view_ref, round_context, state.indices, state.labels, round_index, init
+            )
+            record: dict[str, Any] = {"round": round_index, "labels": len(state.indices)}
+            remaining = min(settings.budget, pool_size) - len(state.indices)
+            if remaining > 0:
+                k = min(settings.batch_size, remaining)
+                blocks = [
+                    expose_task.options(**options).remote(
+                        view_ref, round_context, params_ref, lo, hi
+                    )
+                    for lo, hi in split_range(pool_size, settings.score_block)
+                ]
+                chosen_ref, seconds_ref = select_task.options(**options).remote(
+                    round_context, state.indices, state.labels, k, round_index, *blocks
+                )
+                chosen, seconds = ray.get([chosen_ref, seconds_ref])
+                chosen = check_selection(chosen, desk.revealed, k, name)
+                state.extend(chosen, desk.label(chosen))
+                record.update(selected=k, select_time_s=seconds)
+            params = ray.get(params_ref)
+            state.params = params if learner.warm_start else None
+            record.update(ray.get(metrics_ref))
+            record.update(
+                labels_spent=desk.spent, label_cost=desk.cost, oracle_restarts=desk.restarts
+            )
+            record["round_time_s"] = time.perf_counter() - tick
+            history.append(record)
+            width = len(str(settings.budget))
+            head = f"[round {round_index:>3}]  labels {record['labels']:>{width}}/{settings.budget}"
+            context.record(record, progress_line(head, record, PROGRESS))
+            done = remaining <= 0
+            stop = done or (settings.max_rounds is not None and round_index >= settings.max_rounds)
+            due = settings.checkpoint_every and round_index % settings.checkpoint_every == 0
+            if stop or due:
+                arrays = {"indices": state.indices, "labels": state.labels, **desk.state()}
+                if state.params is not None:
+                    arrays["params"] = state.params
+                context.save(arrays, round_index, history)
+            if stop:
+                steps = f"{len(history)} rounds, {history[-1]['labels']} labels"
+                return Outcome(params, history, CURVES, "labels", steps)

@@ -1,0 +1,266 @@
+"""The federated protocol (FedAvg, FedProx, FedPA, ...): a server actor, a group of client-worker
+actors, and the round loop.
+
+Each round: the cohort, a pure function of ``(seed, round)``, is cut into fixed tasks of
+``clients_per_task`` clients; the workers run the algorithm's client updates and return one
+pre-aggregated sum per task; the server adds them in task order and applies the algorithm's
+server update; every ``eval_every`` rounds the global model is evaluated on the test set and on
+the clients' own data. Results do not depend on the number of workers. The population lives once
+in the object store.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import ray
+
+from sim import checks, seeding
+from sim.errors import CohortError, ConfigError
+from sim.interfaces.federated import (
+    ENGINES,
+    Environment,
+    FederatedAlgorithm,
+    FederatedData,
+    ModelSpec,
+    ServerState,
+)
+from sim.interfaces.protocol import Outcome, RunContext, Setup
+from sim.protocols.federated.actors import (
+    ClientWorker,
+    Server,
+    check_client_engine,
+    evaluate,
+    split_tasks,
+)
+from sim.runtime.progress import progress_line
+from sim.runtime.workers import WorkerGroup, group_size, worker_capacity
+from sim.training.model import initial_params
+
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's marker resource of the head node
+CURVES = ("test_accuracy", "test_loss", "distance_to_optimum")
+PROGRESS = (
+    ("train_loss", "train_loss {:.4f}"),
+    ("test_accuracy", "test_acc {:.4f}"),
+    ("test_loss", "test_loss {:.4f}"),
+    ("client_accuracy_mean", "client_acc {:.4f}"),
+)
+COUNTERS = (("dropped_clients", "dropped {}"), ("worker_restarts", "worker restarts {}"))
+
+
+@dataclass
+class RoundSchedule:
+    """Settings of a protocol that runs rounds: how many, and how often it evaluates and
+    checkpoints (0: only at the end). A resumed run may raise ``rounds``."""
+
+    resumable: ClassVar[tuple[str, ...]] = ("rounds",)
+
+    rounds: int = 60
+    eval_every: int = 5
+    checkpoint_every: int = 10
+
+    def __post_init__(self) -> None:
+        checks.at_least(self, 1, "rounds", "eval_every")
+        checks.at_least(self, 0, "checkpoint_every")
+
+
+def federated_components(
+    setup: Setup, protocol: str
+) -> tuple[Environment, FederatedAlgorithm, ModelSpec]:
+    """The env, algorithm and model of a protocol that trains a federated algorithm."""
+    env = setup.component(
+        "env", Environment, "a federated population (env=synthetic, fashion_mnist, ...)", protocol
+    )
+    algorithm = setup.component(
+        "algorithm", FederatedAlgorithm, "a federated algorithm (algorithm=fedavg, ...)", protocol
+    )
+    model = setup.component("model", ModelSpec, "a model (model=logistic, mlp, ...)", protocol)
+    return env, algorithm, model
+
+
+def load_population(env: Environment, seed: int) -> FederatedData:
+    """The env's population, drawn from the run's ``env`` stream; a loading failure is one line."""
+    try:
+        return env.load(seeding.rng(seed, "env"))
+    except (FileNotFoundError, ValueError) as error:
+        raise CohortError(f"env: {error}") from None
+
+
+@dataclass
+class Federated(RoundSchedule):
+    """Cross-device federated learning: ``clients_per_round`` clients a round (None: all of
+    them), in tasks of ``clients_per_task``; ``client_engine`` sequential or vectorized;
+    client accuracy measured on ``eval_clients`` clients (None: all)."""
+
+    clients_per_round: int | None = 10
+    clients_per_task: int = 5  # aggregation unit: fixed, so sums do not depend on #workers
+    client_engine: str = "sequential"
+    eval_clients: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks.at_least(self, 1, "clients_per_round", "eval_clients", optional=True)
+        checks.at_least(self, 1, "clients_per_task")
+        checks.one_of(self, "client_engine", ENGINES)
+
+    def prepare(self, setup: Setup) -> RoundJob:
+        env, algorithm, model = federated_components(setup, "federated")
+        check_client_engine(self.client_engine, algorithm)
+        data = load_population(env, setup.seed)
+        for name in ("clients_per_round", "eval_clients"):
+            if (getattr(self, name) or 0) > data.num_clients:
+                raise ConfigError(
+                    f"protocol.{name}: must be <= the population of {data.num_clients} clients "
+                    f"(got {getattr(self, name)})"
+                )
+        eval_clients = np.arange(data.num_clients)
+        if self.eval_clients is not None:
+            chosen = seeding.rng(setup.seed, "eval_clients").choice(
+                data.num_clients, self.eval_clients, replace=False
+            )
+            eval_clients = np.sort(chosen)
+        return RoundJob.start(
+            self,
+            setup,
+            data,
+            model,
+            algorithm,
+            cohort_size=self.clients_per_round or data.num_clients,
+            clients_per_task=self.clients_per_task,
+            engine=self.client_engine,
+            eval_clients=eval_clients,
+        )
+
+
+@dataclass
+class RoundJob:
+    """The round loop of a federated algorithm on a population, ready to run."""
+
+    schedule: RoundSchedule
+    data: FederatedData
+    model_spec: ModelSpec
+    algorithm: FederatedAlgorithm
+    seed: int
+    state: ServerState
+    start_round: int
+    history: list[dict[str, Any]]
+    cohort_size: int
+    clients_per_task: int
+    engine: str = "sequential"
+    eval_clients: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @classmethod
+    def start(
+        cls,
+        schedule: RoundSchedule,
+        setup: Setup,
+        data: FederatedData,
+        model_spec: ModelSpec,
+        algorithm: FederatedAlgorithm,
+        **loop: Any,
+    ) -> RoundJob:
+        """The job from the server state of ``setup.start``, or from fresh parameters drawn
+        from the run's ``init`` stream."""
+        if setup.start is not None:
+            arrays, meta = setup.start
+            opt_state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
+            state, start_round = ServerState(arrays["params"], opt_state), meta["round"]
+            if start_round >= schedule.rounds:
+                raise CohortError(
+                    f"resume: the checkpoint is already at round {start_round} of "
+                    f"{schedule.rounds}; raise protocol.rounds to continue"
+                )
+            history = meta["history"]
+        else:
+            try:
+                params = initial_params(
+                    lambda: model_spec.build(data.input_shape, data.num_classes),
+                    seeding.torch_seed(setup.seed, "init"),
+                )
+            except ValueError as error:
+                raise ConfigError(f"model: {error}") from None
+            state, start_round, history = algorithm.server_init(params), 0, []
+        return cls(
+            schedule, data, model_spec, algorithm, setup.seed, state, start_round, history, **loop
+        )
+
+    def run(self, context: RunContext) -> Outcome:
+        cluster, schedule, data = context.cluster, self.schedule, self.data
+        tasks_per_round = math.ceil(self.cohort_size / self.clients_per_task)
+        num_workers = group_size(cluster.worker, cluster.num_workers, tasks_per_round)
+        data_ref = ray.put(data)
+
+        def spawn() -> Any:
+            return ClientWorker.options(**cluster.worker.ray_options()).remote(
+                data_ref,
+                self.model_spec,
+                self.algorithm,
+                self.seed,
+                cluster.worker.num_cpus,
+                self.engine,
+            )
+
+        group = WorkerGroup(spawn, num_workers, lambda: worker_capacity(cluster.worker))
+        # The server's state lives only in its actor: pin it to the head node (losing the head
+        # loses the cluster anyway), so that losing another node loses client workers only.
+        # (The driver's node is not a safe choice: on one machine, a driver may attach to any.)
+        options = cluster.server.ray_options()
+        options["resources"] = {**options.get("resources", {}), HEAD_NODE_RESOURCE: 0.001}
+        server = Server.options(**options).remote(self.algorithm, self.state)
+        history = list(self.history)
+        context.begin(history)  # only now: every check that can refuse the run has passed
+        params_ref = server.params.remote()  # the global parameters the next round starts from
+        state = self.state
+        for round_index in range(self.start_round + 1, schedule.rounds + 1):
+            tick = time.perf_counter()
+            cohort = seeding.sample_cohort(
+                self.seed, round_index, data.num_clients, self.cohort_size
+            )
+            restarts = group.restarts
+            calls = [
+                (params_ref, task, round_index)
+                for task in split_tasks(cohort, self.clients_per_task)
+            ]
+            outputs = group.run("run", calls, num_returns=2)
+            applied = server.apply.remote(round_index, *(task_sum for task_sum, _ in outputs))
+            record = round_record(round_index, [m for _, metrics in outputs for m in metrics])
+            ray.get(applied)
+            params_ref = server.params.remote()  # this round's result: evaluated, trained from
+            if round_index % schedule.eval_every == 0 or round_index == schedule.rounds:
+                record.update(evaluate(group, params_ref, data, self.eval_clients))
+            record["worker_restarts"] = group.restarts - restarts
+            if data.optimum is not None:
+                distance = np.linalg.norm(ray.get(params_ref) - data.optimum)
+                record["distance_to_optimum"] = float(distance)
+            record["round_time_s"] = time.perf_counter() - tick
+            history.append(record)
+            width = len(str(schedule.rounds))
+            head = f"[round {round_index:>{width}}/{schedule.rounds}]"
+            context.record(record, progress_line(head, record, PROGRESS, COUNTERS))
+            due = schedule.checkpoint_every and round_index % schedule.checkpoint_every == 0
+            if due or round_index == schedule.rounds:
+                state = ray.get(server.get_state.remote())
+                opt = {f"opt/{k}": v for k, v in state.opt_state.items()}
+                context.save({"params": state.params, **opt}, round_index, history)
+        return Outcome(
+            state.params, history, CURVES, "round", f"{schedule.rounds} rounds", group.summary()
+        )
+
+
+def round_record(round_index: int, client_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """A round's record: clients, dropped clients, examples, and each client metric's mean."""
+    kept = [m for m in client_metrics if not m["dropped"]]
+    record: dict[str, Any] = {
+        "round": round_index,
+        "clients": len(client_metrics),
+        "dropped_clients": len(client_metrics) - len(kept),
+        "examples": int(sum(m["num_examples"] for m in kept)),
+    }
+    names = sorted({k for m in kept for k in m} - {"client", "num_examples", "dropped"})
+    for name in names:
+        record[name] = float(np.mean([m[name] for m in kept if name in m]))
+    return record

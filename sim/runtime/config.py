@@ -1,0 +1,144 @@
+"""Structured-config schemas and the validation that runs before Ray starts.
+
+The run-level schema (:class:`RunConfig`, :class:`ClusterConfig`) lives here. The ``protocol``,
+``env``, ``model``, ``learner`` and ``algorithm`` nodes are dataclasses named by ``_target_`` in
+their YAML: the dataclass is the one source of their defaults (the YAML names it and sets only
+what a variant changes), so a new plug-in brings its own schema and nothing in ``sim/`` changes.
+:func:`build_component` merges a node into its dataclass, so unknown keys and wrong types fail
+with the field's name and the run's recorded config holds every value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sim.errors import ConfigError
+
+# The shipped configs: ``sim/conf`` (a link to the checkout's top-level ``conf/``; a copy in an
+# installed distribution).
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+COMPONENTS = ("env", "model", "learner", "algorithm")  # built when the config names them
+PLUGINS = ("protocol", *COMPONENTS)  # config groups whose options name a dataclass
+ROLES = ("worker", "server", "oracle")  # actor roles with their own resources
+
+
+@dataclass
+class ResourceSpec:
+    """Ray resources of one actor: CPUs, (fractional) GPUs, custom resources."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)
+
+    def ray_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.resources:
+            options["resources"] = dict(self.resources)
+        return options
+
+
+@dataclass
+class ClusterConfig:
+    """Where the run's Ray lives and how its actors are sized."""
+
+    mode: str = "local"  # local: start an embedded Ray; remote: connect to `address`
+    address: str | None = None  # remote only; falls back to $RAY_ADDRESS
+    num_cpus: int | None = None  # local only; None = this machine's count
+    num_gpus: int | None = None  # local only; logical GPUs (scheduling tests on CPU)
+    dashboard: bool = False
+    connect_timeout_s: float = 5.0
+    num_workers: int | None = None  # None = as many as the resources allow
+    worker: ResourceSpec = field(default_factory=ResourceSpec)  # client workers, trainers
+    server: ResourceSpec = field(default_factory=lambda: ResourceSpec(num_cpus=0.0))
+    oracle: ResourceSpec = field(default_factory=lambda: ResourceSpec(num_cpus=0.0))
+
+
+@dataclass
+class RunConfig:
+    """The whole run. ``protocol`` and the components are validated by their own schemas."""
+
+    protocol: Any = MISSING
+    env: Any = MISSING
+    model: Any = None  # federated and centralized protocols
+    learner: Any = None  # active protocol: the model trained on the revealed labels
+    algorithm: Any = None
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    name: str = "default"
+    seed: int = 0
+    resume: bool = False
+    progress: bool = True
+    output_dir: str | None = None  # None: Hydra's run dir (CLI) or ./outputs/<name>/<time> (API)
+
+
+def register_schemas(conf_dir: Path = CONF_DIR) -> None:
+    """Store the run schema ``base_config`` and, for every plug-in YAML ``<group>/<name>.yaml``
+    that names a ``_target_``, the schema ``schema/<group>/<name>``: every field of that dataclass
+    with its default. A plug-in YAML starts from its schema (``- /schema/<group>@_here_: <name>``
+    in its defaults list), so the dataclass is the one source of the defaults and every field
+    can be overridden on the command line. A target that cannot be imported gets no schema: the
+    run that uses it reports the import error (:func:`build_component`)."""
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=RunConfig)
+    for group in PLUGINS:
+        for path in sorted((conf_dir / group).glob("*.yaml")):
+            target = OmegaConf.load(path).get("_target_")
+            try:
+                cls = get_class(target) if isinstance(target, str) else None
+            except Exception:
+                cls = None
+            if cls is not None:
+                node = {"_target_": target, **OmegaConf.to_container(OmegaConf.structured(cls))}
+                store.store(group=f"schema/{group}", name=path.stem, node=node)
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Range checks of the run-level fields that the schema's types cannot express."""
+    if cfg.seed < 0:
+        raise ConfigError(f"seed: must be >= 0 (got {cfg.seed})")
+    if cfg.cluster.mode not in ("local", "remote"):
+        raise ConfigError(
+            f"cluster.mode: must be one of ('local', 'remote') (got {cfg.cluster.mode!r})"
+        )
+    if cfg.cluster.num_workers is not None and cfg.cluster.num_workers < 1:
+        raise ConfigError(
+            f"cluster.num_workers: must be >= 1 or null (got {cfg.cluster.num_workers})"
+        )
+    for role in ROLES:
+        spec = cfg.cluster[role]
+        if not (spec.num_cpus >= 0 and spec.num_gpus >= 0):
+            raise ConfigError(f"cluster.{role}: num_cpus and num_gpus must be >= 0")
+
+
+def build_component(group: str, node: Any) -> Any:
+    """Instantiate the dataclass named by ``node._target_``, checking keys, types and values.
+
+    Errors name the field as ``group.key``: an unknown key, a value of the wrong type, or a value
+    the dataclass's ``__post_init__`` rejects (it raises ``ValueError("key: why")``).
+    """
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(f"{group}: must be a config with a _target_ (got {node!r})")
+    target = node._target_
+    try:
+        cls = get_class(target)
+    except Exception as error:
+        raise ConfigError(f"{group}._target_: cannot import {target!r} ({error})") from None
+    values = OmegaConf.masked_copy(node, [k for k in node if k != "_target_"])
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or getattr(error, "key", None) or "?"
+        raise ConfigError(f"{group}.{key}: {str(error).splitlines()[0]}") from None
+    except ValueError as error:
+        raise ConfigError(f"{group}.{error}") from None
+
+
+def component_config(target: str, component: Any) -> dict[str, Any]:
+    """The full config of a built component: its ``_target_`` and every field's value."""
+    return {"_target_": target, **OmegaConf.to_container(OmegaConf.structured(component))}

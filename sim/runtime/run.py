@@ -1,0 +1,133 @@
+"""``sim.run``: build the protocol and the components the config names, let the protocol check
+and prepare them, run it on a Ray session, and write the outputs. Knows no protocol by name."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from sim.interfaces.protocol import Setup
+from sim.runtime.config import (
+    COMPONENTS,
+    CONF_DIR,
+    ClusterConfig,
+    build_component,
+    check_run_config,
+    component_config,
+    register_schemas,
+)
+from sim.runtime.outputs import RunDirectory
+from sim.runtime.session import ray_session, remote_address
+
+
+@dataclass
+class Result:
+    """What a run returns: resolved config, per-round history, final metrics, output dir."""
+
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+    final: dict[str, float]
+    output_dir: Path
+    params: np.ndarray
+    wall_time_s: float
+
+
+@dataclass
+class Context:
+    """The :class:`~sim.interfaces.protocol.RunContext` of one run."""
+
+    seed: int
+    cluster: ClusterConfig
+    run_dir: RunDirectory
+    config: dict[str, Any]
+    progress: bool
+
+    def begin(self, history: list[dict[str, Any]]) -> None:
+        self.run_dir.prepare(self.config, history)
+
+    def record(self, record: dict[str, Any], line: str) -> None:
+        self.run_dir.append_metrics(record)
+        if self.progress:
+            print(line, flush=True)
+
+    def save(self, arrays: dict[str, np.ndarray], round_index: int, history: list) -> None:
+        self.run_dir.save_checkpoint(arrays, round_index, history)
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config ``python -m sim OVERRIDES...`` would run, composed without starting anything."""
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def run(cfg: DictConfig | Sequence[str] = (), *, overrides: Sequence[str] | None = None) -> Result:
+    """Run one experiment from a composed config or a list of Hydra overrides."""
+    if not isinstance(cfg, DictConfig):
+        overrides = list(cfg)
+        cfg = compose(overrides)
+    return run_config(cfg, overrides=list(overrides or []))
+
+
+def _default_output_dir(name: str) -> Path:
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    return Path("outputs") / name / stamp
+
+
+def run_config(
+    cfg: DictConfig, overrides: Sequence[str] = (), output_dir: str | None = None
+) -> Result:
+    """Validate everything, then run. Nothing is written before every check has passed: the
+    protocol's ``prepare`` (before Ray starts) and its own checks on the cluster."""
+    start_time = time.perf_counter()
+    check_run_config(cfg)
+    protocol = build_component("protocol", cfg.protocol)
+    components = {g: build_component(g, cfg[g]) for g in COMPONENTS if cfg[g] is not None}
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["protocol"] = component_config(cfg.protocol._target_, protocol)
+    for group, component in components.items():
+        config[group] = component_config(cfg[group]._target_, component)
+    run_dir = RunDirectory(
+        output_dir or cfg.output_dir or _default_output_dir(cfg.name), cfg.resume
+    )
+    resumable = [f"protocol.{key}" for key in protocol.resumable]
+    start = run_dir.read_checkpoint(config, resumable) if cfg.resume else None
+    job = protocol.prepare(Setup(components, cfg.seed, start))
+    cluster = OmegaConf.to_object(cfg.cluster)
+    if cluster.mode == "remote" and not ray.is_initialized():
+        remote_address(cluster)
+    with ray_session(cluster):
+        outcome = job.run(Context(cfg.seed, cluster, run_dir, config, cfg.progress))
+
+    history = outcome.history
+    wall_time = time.perf_counter() - start_time
+    final = {k: v for k, v in history[-1].items() if isinstance(v, float) and not k.endswith("_s")}
+    summary = {
+        "config": config,
+        "overrides": list(overrides),
+        "final": final,
+        "rounds": len(history),
+        "wall_time_s": wall_time,
+        "params_sha256": hashlib.sha256(outcome.params.tobytes()).hexdigest(),
+        **outcome.summary,
+    }
+    run_dir.write_summary(summary)
+    from sim.reporting.plotting import plot_curves  # matplotlib: only once there is a plot
+
+    plot_curves(history, run_dir.path / "curves.png", outcome.curves, title=cfg.name, x=outcome.x)
+    if cfg.progress:
+        shown = ", ".join(f"{k} {final[k]:.4f}" for k in outcome.curves if k in final)
+        steps = outcome.steps or f"{len(history)} rounds"
+        print(f"done: {steps} in {wall_time:.1f} s; {shown}; outputs in {run_dir.path}", flush=True)
+    return Result(config, history, final, run_dir.path, outcome.params, wall_time)
