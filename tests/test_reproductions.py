@@ -9,19 +9,23 @@ import pytest
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
+GROUPS = ("protocol", "algorithm")
 
 
-def final_by_algorithm(sweep, key):
+def final_by_algorithm(sweep, key, protocol="Federated"):
+    """Final ``key`` per algorithm class, over the runs of the ``protocol`` class."""
     finals: dict[str, list[float]] = {}
     for path in sweep.glob("*/summary.json"):
         summary = json.loads(path.read_text())
-        target = summary["config"]["algorithm"]["_target_"].rsplit(".", 1)[-1]
-        finals.setdefault(target, []).append(summary["final"][key])
+        config = summary["config"]
+        run_protocol, algorithm = (config[g]["_target_"].rsplit(".", 1)[-1] for g in GROUPS)
+        if run_protocol == protocol:
+            finals.setdefault(algorithm, []).append(summary["final"][key])
     return finals
 
 
 def run_preset(name: str, tmp_path: Path) -> Path:
-    """Run an experiment preset (a 2-algorithm x 3-seed multirun); its sweep folder."""
+    """Run an experiment preset (a multirun over algorithms and 3 seeds); its sweep folder."""
     sweep = tmp_path / name
     proc = run_cli(f"experiment={name}", f"hydra.sweep.dir={sweep}", timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -33,6 +37,10 @@ def test_fedpa_quadratic_preset(tmp_path):
     distances = final_by_algorithm(sweep, "distance_to_optimum")
     assert len(distances["FedAvg"]) == len(distances["FedPA"]) == 3
     assert np.mean(distances["FedPA"]) < 0.75 * np.mean(distances["FedAvg"])
+    # The upper reference: on the pooled data, each algorithm gets closer than FedPA does.
+    pooled = final_by_algorithm(sweep, "distance_to_optimum", protocol="Centralized")
+    assert len(pooled["FedAvg"]) == len(pooled["FedPA"]) == 3
+    assert max(np.mean(pooled["FedAvg"]), np.mean(pooled["FedPA"])) < np.mean(distances["FedPA"])
     assert (sweep / "report_distance_to_optimum.png").exists()
 
 
