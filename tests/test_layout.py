@@ -17,6 +17,7 @@ from tests.conftest import REPO
 FORBIDDEN = {
     "sim/interfaces": ("ray", "hydra", "omegaconf", "torch", "sim.runtime", "sim.protocols"),
     "sim/runtime": ("sim.protocols", "algorithms", "envs"),
+    "sim/protocols": ("algorithms", "envs"),
     "sim/training": ("ray", "hydra", "sim.runtime", "sim.protocols"),
     "algorithms": ("ray", "hydra", "sim.runtime", "sim.protocols", "sim.reporting"),
     "envs": ("ray", "hydra", "sim.runtime", "sim.protocols", "sim.reporting"),

@@ -26,7 +26,7 @@ from sim.errors import ConfigError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 COMPONENTS = ("env", "model", "learner", "algorithm")  # built when the config names them
 PLUGINS = ("protocol", *COMPONENTS)  # config groups whose options name a dataclass
-ROLES = ("worker", "server", "oracle")  # actor roles with their own resources
+ROLES = ("worker", "server", "oracle", "teacher")  # actor roles with their own resources
 
 
 @dataclass
@@ -58,6 +58,7 @@ class ClusterConfig:
     worker: ResourceSpec = field(default_factory=ResourceSpec)  # client workers, trainers
     server: ResourceSpec = field(default_factory=lambda: ResourceSpec(num_cpus=0.0))
     oracle: ResourceSpec = field(default_factory=lambda: ResourceSpec(num_cpus=0.0))
+    teacher: ResourceSpec = field(default_factory=lambda: ResourceSpec(num_cpus=0.0))
 
 
 @dataclass

@@ -14,6 +14,21 @@ from ray._private import ray_constants
 from sim.errors import CohortError, ConfigError
 from sim.runtime.config import ClusterConfig
 
+# Loggers of Ray's own actors, and the level below which they are silenced: Ray Train narrates
+# every worker-group start at INFO, and its placement-group cleaner warns every second that the
+# state API (which needs the dashboard, off by default here) does not answer.
+QUIET_LOGGERS = {
+    "ray.train": logging.WARNING,
+    "ray.train.v2._internal.execution.controller.placement_group_cleaner": logging.ERROR,
+}
+WORKER_SETUP = {"worker_process_setup_hook": "sim.runtime.session.quiet_worker_logs"}
+
+
+def quiet_worker_logs() -> None:
+    """Run in every Ray worker process at start: apply :data:`QUIET_LOGGERS`."""
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
 
 def _check_reachable(address: str, timeout_s: float) -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -66,6 +81,7 @@ def start_local_ray(num_cpus: int | None, num_gpus: int | None, dashboard: bool)
             include_dashboard=dashboard,
             _node_ip_address="127.0.0.1",
             logging_level=logging.WARNING,
+            runtime_env=WORKER_SETUP,
         )
 
 
@@ -80,7 +96,7 @@ def join_cluster(address: str) -> None:
     loopback = host in ("127.0.0.1", "localhost")
     try:
         with _loopback_node_ip() if loopback else nullcontext():
-            ray.init(address=address, logging_level=logging.WARNING)
+            ray.init(address=address, logging_level=logging.WARNING, runtime_env=WORKER_SETUP)
     except ConnectionError as error:
         hint = ""
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":

@@ -1,0 +1,379 @@
+"""The teacher-student protocol: a teacher actor serves soft labels; the student trains on Ray
+Train (``TorchTrainer``, DDP; gloo on CPU, NCCL on GPU) and asks for them batch by batch.
+
+A run: load the corpus (``env``: token streams); make sure the teacher is trained (once: its
+weights are cached under the corpus's cache folder by the hash of its settings, and trained
+here with the same Ray Train loop when missing); start the teacher actor (``cluster.teacher``
+resources); for an algorithm that selects data (SALT_DS), have it score every training window
+once (cached beside the teacher); then train the student (``model``, ``algorithm``) for
+``steps`` steps of ``batch_size`` windows of ``context`` tokens on ``cluster.num_workers`` Ray
+Train workers (``cluster.worker`` resources each), evaluating every ``eval_every`` steps on the
+first ``eval_windows`` validation windows: train loss, validation loss (nats per token and bits
+per byte), tokens per second, the time the workers waited for the teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue as queue_module
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import ray
+import torch
+
+from sim import checks
+from sim.errors import CohortError, ConfigError
+from sim.interfaces.protocol import Outcome, RunContext, Setup
+from sim.interfaces.teacher_student import (
+    LanguageModelSpec,
+    StudentAlgorithm,
+    TextEnvironment,
+)
+from sim.protocols.teacher_student.data import window_starts
+from sim.protocols.teacher_student.teacher import Teacher
+from sim.protocols.teacher_student.trainer import LoopSettings, train_loop
+from sim.runtime.progress import progress_line
+from sim.runtime.workers import group_size
+
+CURVES = ("validation_loss", "validation_bits_per_byte", "train_loss")
+PROGRESS = (
+    ("train_loss", "train_loss {:.4f}"),
+    ("validation_loss", "val_loss {:.4f}"),
+    ("validation_bits_per_byte", "val_bpb {:.4f}"),
+    ("tokens_per_s", "{:.0f} tok/s"),
+    ("teacher_wait_s", "teacher wait {:.2f}s"),
+)
+
+
+@dataclass
+class TeacherSettings:
+    """The teacher's shape and training; trained once per (these, corpus, context) and cached.
+    ``weights``: a state-dict file to use instead (its vocabulary must be the corpus's)."""
+
+    layers: int = 4
+    width: int = 192
+    heads: int = 6
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 1e-3
+    seed: int = 0
+    weights: str | None = None
+
+    def __post_init__(self) -> None:
+        checks.at_least(self, 1, "layers", "width", "heads", "steps", "batch_size")
+        checks.positive(self, "lr")
+        checks.at_least(self, 0, "seed")
+
+
+@dataclass
+class TeacherStudent:
+    """Student training with a teacher: the optimizer (AdamW, warm-up then cosine decay to
+    ``min_lr_ratio``), the schedule of evaluations and checkpoints (every ``checkpoint_every``
+    steps, a multiple of ``eval_every``), the teacher's bandwidth ``top_k``, and the teacher."""
+
+    resumable: ClassVar[tuple[str, ...]] = ()
+
+    steps: int = 200
+    batch_size: int = 16
+    context: int | None = None  # tokens per window; None: the student's context
+    lr: float = 6e-4
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 20
+    eval_windows: int = 64
+    checkpoint_every: int = 20
+    top_k: int = 10
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+
+    def __post_init__(self) -> None:
+        checks.at_least(self, 1, "steps", "batch_size", "eval_every", "eval_windows", "top_k")
+        checks.at_least(self, 1, "context", optional=True)
+        checks.at_least(self, 1, "checkpoint_every")
+        checks.at_least(self, 0, "warmup_steps", "weight_decay", "grad_clip")
+        checks.positive(self, "lr")
+        checks.in_interval(self, 0, 1, "min_lr_ratio", closed=True)
+        if self.checkpoint_every % self.eval_every:
+            raise ValueError(
+                f"checkpoint_every: must be a multiple of eval_every {self.eval_every} "
+                f"(got {self.checkpoint_every})"
+            )
+
+    def prepare(self, setup: Setup) -> TeacherStudentJob:
+        name = "teacher_student"
+        corpus = setup.component("env", TextEnvironment, "a text corpus (env=text)", name)
+        spec = setup.component("model", LanguageModelSpec, "a language model (model=gpt)", name)
+        algorithm = setup.component(
+            "algorithm", StudentAlgorithm, "a student algorithm (algorithm=salt, ...)", name
+        )
+        context = self.context or spec.context
+        if context > spec.context:
+            raise ConfigError(
+                f"protocol.context: {context} tokens exceed the model's context {spec.context} "
+                "(model.context)"
+            )
+        kd_steps = getattr(algorithm, "kd_steps", None)
+        if kd_steps is not None and kd_steps > self.steps:
+            raise ConfigError(
+                f"algorithm.kd_steps: {kd_steps} is beyond the run's {self.steps} steps "
+                "(protocol.steps)"
+            )
+        try:
+            streams = corpus.token_streams()
+        except FileNotFoundError as error:
+            raise CohortError(f"env: {error}") from None
+        start_step, history, start = 0, [], None
+        if setup.start is not None:
+            arrays, meta = setup.start
+            start_step, history, start = meta["round"], meta["history"], arrays
+            if start_step >= self.steps:
+                raise CohortError(f"resume: the checkpoint is already at step {start_step}")
+        return TeacherStudentJob(
+            self, streams, spec, algorithm, setup.seed, context, start_step, history, start
+        )
+
+
+@dataclass
+class TeacherStudentJob:
+    settings: TeacherStudent
+    streams: Any  # envs.text.TokenStreams
+    spec: Any
+    algorithm: StudentAlgorithm
+    seed: int
+    context: int
+    start_step: int
+    history: list[dict[str, Any]]
+    start: dict[str, np.ndarray] | None
+
+    def run(self, context: RunContext) -> Outcome:
+        cluster, settings, streams = context.cluster, self.settings, self.streams
+        workers = group_size(cluster.worker, cluster.num_workers or 1, max_useful=1)
+        for name, size in (
+            ("protocol", settings.batch_size),
+            ("teacher", settings.teacher.batch_size),
+        ):
+            if size % workers:
+                raise ConfigError(
+                    f"{name}.batch_size: {size} sequences do not split over {workers} workers "
+                    "(cluster.num_workers)"
+                )
+        train_ref, validation_ref = ray.put(streams.train), ray.put(streams.validation)
+        candidates = window_starts(len(streams.train), self.context)
+        shared = dict(
+            train=train_ref,
+            validation=validation_ref,
+            candidates=candidates,
+            eval_starts=window_starts(len(streams.validation), self.context)[
+                : settings.eval_windows
+            ],
+            vocab_size=streams.vocab_size,
+        )
+        trainer = RayTrainer(cluster, workers)
+        uses_teacher = any(
+            self.algorithm.teacher_weight(step, settings.steps) > 0
+            for step in range(self.start_step, settings.steps)
+        )
+        teacher, selected = None, None
+        if uses_teacher:
+            weights = self.teacher_weights(trainer, shared, context)
+            teacher = Teacher.options(
+                **cluster.teacher.ray_options(), max_restarts=-1, max_task_retries=-1
+            ).remote(self.teacher_spec(), streams.vocab_size, str(weights), train_ref, self.context)
+            if self.algorithm.selection_quantile is not None:
+                scores = self.selection_scores(teacher, weights, candidates)
+                keep = scores >= np.nanquantile(scores, self.algorithm.selection_quantile)
+                selected = candidates[keep]
+                if len(selected) < settings.batch_size:
+                    raise ConfigError(
+                        f"algorithm.selection_quantile: keeps {len(selected)} windows, fewer than "
+                        f"a batch of {settings.batch_size}"
+                    )
+        history = list(self.history)
+        context.begin(history)
+        final: dict[str, np.ndarray] = {}
+
+        def on_record(record: dict[str, Any]) -> None:
+            record["validation_bits_per_byte"] = streams.bits_per_byte(record["validation_loss"])
+            history.append(record)
+            head = f"[step {record['step']:>{len(str(settings.steps))}}/{settings.steps}]"
+            context.record(record, progress_line(head, record, PROGRESS, tail=("tokens", "{} tok")))
+
+        def on_checkpoint(step: int, arrays: dict[str, np.ndarray]) -> None:
+            context.save(arrays, step, history)
+            final.update(arrays)
+
+        config = dict(
+            shared,
+            settings=self.loop_settings(workers),
+            algorithm=self.algorithm,
+            teacher=teacher,
+            selected=selected,
+            spec=self.spec,
+            start_step=self.start_step,
+            start=ray.put(self.start) if self.start is not None else None,
+        )
+        trainer.fit(config, on_record, on_checkpoint)
+        params = np.concatenate(
+            [v.ravel() for k, v in sorted(final.items()) if k.startswith("model/")]
+        )
+        return Outcome(params, history, CURVES, "step", f"{settings.steps} steps")
+
+    def loop_settings(self, workers: int) -> LoopSettings:
+        s = self.settings
+        return LoopSettings(
+            steps=s.steps,
+            batch_size=s.batch_size,
+            context=self.context,
+            lr=s.lr,
+            warmup_steps=s.warmup_steps,
+            min_lr_ratio=s.min_lr_ratio,
+            weight_decay=s.weight_decay,
+            grad_clip=s.grad_clip,
+            eval_every=s.eval_every,
+            checkpoint_every=s.checkpoint_every,
+            top_k=s.top_k,
+            threads=1,
+            seed=self.seed,
+            init_stream="student_init",
+        )
+
+    def teacher_spec(self) -> Any:
+        t = self.settings.teacher
+        return replace(self.spec, layers=t.layers, width=t.width, heads=t.heads)
+
+    def teacher_key(self) -> str:
+        described = {
+            "teacher": {k: v for k, v in asdict(self.settings.teacher).items() if k != "weights"},
+            "spec": asdict(self.teacher_spec()),
+            "context": self.context,
+            "corpus": self.streams.folder.name,
+        }
+        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+    def teacher_weights(self, trainer: RayTrainer, shared: dict, context: RunContext) -> Path:
+        """The teacher's weights: given, cached, or trained now (and cached)."""
+        t = self.settings.teacher
+        if t.weights is not None:
+            path = Path(t.weights)
+            if not path.is_file():
+                raise CohortError(f"protocol.teacher.weights: no such file {path}")
+            state = torch.load(path, map_location="cpu")
+            rows = state["embed.weight"].shape[0]
+            if rows != self.streams.vocab_size:
+                raise ConfigError(
+                    f"protocol.teacher.weights: the teacher's vocabulary has {rows} tokens, the "
+                    f"student's corpus {self.streams.vocab_size} (env.vocab_size)"
+                )
+            return path
+        path = self.streams.folder / "teachers" / f"{self.teacher_key()}.pt"
+        if path.is_file():
+            return path
+        print(f"training the teacher ({t.steps} steps; cached as {path})", flush=True)
+        settings = replace(
+            self.loop_settings(trainer.workers),
+            steps=t.steps,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            warmup_steps=max(1, t.steps // 10),
+            eval_every=max(1, t.steps // 5),
+            checkpoint_every=t.steps,
+            seed=t.seed,
+            init_stream="teacher_init",
+        )
+        state: dict[str, np.ndarray] = {}
+
+        def on_record(record: dict[str, Any]) -> None:
+            head = f"[teacher step {record['step']}/{t.steps}]"
+            print(progress_line(head, record, PROGRESS, tail=("tokens", "{} tok")), flush=True)
+
+        config = dict(
+            shared,
+            settings=settings,
+            algorithm=None,
+            teacher=None,
+            selected=None,
+            spec=self.teacher_spec(),
+            start_step=0,
+            start=None,
+        )
+        trainer.fit(config, on_record, lambda step, arrays: state.update(arrays))
+        weights = {k.removeprefix("model/"): torch.tensor(v) for k, v in state.items()
+                   if k.startswith("model/")}  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        torch.save(weights, staging)
+        staging.replace(path)
+        return path
+
+    def selection_scores(self, teacher: Any, weights: Path, candidates: np.ndarray) -> np.ndarray:
+        """The algorithm's score of every training window, cached beside the teacher."""
+        described = json.dumps(asdict(self.algorithm), sort_keys=True)
+        key = hashlib.sha256(described.encode()).hexdigest()[:12]
+        path = weights.with_name(f"{weights.stem}.scores.{key}.npy")
+        if path.is_file():
+            return np.load(path)
+        print(f"scoring {len(candidates)} training windows with the teacher", flush=True)
+        scores = ray.get(teacher.scores.remote(candidates, self.algorithm))
+        np.save(path, scores)
+        return scores
+
+
+class RayTrainer:
+    """Runs :func:`~sim.protocols.teacher_student.trainer.train_loop` on Ray Train workers and
+    hands rank 0's records and checkpoints to the driver's callbacks as they come."""
+
+    def __init__(self, cluster: Any, workers: int) -> None:
+        self.cluster, self.workers = cluster, workers
+
+    def fit(self, config: dict, on_record: Any, on_checkpoint: Any) -> None:
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+        from ray.util.queue import Queue
+
+        worker = self.cluster.worker
+        resources = {"CPU": worker.num_cpus, **worker.resources}
+        if worker.num_gpus:
+            resources["GPU"] = worker.num_gpus
+        inbox = Queue(actor_options={"num_cpus": 0})
+        storage = tempfile.mkdtemp(prefix="cohort-train-")
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={**config, "queue": inbox},
+            scaling_config=ScalingConfig(
+                num_workers=self.workers,
+                use_gpu=worker.num_gpus > 0,
+                resources_per_worker=resources,
+            ),
+            run_config=RunConfig(storage_path=storage, name="student"),
+        )
+        failure: list[BaseException] = []
+
+        def fit() -> None:
+            try:
+                trainer.fit()
+            except BaseException as error:  # handed to the driver's thread below
+                failure.append(error)
+
+        thread = threading.Thread(target=fit, daemon=True)
+        thread.start()
+        while thread.is_alive() or not inbox.empty():
+            try:
+                item = inbox.get(timeout=0.2)
+            except queue_module.Empty:
+                continue
+            if item[0] == "record":
+                on_record(item[1])
+            else:
+                on_checkpoint(item[1], item[2])
+        thread.join()
+        ray.kill(inbox.actor)
+        if failure:
+            raise CohortError(f"training failed: {failure[0]}") from failure[0]

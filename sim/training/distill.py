@@ -1,0 +1,35 @@
+"""Distillation building blocks: a teacher's top-k soft labels at a temperature, and the losses a
+student takes from them. Pure torch; no Ray here."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sim.interfaces.teacher_student import SoftLabels
+
+
+def top_k_soft_labels(logits: torch.Tensor, k: int, temperature: float) -> SoftLabels:
+    """The top-``k`` tokens of ``softmax(logits / temperature)`` per position, their
+    probabilities renormalised to sum to 1 (the bandwidth a teacher serves)."""
+    probabilities = F.softmax(logits.float() / temperature, dim=-1)
+    top, indices = probabilities.topk(k, dim=-1)
+    return SoftLabels(indices, top / top.sum(dim=-1, keepdim=True))
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, soft: SoftLabels, temperature: float
+) -> torch.Tensor:
+    """``tau^2 KL(p^tau || q^tau)`` per position, averaged: ``sum_k p_k (log p_k - log q_k)``
+    over the teacher's top-k support, ``q`` the student's full softmax at ``tau`` (Hinton,
+    Vinyals & Dean, "Distilling the Knowledge in a Neural Network", 2015: the ``tau^2`` keeps
+    the gradients' scale across temperatures)."""
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    p = soft.probabilities
+    kl = (p * (torch.log(p.clamp_min(1e-30)) - log_q.gather(-1, soft.indices))).sum(dim=-1)
+    return temperature**2 * kl.mean()
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the true next tokens (nats per token)."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
