@@ -1,2 +1,3 @@
-"""The teacher-student protocol: :mod:`.protocol` (settings, teacher cache, the run), :mod:`.teacher`
-(the teacher actor), :mod:`.trainer` (the Ray Train worker loop), :mod:`.data` (windows, batches)."""
+"""The teacher-student protocol: :mod:`.protocol` (settings, the teacher's cache, the run),
+:mod:`.teacher` (the teacher actor), :mod:`.trainer` (the Ray Train worker loop) and
+:mod:`.data` (windows and batches)."""

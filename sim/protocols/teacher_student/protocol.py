@@ -20,6 +20,7 @@ import os
 import queue as queue_module
 import tempfile
 import threading
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -185,7 +186,10 @@ class TeacherStudentJob:
         if uses_teacher:
             weights = self.teacher_weights(trainer, shared, context)
             teacher = Teacher.options(
-                **cluster.teacher.ray_options(), max_restarts=-1, max_task_retries=-1
+                **cluster.teacher.ray_options(),
+                name=f"teacher-{uuid.uuid4().hex[:12]}",  # findable: ray.get_actor(name)
+                max_restarts=-1,  # restarted from the cached weights; calls in flight retried
+                max_task_retries=-1,
             ).remote(self.teacher_spec(), streams.vocab_size, str(weights), train_ref, self.context)
             if self.algorithm.selection_quantile is not None:
                 scores = self.selection_scores(teacher, weights, candidates)
