@@ -14,11 +14,10 @@ from ray._private import ray_constants
 from sim.errors import CohortError, ConfigError
 from sim.runtime.config import ClusterConfig
 
-# Loggers of Ray's own actors, and the level below which they are silenced: Ray Train narrates
-# every worker-group start at INFO, and its placement-group cleaner warns every second that the
-# state API (which needs the dashboard, off by default here) does not answer.
+# Loggers of Ray's own actors, and the level below which they are silenced: Ray Train's
+# placement-group cleaner warns every second that the state API (which needs the dashboard, off
+# by default here) does not answer.
 QUIET_LOGGERS = {
-    "ray.train": logging.WARNING,
     "ray.train.v2._internal.execution.controller.placement_group_cleaner": logging.ERROR,
 }
 WORKER_SETUP = {"worker_process_setup_hook": "sim.runtime.session.quiet_worker_logs"}

@@ -338,7 +338,7 @@ class RayTrainer:
         self.cluster, self.workers = cluster, workers
 
     def fit(self, config: dict, on_record: Any, on_checkpoint: Any) -> None:
-        from ray.train import RunConfig, ScalingConfig
+        from ray.train import LoggingConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
         from ray.util.queue import Queue
 
@@ -356,7 +356,11 @@ class RayTrainer:
                 use_gpu=worker.num_gpus > 0,
                 resources_per_worker=resources,
             ),
-            run_config=RunConfig(storage_path=storage, name="student"),
+            run_config=RunConfig(
+                storage_path=storage,
+                name="student",
+                logging_config=LoggingConfig(log_level="WARNING"),  # not every worker's start
+            ),
         )
         failure: list[BaseException] = []
 
