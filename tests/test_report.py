@@ -16,10 +16,12 @@ from sim.reporting.report import (
     Run,
     Stat,
     derived_metrics,
+    format_matches,
     format_table,
     group_runs,
     load_runs,
     main,
+    steps_to_match,
     summarize,
 )
 
@@ -260,3 +262,33 @@ def test_derived_metrics_at_rounds_and_rounds_to_target() -> None:
     assert derived_metrics(run, "test_accuracy", (), 0.9) == {}  # never reached: no value
     # Distances: lower is better.
     assert derived_metrics(run, "distance_to_optimum", (), 1.0) == {"rounds_to_1": 3.0}
+
+
+def run_with_curve(name: str, seed: int, losses: list[float]) -> Run:
+    history = [{"step": 10 * (i + 1), "validation_loss": v} for i, v in enumerate(losses)]
+    overrides = {"algorithm": name, "seed": str(seed)}
+    return Run(Path(name), {}, overrides, {}, history, None, None)
+
+
+def test_steps_to_match_the_baseline_by_hand(tmp_path: Path) -> None:
+    # Mean curves: lm 3, 2, 1 (final 1.0); salt (2.5, 1.0, 0.8) and (2.5, 0.9, 0.6): mean at
+    # step 20 is 0.95 <= 1.0, so it matches at 20 of the baseline's 30 steps; rkd never does.
+    runs = [
+        run_with_curve("lm", 0, [3.0, 2.0, 1.0]),
+        run_with_curve("lm", 1, [3.0, 2.0, 1.0]),
+        run_with_curve("salt", 0, [2.5, 1.0, 0.8]),
+        run_with_curve("salt", 1, [2.5, 0.9, 0.6]),
+        run_with_curve("rkd", 0, [2.0, 1.5, 1.2]),
+    ]
+    matches = {
+        m.group: m
+        for m in steps_to_match(group_runs(runs), "algorithm=lm", "validation_loss", "step")
+    }
+    assert matches["algorithm=lm"].reached_at == 30 and matches["algorithm=lm"].fraction == 1.0
+    assert matches["algorithm=salt"].reached_at == 20
+    assert matches["algorithm=salt"].fraction == pytest.approx(2 / 3)
+    assert matches["algorithm=salt"].final == Stat(0.7, pytest.approx(0.1), 2)
+    assert matches["algorithm=rkd"].reached_at is None and matches["algorithm=rkd"].fraction is None
+    assert "| algorithm=rkd | 1.2 ± 0 (1) | never | - |" in format_matches(
+        list(matches.values()), "algorithm=lm", "validation_loss", "step"
+    )

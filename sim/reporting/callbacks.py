@@ -42,8 +42,11 @@ class MultirunReport(Callback):
         x: str = "round",
         compare: str | None = None,
         by: str | None = None,
+        match: str | None = None,
     ) -> None:
         self.arguments = ["--metric", metric, "--at-rounds", at_rounds, "--x", x]
+        if match is not None:
+            self.arguments += ["--match", match]
         if target is not None:
             self.arguments += ["--target", str(target)]
         if compare is not None:

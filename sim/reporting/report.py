@@ -114,6 +114,70 @@ def final_metrics(runs: Iterable[Run]) -> list[str]:
     return list(dict.fromkeys(k for run in runs for k, v in run.final.items() if is_number(v)))
 
 
+def lower_is_better(metric: str) -> bool:
+    """Losses, distances and errors go down; everything else (accuracies) up."""
+    return any(word in metric for word in ("loss", "distance", "error"))
+
+
+def mean_curve(histories: Sequence[Sequence[Mapping]], metric: str, x: str):
+    """``(xs, mean)`` of ``metric`` over the histories that record it at each x."""
+    by_x: dict[float, list[float]] = {}
+    for history in histories:
+        for at, value in zip(*series(history, metric, x), strict=True):
+            by_x.setdefault(at, []).append(value)
+    xs = np.array(sorted(by_x))
+    return xs, np.array([np.mean(by_x[v]) for v in xs])
+
+
+@dataclass(frozen=True)
+class Match:
+    """When a group's mean curve first reaches the baseline's mean final value."""
+
+    group: str
+    final: Stat
+    reached_at: float | None  # the first x (None: never)
+    fraction: float | None  # reached_at / the baseline's last x
+
+
+def steps_to_match(
+    groups: Mapping[str, Sequence[Run]], baseline: str, metric: str, x: str
+) -> list[Match]:
+    """For each group: the first ``x`` at which its mean ``metric`` curve reaches the mean final
+    value of the ``baseline`` group (as low, for a loss), and that x as a fraction of the
+    baseline's run length: SALT's "steps to match the baseline" (Rawat et al. 2024, Table 2)."""
+    base_xs, base_curve = mean_curve([r.history for r in groups[baseline]], metric, x)
+    target, length = base_curve[-1], base_xs[-1]
+    matches = []
+    for label, runs in groups.items():
+        xs, curve = mean_curve([r.history for r in runs], metric, x)
+        finals = [
+            series(r.history, metric, x)[1][-1]
+            for r in runs
+            if series(r.history, metric, x)[1].size
+        ]
+        reached = curve <= target if lower_is_better(metric) else curve >= target
+        at = float(xs[reached][0]) if reached.any() else None
+        stat = Stat(float(np.mean(finals)), float(np.std(finals)), len(finals))
+        matches.append(Match(label, stat, at, at / length if at is not None else None))
+    return matches
+
+
+def format_matches(matches: Sequence[Match], baseline: str, metric: str, x: str) -> str:
+    """Markdown: final value per group and the x (and fraction) at which it matches the baseline."""
+    lines = [
+        f"{metric}: final value, and the first {x} at which each group's mean curve reaches "
+        f"the mean final value of {baseline} (fraction of {baseline}'s {x}s)",
+        "",
+        f"| group | final {metric} | {x} to match {baseline} | fraction |",
+        "|---|---:|---:|---:|",
+    ]
+    for m in matches:
+        at = f"{m.reached_at:g}" if m.reached_at is not None else "never"
+        fraction = f"{m.fraction:.2f}" if m.fraction is not None else "-"
+        lines.append(f"| {m.group} | {_cell(m.final)} | {at} | {fraction} |")
+    return "\n".join(lines) + "\n"
+
+
 def derived_metrics(
     run: Run, metric: str, at_rounds: Sequence[int] = (), target: float | None = None
 ) -> dict[str, float]:
@@ -123,8 +187,7 @@ def derived_metrics(
     rounds, values = series(run.history, metric)
     derived = {f"{metric}@{r}": float(values[rounds == r][0]) for r in at_rounds if r in rounds}
     if target is not None:
-        lower_is_better = any(word in metric for word in ("loss", "distance", "error"))
-        reached = values <= target if lower_is_better else values >= target
+        reached = values <= target if lower_is_better(metric) else values >= target
         if reached.any():
             derived[f"rounds_to_{target:g}"] = float(rounds[reached][0])
     return derived
@@ -204,6 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "on the area under --metric vs --x, paired by every other override, per --by value",
     )
     parser.add_argument("--by", help="with --compare: the key that names a dataset")
+    parser.add_argument(
+        "--match",
+        metavar="KEY=BASELINE",
+        help="the first --x at which each group's mean --metric curve reaches the final value "
+        "of the group KEY=BASELINE (e.g. algorithm=lm), and its fraction of the baseline's run",
+    )
     parser.add_argument("--alpha", type=float, default=0.05, help="with --compare: test level")
     args = parser.parse_args(argv)
     if args.compare and ("=" not in args.compare or not args.by):
@@ -240,6 +309,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         title=f"{args.metric}: mean ± std over seeds",
         x=args.x,
     )
+    if args.match:
+        if args.match not in groups:
+            print(
+                f"error: --match {args.match}: no such group ({', '.join(groups)})", file=sys.stderr
+            )
+            return 2
+        text = format_matches(
+            steps_to_match(groups, args.match, args.metric, args.x), args.match, args.metric, args.x
+        )
+        print("\n" + text)
+        outputs.append(out / "report_match.md")
+        outputs[-1].write_text(text)
     if args.compare:
         outputs += write_comparison(
             runs, args.compare, args.by, args.metric, args.x, args.alpha, out
