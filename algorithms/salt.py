@@ -73,6 +73,12 @@ class SALT:
         """SALT_DS's score of each sequence (run by the teacher actor)."""
         return selection_scores(teacher_logits, targets, self.selection_top_k)
 
+    def check_steps(self, steps: int) -> None:
+        if self.kd_steps is not None and self.kd_steps > steps:
+            raise ValueError(
+                f"kd_steps: {self.kd_steps} is beyond the run's {steps} steps (protocol.steps)"
+            )
+
     def teacher_weight(self, step: int, steps: int) -> float:
         """``w_t``: ``kd_weight`` before ``kd_steps`` (linearly decayed if asked), then 0."""
         end = steps if self.kd_steps is None else self.kd_steps

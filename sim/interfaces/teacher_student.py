@@ -49,6 +49,10 @@ class StudentAlgorithm(Protocol):
     temperature: float
     selection_quantile: float | None
 
+    def check_steps(self, steps: int) -> None:
+        """Raise ``ValueError("field: why")`` if the algorithm cannot run ``steps`` steps."""
+        ...
+
     def teacher_weight(self, step: int, steps: int) -> float:
         """The weight of the teacher's term at ``step`` (0-based) of ``steps``; 0: not asked."""
         ...

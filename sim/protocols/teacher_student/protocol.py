@@ -121,12 +121,10 @@ class TeacherStudent:
                 f"protocol.context: {context} tokens exceed the model's context {spec.context} "
                 "(model.context)"
             )
-        kd_steps = getattr(algorithm, "kd_steps", None)
-        if kd_steps is not None and kd_steps > self.steps:
-            raise ConfigError(
-                f"algorithm.kd_steps: {kd_steps} is beyond the run's {self.steps} steps "
-                "(protocol.steps)"
-            )
+        try:
+            algorithm.check_steps(self.steps)
+        except ValueError as error:
+            raise ConfigError(f"algorithm.{error}") from None
         try:
             streams = corpus.token_streams()
         except FileNotFoundError as error:
