@@ -18,6 +18,8 @@ from torch import nn
 
 from sim import checks
 
+KeyValues = tuple[torch.Tensor, torch.Tensor]  # one block's cached keys and values (B, H, T, D)
+
 
 class Block(nn.Module):
     """``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
@@ -32,14 +34,24 @@ class Block(nn.Module):
             nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, past: KeyValues | None = None
+    ) -> tuple[torch.Tensor, KeyValues]:
+        """``x`` (batch, length, width) after ``past`` cached positions' keys and values;
+        returns the output and the keys and values of all positions so far."""
         batch, length, width = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(width, dim=2)
         shape = (batch, length, self.heads, width // self.heads)
         q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if past is None:
+            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # new position i sees every cached one and the new ones up to i
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            cached = past[0].shape[2]
+            mask = torch.ones(length, cached + length, dtype=torch.bool, device=x.device)
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.tril(cached))
         x = x + self.proj(attended.transpose(1, 2).reshape(batch, length, width))
-        return x + self.mlp(self.ln2(x))
+        return x + self.mlp(self.ln2(x)), (k, v)
 
 
 class GPTModel(nn.Module):
@@ -68,14 +80,25 @@ class GPTModel(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """``(batch, length)`` token ids -> ``(batch, length, vocab)`` next-token logits."""
-        length = ids.shape[1]
+        return self.extend(ids, None)[0]
+
+    def extend(
+        self, ids: torch.Tensor, cache: list[KeyValues] | None
+    ) -> tuple[torch.Tensor, list[KeyValues]]:
+        """Logits of ``ids`` appended after the positions in ``cache`` (a KV cache: one
+        ``(keys, values)`` per block, or None), and the cache extended by them. Keep the first
+        ``n`` positions of a cache with :func:`truncate`."""
+        cached = 0 if cache is None else cache[0][0].shape[2]
+        length = cached + ids.shape[1]
         if length > self.context:
             raise ValueError(f"context: {length} tokens exceed the model's context {self.context}")
-        positions = torch.arange(length, device=ids.device)
+        positions = torch.arange(cached, length, device=ids.device)
         x = self.embed(ids) + self.position(positions)
-        for block in self.blocks:
-            x = block(x)
-        return self.ln_final(x) @ self.embed.weight.T  # tied output embedding
+        extended = []
+        for i, block in enumerate(self.blocks):
+            x, keys_values = block(x, None if cache is None else cache[i])
+            extended.append(keys_values)
+        return self.ln_final(x) @ self.embed.weight.T, extended  # tied output embedding
 
 
 @dataclass
@@ -100,3 +123,8 @@ class GPT:
         """Parameters of ``build(vocab_size)`` (the tied embedding counted once)."""
         per_block = 12 * self.width**2 + 13 * self.width
         return (vocab_size + self.context) * self.width + self.layers * per_block + 2 * self.width
+
+
+def truncate(cache: list[KeyValues], length: int) -> list[KeyValues]:
+    """The cache of the first ``length`` positions (after a rejected speculative proposal)."""
+    return [(k[:, :, :length], v[:, :, :length]) for k, v in cache]

@@ -1,0 +1,90 @@
+"""Speculative decoding is lossless: exactly by enumeration and by chi-square over many draws;
+greedy equals the target's greedy; the acceptance rate is 1 - TVD; the KV cache is exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from algorithms.speculative import (
+    acceptance_rate,
+    expected_speedup,
+    expected_tokens_per_call,
+    first_token_distribution,
+    residual,
+    total_variation,
+    verify,
+)
+from envs.gpt import GPT, truncate
+
+P = np.array([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]])
+Q = np.array([[0.2, 0.2, 0.5, 0.1], [0.4, 0.3, 0.2, 0.1]])
+
+
+def test_acceptance_rate_is_one_minus_tvd_by_hand():
+    # min(p, q) sums: 0.2 + 0.2 + 0.15 + 0.05 = 0.6; TVD = (0.3 + 0.1 + 0.35 + 0.05) / 2 = 0.4
+    assert acceptance_rate(P[0], Q[0]) == pytest.approx(0.6)
+    assert total_variation(P[0], Q[0]) == pytest.approx(0.4)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        p, q = rng.dirichlet(np.ones(7)), rng.dirichlet(np.ones(7))
+        assert acceptance_rate(p, q) == pytest.approx(1 - total_variation(p, q))
+
+
+def test_residual_by_hand():
+    # p - q = (0.3, 0.1, -0.35, -0.05): positive part (0.3, 0.1, 0, 0) / 0.4
+    np.testing.assert_allclose(residual(P[0], Q[0]), [0.75, 0.25, 0, 0])
+    np.testing.assert_allclose(residual(P[2], P[2]), P[2])  # p == q: never used, still a law
+
+
+def test_lossless_exactly_by_enumeration():
+    np.testing.assert_allclose(first_token_distribution(P, Q), P[0], atol=1e-12)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        p, q = rng.dirichlet(np.ones(5), size=2), rng.dirichlet(np.ones(5), size=1)
+        np.testing.assert_allclose(first_token_distribution(p, q), p[0], atol=1e-12)
+
+
+def test_lossless_by_chi_square_over_many_draws():
+    # The first output token of a speculative step is distributed as p_0 whatever q proposes.
+    rng = np.random.default_rng(2)
+    draws = 20_000
+    counts = np.zeros(4)
+    for _ in range(draws):
+        proposed = [rng.choice(4, p=Q[0]), rng.choice(4, p=Q[1])]
+        counts[verify(P, Q, np.array(proposed), rng)[0]] += 1
+    assert chisquare(counts, draws * P[0]).pvalue > 1e-3
+
+
+def test_greedy_equals_the_targets_greedy():
+    target = np.array([[0.1, 0.7, 0.2], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
+    draft = np.full((2, 3), 1 / 3)
+    assert verify(target, draft, np.array([1, 0]), None) == [1, 0, 2]  # all accepted + bonus
+    assert verify(target, draft, np.array([1, 2]), None) == [1, 0]  # the 2nd rejected: p's argmax
+    assert verify(target, draft, np.array([2, 0]), None) == [1]
+
+
+def test_expected_tokens_and_speedup_by_hand():
+    assert expected_tokens_per_call(0.5, 3) == pytest.approx((1 - 0.5**4) / 0.5)  # 1.875
+    assert expected_tokens_per_call(1.0, 3) == 4
+    assert expected_speedup(0.5, 3, 0.1) == pytest.approx(1.875 / 1.3)
+
+
+def test_kv_cache_gives_the_logits_of_a_full_forward_pass():
+    torch.manual_seed(0)
+    model = GPT(layers=2, width=32, heads=4, context=16).build(50).eval()
+    ids = torch.randint(0, 50, (2, 12))
+    with torch.no_grad():
+        full = model(ids)
+        logits, cache = model.extend(ids[:, :5], None)
+        parts = [logits]
+        for t in range(5, 9):  # one token at a time
+            logits, cache = model.extend(ids[:, t : t + 1], cache)
+            parts.append(logits)
+        logits, cache = model.extend(ids[:, 9:], cache)  # a block of 3
+        parts.append(logits)
+        torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
+        again, _ = model.extend(ids[:, 7:], truncate(cache, 7))  # after a rejection at 7
+        torch.testing.assert_close(again, full[:, 7:], atol=1e-5, rtol=1e-5)
