@@ -88,3 +88,26 @@ def test_kv_cache_gives_the_logits_of_a_full_forward_pass():
         torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
         again, _ = model.extend(ids[:, 7:], truncate(cache, 7))  # after a rejection at 7
         torch.testing.assert_close(again, full[:, 7:], atol=1e-5, rtol=1e-5)
+
+
+def test_divergences_by_hand_on_two_three_token_distributions():
+    import math
+
+    from algorithms.distillspec import divergence
+
+    p, q = [0.5, 0.3, 0.2], [0.2, 0.5, 0.3]
+    logits = lambda d: torch.log(torch.tensor([d]))  # noqa: E731
+    fkl = sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
+    rkl = sum(b * math.log(b / a) for a, b in zip(p, q, strict=True))
+    beta = 0.3
+    m = [beta * a + (1 - beta) * b for a, b in zip(p, q, strict=True)]
+    jsd = beta * sum(a * math.log(a / c) for a, c in zip(p, m, strict=True)) + (1 - beta) * sum(
+        b * math.log(b / c) for b, c in zip(q, m, strict=True)
+    )
+    tvd = 0.5 * sum(abs(a - b) for a, b in zip(p, q, strict=True))  # 0.3
+    for name, want in (("fkl", fkl), ("rkl", rkl), ("jsd", jsd), ("tvd", tvd)):
+        got = divergence(name, logits(p), logits(q), beta)
+        assert float(got) == pytest.approx(want, rel=1e-5), name
+    assert tvd == pytest.approx(1 - float(acceptance_rate(np.array(p), np.array(q))))
+    with pytest.raises(ValueError, match="divergence"):
+        divergence("hellinger", logits(p), logits(q))
