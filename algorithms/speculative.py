@@ -16,7 +16,11 @@ limit of one-hot distributions: a draft token is accepted iff it is the target's
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
+import torch
 
 
 def total_variation(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -89,3 +93,108 @@ def first_token_distribution(target: np.ndarray, draft: np.ndarray) -> np.ndarra
     accepted = q * np.minimum(1.0, np.divide(p, q, out=np.zeros_like(p), where=q > 0))
     rejected = 1.0 - accepted.sum()
     return accepted + rejected * residual(p, q)
+
+
+@dataclass
+class DecodeStats:
+    """What a decoding loop did: target and draft forward calls, tokens produced, and the
+    draft tokens proposed and accepted."""
+
+    target_calls: int = 0
+    draft_calls: int = 0
+    tokens: int = 0
+    proposed: int = 0
+    accepted: int = 0
+
+    @property
+    def block_efficiency(self) -> float:
+        """Mean tokens per target call (Leviathan et al.'s wall-time-free speed-up measure)."""
+        return self.tokens / max(self.target_calls, 1)
+
+
+def distribution(logits: torch.Tensor, temperature: float) -> np.ndarray:
+    """``softmax(logits / temperature)`` as float64 numpy (``temperature`` > 0)."""
+    return torch.softmax(logits.double() / temperature, dim=-1).cpu().numpy()
+
+
+def _pick(probabilities: np.ndarray, rng: np.random.Generator | None) -> int:
+    if rng is None:
+        return int(np.argmax(probabilities))
+    return int(rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
+
+
+@torch.no_grad()
+def plain_generate(
+    target: Any, prompt: list[int], new_tokens: int, temperature: float, rng: Any
+) -> tuple[list[int], DecodeStats]:
+    """Autoregressive decoding of ``new_tokens`` with a KV cache (``rng=None``: greedy)."""
+    stats = DecodeStats()
+    logits, cache = target.extend(torch.tensor([prompt]), None)
+    out: list[int] = []
+    while len(out) < new_tokens:
+        token = _pick(distribution(logits[0, -1], temperature), rng)
+        out.append(token)
+        stats.target_calls += 1
+        if len(out) < new_tokens:
+            logits, cache = target.extend(torch.tensor([[token]]), cache)
+    stats.tokens = len(out)
+    return out, stats
+
+
+@torch.no_grad()
+def speculative_generate(
+    target: Any,
+    draft: Any,
+    prompt: list[int],
+    new_tokens: int,
+    gamma: int,
+    temperature: float,
+    rng: Any,
+) -> tuple[list[int], DecodeStats]:
+    """Speculative decoding of ``new_tokens`` after ``prompt`` (``rng=None``: greedy), both
+    models with KV caches (``extend(ids, cache)`` and ``truncate``, as ``envs.gpt``).
+
+    Each step: the draft proposes ``gamma`` tokens one at a time; the target scores the last
+    emitted token and all proposals in one pass; :func:`verify` keeps a prefix and adds one
+    token; both caches are cut back to the kept tokens.
+    """
+    from envs.gpt import truncate
+
+    stats = DecodeStats()
+    # Invariant: both caches hold a prefix of prompt + out; *_todo is the rest of it.
+    target_cache = draft_cache = None
+    if len(prompt) > 1:
+        _, target_cache = target.extend(torch.tensor([prompt[:-1]]), None)
+        _, draft_cache = draft.extend(torch.tensor([prompt[:-1]]), None)
+    target_todo, draft_todo = [prompt[-1]], [prompt[-1]]
+    out: list[int] = []
+    while len(out) < new_tokens:
+        k = min(gamma, new_tokens - len(out))
+        proposals, draft_dists = [], []
+        feed = draft_todo
+        for _ in range(k):
+            logits, draft_cache = draft.extend(torch.tensor([feed]), draft_cache)
+            stats.draft_calls += 1
+            q = distribution(logits[0, -1], temperature)
+            token = _pick(q, rng)
+            proposals.append(token)
+            draft_dists.append(q)
+            feed = [token]
+        kept_before = 0 if target_cache is None else target_cache[0][0].shape[2]
+        logits, target_cache = target.extend(torch.tensor([target_todo + proposals]), target_cache)
+        stats.target_calls += 1
+        start = len(target_todo) - 1  # the logits after the last emitted token
+        p = distribution(logits[0, start:], temperature)
+        emitted = verify(p, np.array(draft_dists), np.array(proposals), rng)
+        accepted = len(emitted) - 1  # the kept proposals; then a correction or a bonus token
+        stats.proposed += k
+        stats.accepted += accepted
+        out.extend(emitted)
+        kept = kept_before + len(target_todo) + accepted
+        target_cache = truncate(target_cache, kept)
+        target_todo = [emitted[-1]]
+        draft_length = draft_cache[0][0].shape[2]
+        draft_cache = truncate(draft_cache, min(draft_length, kept))
+        draft_todo = ([proposals[-1]] if accepted == k else []) + [emitted[-1]]
+    stats.tokens = len(out[:new_tokens])
+    return out[:new_tokens], stats

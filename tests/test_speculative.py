@@ -111,3 +111,20 @@ def test_divergences_by_hand_on_two_three_token_distributions():
     assert tvd == pytest.approx(1 - float(acceptance_rate(np.array(p), np.array(q))))
     with pytest.raises(ValueError, match="divergence"):
         divergence("hellinger", logits(p), logits(q))
+
+
+def test_greedy_speculative_decoding_equals_the_targets_greedy_decoding():
+    from algorithms.speculative import plain_generate, speculative_generate
+
+    torch.manual_seed(0)
+    target = GPT(layers=2, width=32, heads=4, context=64).build(30).eval()
+    torch.manual_seed(1)
+    draft = GPT(layers=1, width=16, heads=2, context=64).build(30).eval()
+    plain, _ = plain_generate(target, [1, 2, 3], 25, 1.0, None)
+    for gamma in (1, 3, 5, 7):
+        fast, stats = speculative_generate(target, draft, [1, 2, 3], 25, gamma, 1.0, None)
+        assert fast == plain, gamma
+        assert stats.tokens == 25 and stats.target_calls <= 25
+    # a draft that is the target is always accepted: gamma + 1 tokens per target call
+    _, stats = speculative_generate(target, target, [1, 2, 3], 20, 4, 1.0, np.random.default_rng(0))
+    assert stats.accepted == stats.proposed and stats.block_efficiency == 5.0
