@@ -292,3 +292,21 @@ def test_steps_to_match_the_baseline_by_hand(tmp_path: Path) -> None:
     assert "| algorithm=rkd | 1.2 ± 0 (1) | never | - |" in format_matches(
         list(matches.values()), "algorithm=lm", "validation_loss", "step"
     )
+
+
+def test_main_reports_step_based_runs_with_match(tmp_path: Path) -> None:
+    # Runs whose records have "step", not "round" (the teacher-student protocol's).
+    for name, curve in (("lm", [3.0, 2.0, 1.0]), ("salt", [2.5, 0.9, 0.7])):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        summary = {"config": {}, "overrides": [f"algorithm={name}"], "final": {}}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        records = [{"step": 10 * (i + 1), "validation_loss": v} for i, v in enumerate(curve)]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    argv = [str(tmp_path), "--metric", "validation_loss", "--x", "step", "--match", "algorithm=lm",
+            "--at-rounds", "20", "--target", "1.0"]  # fmt: skip
+    assert main(argv) == 0
+    matched = (tmp_path / "report_match.md").read_text()
+    assert "| algorithm=salt | 0.7 ± 0 (1) | 20 | 0.67 |" in matched
+    table = (tmp_path / "report.md").read_text()
+    assert "validation_loss@20" in table and "steps_to_1" in table

@@ -179,17 +179,22 @@ def format_matches(matches: Sequence[Match], baseline: str, metric: str, x: str)
 
 
 def derived_metrics(
-    run: Run, metric: str, at_rounds: Sequence[int] = (), target: float | None = None
+    run: Run,
+    metric: str,
+    at_rounds: Sequence[int] = (),
+    target: float | None = None,
+    x: str = "round",
 ) -> dict[str, float]:
-    """``metric`` at the given rounds (``metric@R``), and the first round it reaches ``target``
-    (``rounds_to_<target>``: >= for accuracies, <= for losses, distances and errors); a run that
-    never reaches the target has no value, so the table's n counts the runs that did."""
-    rounds, values = series(run.history, metric)
-    derived = {f"{metric}@{r}": float(values[rounds == r][0]) for r in at_rounds if r in rounds}
+    """``metric`` at the given values of ``x`` (``metric@R``), and the first ``x`` at which it
+    reaches ``target`` (``<x>s_to_<target>``, e.g. ``rounds_to_0.8``: >= for accuracies, <= for
+    losses, distances and errors); a run that never reaches the target has no value, so the
+    table's n counts the runs that did."""
+    xs, values = series(run.history, metric, x)
+    derived = {f"{metric}@{r}": float(values[xs == r][0]) for r in at_rounds if r in xs}
     if target is not None:
         reached = values <= target if lower_is_better(metric) else values >= target
         if reached.any():
-            derived[f"rounds_to_{target:g}"] = float(rounds[reached][0])
+            derived[f"{x}s_to_{target:g}"] = float(xs[reached][0])
     return derived
 
 
@@ -280,17 +285,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     at_rounds = [int(r) for r in args.at_rounds.split(",") if r.strip()]
     try:
         runs = load_runs(args.dirs)
-        if not any(series(run.history, args.metric)[0].size for run in runs):
-            recorded = sorted({k for run in runs for rec in run.history for k in rec} - {"round"})
-            raise CohortError(
-                f"no run records {args.metric!r} per round; recorded: {', '.join(recorded) or '-'}"
-            )
+        if not any(series(run.history, args.metric, args.x)[0].size for run in runs):
+            recorded = sorted({k for run in runs for rec in run.history for k in rec} - {args.x})
+            listed = ", ".join(recorded) or "-"
+            raise CohortError(f"no run records {args.metric!r} per {args.x}; recorded: {listed}")
     except (FileNotFoundError, CohortError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     runs = [
         replace(
-            run, final={**run.final, **derived_metrics(run, args.metric, at_rounds, args.target)}
+            run,
+            final={
+                **run.final,
+                **derived_metrics(run, args.metric, at_rounds, args.target, args.x),
+            },
         )
         for run in runs
     ]
