@@ -1,5 +1,5 @@
-"""The teacher-student protocol end to end on tiny models: a 20-step SALT run, 1 and 2 Ray
-Train workers agreeing, exact resume after SIGKILL, a teacher that dies, and bad input."""
+"""The teacher-student protocol end to end on tiny models: a 20-step run, 1 and 2 Ray Train
+workers agreeing (with a teacher that dies on the way), exact resume after SIGKILL, bad input."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ import torch
 
 import sim
 from sim.errors import CohortError, ConfigError
-from tests.conftest import run_cli, start_cli, wait_for_rounds
+from tests.conftest import ensure_ray, start_cli, wait_for_rounds
 
 TINY_MODELS = [
     "env.vocab_size=512",
@@ -56,8 +57,17 @@ def validation_curve(history):
     return [(r["step"], r["validation_loss"]) for r in history]
 
 
-def test_twenty_steps_end_to_end(ray_session, lm_cache, tmp_path):
-    result = sim.run(tiny(lm_cache, f"output_dir={tmp_path / 'run'}"))
+@pytest.fixture(scope="module")
+def baseline(lm_cache, tmp_path_factory):
+    """A 20-step run distilling at every step, on one Ray Train worker (it trains and caches the
+    teacher)."""
+    ensure_ray()
+    out = tmp_path_factory.mktemp("run") / "run"
+    return sim.run(tiny(lm_cache, "algorithm.kd_steps=null", f"output_dir={out}"))
+
+
+def test_twenty_steps_end_to_end(baseline, lm_cache):
+    result = baseline
     steps = [r["step"] for r in result.history]
     assert steps == [5, 10, 15, 20]
     first, last = result.history[0], result.history[-1]
@@ -67,59 +77,55 @@ def test_twenty_steps_end_to_end(ray_session, lm_cache, tmp_path):
     out = result.output_dir
     assert (out / "checkpoints" / "checkpoint.npz").exists() and (out / "curves.png").exists()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["algorithm"]["kd_steps"] == 10
+    assert summary["config"]["algorithm"]["kd_steps"] is None
     teachers = list(lm_cache.glob("lm/*/teachers/*.pt"))
     assert len(teachers) == 1  # trained once, cached for the next runs
 
 
-def test_one_and_two_workers_agree(ray_session, lm_cache, tmp_path):
-    runs = {
-        w: sim.run(tiny(lm_cache, f"cluster.num_workers={w}", f"output_dir={tmp_path / str(w)}"))
-        for w in (1, 2)
-    }
-    one, two = (validation_curve(runs[w].history) for w in (1, 2))
+def kill_the_teacher_once_running(metrics: Path, killed: list[str]) -> None:
+    """Kill the run's teacher actor (Ray restarts it) once ``metrics`` has its first record."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+        teachers = [n for n in names if n.startswith("teacher-")]
+        if teachers and metrics.exists() and metrics.read_text().count("\n") >= 1:
+            ray.kill(ray.get_actor(teachers[0]), no_restart=False)
+            killed.append(teachers[0])
+            return
+        time.sleep(0.01)
+
+
+def test_two_workers_agree_with_one_even_when_the_teacher_dies(baseline, lm_cache, tmp_path):
+    # Two Ray Train workers at the same global batch give the one-worker curve (to float
+    # rounding), although the teacher is killed after the first evaluation, while every
+    # remaining step still asks it: Ray restarts it from its cached weights and retries.
+    killed: list[str] = []
+    killer = threading.Thread(
+        target=kill_the_teacher_once_running, args=(tmp_path / "two" / "metrics.jsonl", killed)
+    )
+    killer.start()
+    run = ["algorithm.kd_steps=null", "cluster.num_workers=2", f"output_dir={tmp_path / 'two'}"]
+    two_workers = sim.run(tiny(lm_cache, *run))
+    killer.join()
+    assert killed, "the teacher was never seen"
+    one, two = validation_curve(baseline.history), validation_curve(two_workers.history)
     assert [s for s, _ in one] == [s for s, _ in two]
     np.testing.assert_allclose([v for _, v in one], [v for _, v in two], rtol=1e-4)
 
 
 def test_resume_after_sigkill_gives_the_same_curve(ray_session, lm_cache, tmp_path):
-    common = [*tiny(lm_cache), "protocol.steps=100"]
+    common = [*tiny(lm_cache), "protocol.steps=40"]
     run_dir = tmp_path / "killed"
     proc = start_cli(*common, f"hydra.run.dir={run_dir}", start_new_session=True)
     logged = wait_for_rounds(proc, run_dir / "metrics.jsonl", 2, timeout=240)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL and 2 <= logged < 20, proc.stderr.read()[-2000:]
-    resumed = run_cli(*common, "resume=true", f"hydra.run.dir={run_dir}")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert proc.returncode == -signal.SIGKILL and 2 <= logged < 8, proc.stderr.read()[-2000:]
+    resumed = sim.run([*common, "resume=true", f"output_dir={run_dir}"])
     whole = sim.run([*common, f"output_dir={tmp_path / 'whole'}"])
+    assert validation_curve(resumed.history) == validation_curve(whole.history)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert validation_curve([json.loads(x) for x in lines]) == validation_curve(whole.history)
-
-
-def test_a_teacher_that_dies_is_restarted_and_the_run_goes_on(ray_session, lm_cache, tmp_path):
-    common = [*tiny(lm_cache), "protocol.steps=60", "algorithm.kd_steps=null"]
-    whole = sim.run([*common, f"output_dir={tmp_path / 'whole'}"])
-    killed = []
-
-    def kill_the_teacher() -> None:
-        metrics = tmp_path / "killed" / "metrics.jsonl"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
-            teachers = [n for n in names if n.startswith("teacher-")]
-            if teachers and metrics.exists() and metrics.read_text().count("\n") >= 2:
-                ray.kill(ray.get_actor(teachers[0]), no_restart=False)
-                killed.append(teachers[0])
-                return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_the_teacher)
-    killer.start()
-    result = sim.run([*common, f"output_dir={tmp_path / 'killed'}"])
-    killer.join()
-    assert killed, "the teacher was never seen"
-    assert validation_curve(result.history) == validation_curve(whole.history)
 
 
 @pytest.mark.parametrize(
