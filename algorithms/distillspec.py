@@ -17,13 +17,22 @@ the vocabulary (``m = beta p + (1 - beta) q``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sim import checks
-from sim.interfaces.teacher_student import SoftLabels
+from algorithms.speculative import (
+    expected_speedup,
+    plain_generate,
+    speculative_generate,
+)
+from sim import checks, seeding
+from sim.interfaces.teacher_student import Generation, SoftLabels
+from sim.training.distill import next_token_loss
 
 DIVERGENCES = ("fkl", "rkl", "jsd", "tvd")
 
@@ -49,6 +58,7 @@ def divergence(
 
 
 DATA_SOURCES = ("fixed", "target", "draft", "mixed")
+GENERATED = {"target": ("teacher", 1.0), "draft": ("student", 1.0), "mixed": ("student", 0.5)}
 
 
 def full_distribution(soft: SoftLabels, vocab_size: int) -> torch.Tensor:
@@ -61,14 +71,35 @@ def full_distribution(soft: SoftLabels, vocab_size: int) -> torch.Tensor:
     return full.scatter_(-1, soft.indices, soft.probabilities.float())
 
 
+def exact_acceptance(
+    target: Any, draft: Any, tokens: list[int], prompt: int, greedy: bool
+) -> list[float]:
+    """Per generated position of ``tokens`` (after ``prompt`` tokens), the chance the draft's
+    token is accepted: ``1 - TVD(p, q)``, or for greedy decoding 1 if the argmaxes agree."""
+    ids = torch.tensor([tokens[:-1]])
+    with torch.no_grad():
+        p = torch.softmax(target(ids)[0, prompt - 1 :].double(), -1)
+        q = torch.softmax(draft(ids)[0, prompt - 1 :].double(), -1)
+    if greedy:
+        return (p.argmax(-1) == q.argmax(-1)).double().tolist()
+    return torch.minimum(p, q).sum(-1).tolist()
+
+
 @dataclass
 class DistillSpec:
     """Train the draft on ``divergence(target || draft)`` (``fkl``, ``rkl``, ``jsd`` with
-    ``beta``, ``tvd``) over the target's full next-token distributions, on ``data``: the corpus
+    ``beta``, ``tvd``; ``none``: next-token loss on the data, the undistilled baseline) over the
+    target's full next-token distributions (``protocol.top_k: null``), on ``data``: the corpus
     (``fixed``), sequences the target generates from corpus prompts (``target``), sequences the
-    draft generates (``draft``, on-policy, regenerated every ``refresh`` steps), or half corpus
-    and half on-policy (``mixed``). Generations continue ``prompt_length``-token corpus
-    prompts at ``generation_temperature``."""
+    draft generates (``draft``, on-policy), or half corpus and half on-policy (``mixed``);
+    generated sequences continue ``prompt_length``-token corpus prompts at
+    ``generation_temperature`` and are regenerated every ``refresh`` steps.
+
+    Final measures (``protocol.held_out``), per decoding temperature in ``decode_temperatures``
+    (0: greedy) and ``gamma`` in ``gammas``: the exact acceptance rate along the target's own
+    output, the block efficiency and the wall-clock speed-up of speculative over plain target
+    decoding (measured on this machine, batch 1), the draft/target cost ratio ``c`` and the
+    speed-up that ``alpha``, ``gamma`` and ``c`` predict."""
 
     divergence: str = "fkl"
     beta: float = 0.5
@@ -77,21 +108,38 @@ class DistillSpec:
     prompt_length: int = 16
     generation_temperature: float = 1.0
     temperature: float = 1.0  # of both distributions in the loss (the served one included)
+    gammas: list[int] = field(default_factory=lambda: [3, 5, 7])
+    decode_temperatures: list[float] = field(default_factory=lambda: [0.0, 1.0])
     selection_quantile: float | None = None  # no data selection
 
     def __post_init__(self) -> None:
-        checks.one_of(self, "divergence", DIVERGENCES)
+        checks.one_of(self, "divergence", (*DIVERGENCES, "none"))
         checks.in_interval(self, 0, 1, "beta", closed=True)
         checks.one_of(self, "data", DATA_SOURCES)
         checks.at_least(self, 1, "refresh", "prompt_length")
         checks.at_least(self, 0, "generation_temperature")
         checks.positive(self, "temperature")
+        if not self.gammas or min(self.gammas) < 1:
+            raise ValueError(f"gammas: each gamma must be >= 1 (got {list(self.gammas)})")
+        if not self.decode_temperatures or min(self.decode_temperatures) < 0:
+            raise ValueError(
+                "decode_temperatures: each must be >= 0, 0 being greedy decoding "
+                f"(got {list(self.decode_temperatures)})"
+            )
+
+    def generation(self) -> Generation | None:
+        if self.data not in GENERATED:
+            return None
+        source, share = GENERATED[self.data]
+        return Generation(
+            source, share, self.refresh, self.prompt_length, self.generation_temperature
+        )
 
     def check_steps(self, steps: int) -> None:
         """Any length will do."""
 
     def teacher_weight(self, step: int, steps: int) -> float:
-        return 1.0  # every step learns from the target alone
+        return 0.0 if self.divergence == "none" else 1.0  # the target's term alone
 
     def sequence_scores(self, teacher_logits: torch.Tensor, targets: torch.Tensor) -> None:
         raise NotImplementedError("DistillSpec selects no data")
@@ -99,6 +147,8 @@ class DistillSpec:
     def loss(
         self, logits: torch.Tensor, targets: torch.Tensor, soft: SoftLabels | None, weight: float
     ) -> torch.Tensor:
+        if weight == 0:
+            return next_token_loss(logits, targets)
         if soft is None:
             raise ValueError("DistillSpec.loss needs the target's distributions")
         p = full_distribution(soft, logits.shape[-1])
@@ -106,3 +156,69 @@ class DistillSpec:
         return divergence(
             self.divergence, target_logits, logits / self.temperature, self.beta
         ).mean()
+
+    def final_measures(
+        self, teacher: Any, student: Any, prompts: np.ndarray, new_tokens: int, seed: int
+    ) -> dict[str, float]:
+        """Speculative decoding with the student as draft (see the class docstring); keys end
+        in ``_t<temperature>``, the gamma-dependent ones have ``_g<gamma>``."""
+        rows = [list(map(int, row)) for row in prompts]
+        # warm-up: the first calls of each path pay one-time costs that would skew the timing
+        speculative_generate(teacher, student, rows[0], min(new_tokens, 8), 2, 0.0, None)
+        plain_generate(teacher, rows[0], 2, 0.0, None)
+        measures: dict[str, float] = {}
+        for temperature in self.decode_temperatures:
+            measures |= decoding_measures(
+                teacher, student, rows, new_tokens, temperature, self.gammas, seed
+            )
+        return measures
+
+
+def _timed(function: Any, *args: Any) -> tuple[Any, float]:
+    tick = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - tick
+
+
+def decoding_measures(
+    target: Any,
+    draft: Any,
+    prompts: list[list[int]],
+    new_tokens: int,
+    temperature: float,
+    gammas: list[int],
+    seed: int,
+) -> dict[str, float]:
+    """At one decoding ``temperature`` (0: greedy): plain decoding of every prompt by the target
+    and by the draft (their time ratio is the cost ratio ``c``), the exact acceptance rate along
+    the target's output, then speculative decoding at each gamma: block efficiency, measured
+    and predicted (Leviathan et al., Theorem 3.8) speed-up over plain target decoding."""
+    tag = f"t{temperature:g}"
+    plain_s = draft_s = 0.0
+    accepted: list[float] = []
+    for i, prompt in enumerate(prompts):
+        (out, _), seconds = _timed(
+            plain_generate, target, prompt, new_tokens, temperature, seeding.rng(seed, tag, i)
+        )
+        plain_s += seconds
+        draft_s += _timed(
+            plain_generate, draft, prompt, new_tokens, temperature, seeding.rng(seed, tag, "d", i)
+        )[1]
+        accepted += exact_acceptance(target, draft, prompt + out, len(prompt), temperature == 0)
+    alpha, cost = float(np.mean(accepted)), draft_s / plain_s
+    measures = {f"alpha_{tag}": alpha, f"cost_ratio_{tag}": cost}
+    for gamma in gammas:
+        tokens = calls = 0
+        spec_s = 0.0
+        for i, prompt in enumerate(prompts):
+            (_, stats), seconds = _timed(
+                speculative_generate, target, draft, prompt, new_tokens, gamma, temperature,
+                seeding.rng(seed, tag, "spec", gamma, i),
+            )  # fmt: skip
+            spec_s += seconds
+            tokens, calls = tokens + stats.tokens, calls + stats.target_calls
+        key = f"g{gamma}_{tag}"
+        measures[f"block_efficiency_{key}"] = tokens / calls
+        measures[f"speedup_{key}"] = plain_s / spec_s
+        measures[f"predicted_speedup_{key}"] = expected_speedup(alpha, gamma, cost)
+    return measures

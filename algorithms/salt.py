@@ -73,6 +73,15 @@ class SALT:
         """SALT_DS's score of each sequence (run by the teacher actor)."""
         return selection_scores(teacher_logits, targets, self.selection_top_k)
 
+    def generation(self) -> None:
+        """SALT trains on the corpus alone."""
+
+    def final_measures(
+        self, teacher: object, student: object, prompts: object, new_tokens: int, seed: int
+    ) -> dict:
+        """None beyond the validation curve."""
+        return {}
+
     def check_steps(self, steps: int) -> None:
         if self.kd_steps is not None and self.kd_steps > steps:
             raise ValueError(

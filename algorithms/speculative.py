@@ -113,8 +113,9 @@ class DecodeStats:
 
 
 def distribution(logits: torch.Tensor, temperature: float) -> np.ndarray:
-    """``softmax(logits / temperature)`` as float64 numpy (``temperature`` > 0)."""
-    return torch.softmax(logits.double() / temperature, dim=-1).cpu().numpy()
+    """``softmax(logits / temperature)`` as float64 numpy; ``temperature`` 0: the logits'
+    softmax (greedy decoding only looks at its argmax)."""
+    return torch.softmax(logits.double() / (temperature or 1.0), dim=-1).cpu().numpy()
 
 
 def _pick(probabilities: np.ndarray, rng: np.random.Generator | None) -> int:
@@ -123,11 +124,25 @@ def _pick(probabilities: np.ndarray, rng: np.random.Generator | None) -> int:
     return int(rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
 
 
+def check_decoding(temperature: float, rng: Any, gamma: int = 1) -> np.random.Generator | None:
+    """The generator to draw with (None: greedy, ``temperature`` 0); refuses ``gamma < 1``, a
+    negative temperature and sampling without a generator."""
+    if gamma < 1:
+        raise ValueError(f"gamma: the draft must propose at least 1 token (got {gamma})")
+    if temperature < 0:
+        raise ValueError(f"temperature: must be >= 0, 0 being greedy decoding (got {temperature})")
+    if temperature > 0 and rng is None:
+        raise ValueError("rng: sampling at a temperature > 0 needs a generator (0 is greedy)")
+    return rng if temperature > 0 else None
+
+
 @torch.no_grad()
 def plain_generate(
     target: Any, prompt: list[int], new_tokens: int, temperature: float, rng: Any
 ) -> tuple[list[int], DecodeStats]:
-    """Autoregressive decoding of ``new_tokens`` with a KV cache (``rng=None``: greedy)."""
+    """Autoregressive decoding of ``new_tokens`` with a KV cache, sampling at ``temperature``
+    from ``rng`` (``temperature`` 0: greedy)."""
+    rng = check_decoding(temperature, rng)
     stats = DecodeStats()
     logits, cache = target.extend(torch.tensor([prompt]), None)
     out: list[int] = []
@@ -151,8 +166,9 @@ def speculative_generate(
     temperature: float,
     rng: Any,
 ) -> tuple[list[int], DecodeStats]:
-    """Speculative decoding of ``new_tokens`` after ``prompt`` (``rng=None``: greedy), both
-    models with KV caches (``extend(ids, cache)`` and ``truncate``, as ``envs.gpt``).
+    """Speculative decoding of ``new_tokens`` after ``prompt`` at ``temperature`` (0: greedy,
+    ``rng`` unused), both models with KV caches (``extend(ids, cache)`` and ``truncate``, as
+    ``envs.gpt``).
 
     Each step: the draft proposes ``gamma`` tokens one at a time; the target scores the last
     emitted token and all proposals in one pass; :func:`verify` keeps a prefix and adds one
@@ -160,6 +176,7 @@ def speculative_generate(
     """
     from envs.gpt import truncate
 
+    rng = check_decoding(temperature, rng, gamma)
     stats = DecodeStats()
     # Invariant: both caches hold a prefix of prompt + out; *_todo is the rest of it.
     target_cache = draft_cache = None
@@ -198,26 +215,3 @@ def speculative_generate(
         draft_todo = ([proposals[-1]] if accepted == k else []) + [emitted[-1]]
     stats.tokens = len(out[:new_tokens])
     return out[:new_tokens], stats
-
-
-@torch.no_grad()
-def sample_continuations(
-    model: Any, prompts: torch.Tensor, length: int, temperature: float, seed: int
-) -> torch.Tensor:
-    """``(batch, prompt + length)`` tokens: each prompt continued by ``length`` tokens drawn from
-    ``model`` at ``temperature`` (0: greedy), all rows together with a KV cache; the draws come
-    from a torch generator seeded with ``seed`` (the same rows whatever process runs it)."""
-    generator = torch.Generator(device=prompts.device).manual_seed(seed)
-    logits, cache = model.extend(prompts, None)
-    rows = [prompts]
-    for i in range(length):
-        last = logits[:, -1].double()
-        if temperature > 0:
-            probabilities = torch.softmax(last / temperature, dim=-1)
-            token = torch.multinomial(probabilities, 1, generator=generator)
-        else:
-            token = last.argmax(dim=-1, keepdim=True)
-        rows.append(token)
-        if i + 1 < length:
-            logits, cache = model.extend(token, cache)
-    return torch.cat(rows, dim=1)

@@ -159,3 +159,53 @@ def test_a_missing_corpus_says_where_it_looked(lm_cache, tmp_path, monkeypatch):
     message = str(info.value)
     assert str(tmp_path / "nowhere") in message and "scripts/get_text_data.sh" in message
     assert "python3.11-doc" in message
+
+
+def draft_distillation(cache, *extra):
+    """A tiny DistillSpec run: the student is the draft, the teacher the target."""
+    return ["algorithm=distillspec", f"env.cache_dir={cache}", *TINY_MODELS, *SHORT,
+            "algorithm.prompt_length=8", "protocol.held_out.prompt_length=8", *extra]  # fmt: skip
+
+
+def test_on_policy_distillation_agrees_on_one_and_two_workers(ray_session, lm_cache, tmp_path):
+    # Half of every batch is the draft's own generations, regenerated every 5 steps by Ray
+    # tasks from rank 0's snapshot and broadcast: 1 and 2 workers still give the same curves.
+    run = ["algorithm.data=mixed", "algorithm.refresh=5", "protocol.steps=10",
+           "protocol.held_out.prompts=4", "protocol.held_out.new_tokens=8",
+           "algorithm.gammas=[2]"]  # fmt: skip
+    one, two = (
+        sim.run(
+            draft_distillation(
+                lm_cache, *run, f"cluster.num_workers={n}", f"output_dir={tmp_path / str(n)}"
+            )
+        )  # fmt: skip
+        for n in (1, 2)
+    )
+    for key in ("validation_loss", "alpha", "alpha_greedy"):
+        np.testing.assert_allclose(
+            [r[key] for r in one.history], [r[key] for r in two.history], rtol=1e-4, err_msg=key
+        )
+    assert [r["step"] for r in two.history] == [5, 10]
+    assert 0 < two.history[-1]["alpha"] <= 1
+    for tag in ("t0", "t1"):  # the final measures joined the last record
+        assert 1 <= two.final[f"block_efficiency_g2_{tag}"] <= 3
+        assert two.final[f"speedup_g2_{tag}"] > 0 and two.final[f"predicted_speedup_g2_{tag}"] > 0
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["algorithm.data=draft", "algorithm.refresh=3"],
+         "protocol.checkpoint_every: 5 must be a multiple of algorithm.refresh 3"),
+        (["algorithm.data=target", "algorithm.prompt_length=32"],
+         "algorithm.prompt_length: a prompt of 32 tokens leaves nothing to generate"),
+        (["protocol.held_out.prompts=2", "protocol.held_out.new_tokens=30"],
+         "protocol.held_out: a prompt of 8 tokens and 30 new ones exceed the model's context 32"),
+        (["algorithm.gammas=[0]"], "algorithm.gammas: each gamma must be >= 1"),
+        (["algorithm.decode_temperatures=[-0.5]"], "0 being greedy decoding"),
+    ],
+)  # fmt: skip
+def test_draft_distillation_bad_input(ray_session, lm_cache, tmp_path, extra, needle):
+    with pytest.raises(ConfigError, match=needle):
+        sim.run(draft_distillation(lm_cache, *extra, f"output_dir={tmp_path / 'run'}"))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -83,13 +83,16 @@ def register_schemas(conf_dir: Path = CONF_DIR) -> None:
     that names a ``_target_``, the schema ``schema/<group>/<name>``: every field of that dataclass
     with its default. A plug-in YAML starts from its schema (``- /schema/<group>@_here_: <name>``
     in its defaults list), so the dataclass is the one source of the defaults and every field
-    can be overridden on the command line. A target that cannot be imported gets no schema: the
+    can be overridden on the command line. A YAML in the ``_global_`` package (one that also sets
+    other groups' fields) names it under ``<group>._target_`` and starts from
+    ``- /schema/<group>@<group>: <name>``. A target that cannot be imported gets no schema: the
     run that uses it reports the import error (:func:`build_component`)."""
     store = ConfigStore.instance()
     store.store(name="base_config", node=RunConfig)
     for group in PLUGINS:
         for path in sorted((conf_dir / group).glob("*.yaml")):
-            target = OmegaConf.load(path).get("_target_")
+            loaded = OmegaConf.load(path)
+            target = loaded.get("_target_") or OmegaConf.select(loaded, f"{group}._target_")
             try:
                 cls = get_class(target) if isinstance(target, str) else None
             except Exception:

@@ -33,3 +33,18 @@ def distillation_loss(
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of the true next tokens (nats per token)."""
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def agreement(teacher_probabilities: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """Per position, the chance that speculative sampling accepts the student's (draft's) token:
+    ``sum_x min(p(x), q(x)) = 1 - TVD(p, q)`` (Leviathan et al. 2023, Definition 3.1)."""
+    q = F.softmax(student_logits.float(), dim=-1)
+    return torch.minimum(teacher_probabilities.float(), q).sum(dim=-1)
+
+
+def greedy_agreement(
+    teacher_probabilities: torch.Tensor, student_logits: torch.Tensor
+) -> torch.Tensor:
+    """Per position, 1 where the student's argmax is the teacher's (greedy acceptance), else 0."""
+    same = teacher_probabilities.argmax(dim=-1) == student_logits.argmax(dim=-1)
+    return same.float()

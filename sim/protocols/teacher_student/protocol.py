@@ -9,7 +9,11 @@ once (cached beside the teacher); then train the student (``model``, ``algorithm
 ``steps`` steps of ``batch_size`` windows of ``context`` tokens on ``cluster.num_workers`` Ray
 Train workers (``cluster.worker`` resources each), evaluating every ``eval_every`` steps on the
 first ``eval_windows`` validation windows: train loss, validation loss (nats per token and bits
-per byte), tokens per second, the time the workers waited for the teacher.
+per byte), tokens per second, the time the workers waited for the teacher. With
+``held_out.prompts`` set: the teacher continues that many test-split prompts (sampled at
+temperature 1 and greedily, as Ray tasks) and every evaluation also gives the student's
+agreement with it on them, ``alpha`` (``1 - TVD``) and ``alpha_greedy`` (same argmax); the
+finished student's ``final_measures`` (the algorithm's) join the last record.
 """
 
 from __future__ import annotations
@@ -29,14 +33,16 @@ import numpy as np
 import ray
 import torch
 
-from sim import checks
+from sim import checks, seeding
 from sim.errors import CohortError, ConfigError
 from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.interfaces.teacher_student import (
+    Generation,
     LanguageModelSpec,
     StudentAlgorithm,
     TextEnvironment,
 )
+from sim.protocols.teacher_student import generation
 from sim.protocols.teacher_student.data import window_starts
 from sim.protocols.teacher_student.teacher import Teacher
 from sim.protocols.teacher_student.trainer import LoopSettings, train_loop
@@ -49,6 +55,8 @@ PROGRESS = (
     ("validation_loss", "val_loss {:.4f}"),
     ("validation_bits_per_byte", "val_bpb {:.4f}"),
     ("tokens_per_s", "{:.0f} tok/s"),
+    ("alpha", "alpha {:.3f}"),
+    ("alpha_greedy", "greedy {:.3f}"),
     ("teacher_wait_s", "teacher wait {:.2f}s"),
 )
 
@@ -74,6 +82,20 @@ class TeacherSettings:
 
 
 @dataclass
+class HeldOut:
+    """``prompts`` test-split prompts of ``prompt_length`` tokens (0: none) that the teacher
+    continues by ``new_tokens`` tokens, for the agreement measures and the final measures."""
+
+    prompts: int = 0
+    prompt_length: int = 16
+    new_tokens: int = 48
+
+    def __post_init__(self) -> None:
+        checks.at_least(self, 0, "prompts")
+        checks.at_least(self, 1, "prompt_length", "new_tokens")
+
+
+@dataclass
 class TeacherStudent:
     """Student training with a teacher: the optimizer (AdamW, warm-up then cosine decay to
     ``min_lr_ratio``), the schedule of evaluations and checkpoints (every ``checkpoint_every``
@@ -92,12 +114,13 @@ class TeacherStudent:
     eval_every: int = 20
     eval_windows: int = 64
     checkpoint_every: int = 20
-    top_k: int = 10
+    top_k: int | None = 10
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    held_out: HeldOut = field(default_factory=HeldOut)
 
     def __post_init__(self) -> None:
-        checks.at_least(self, 1, "steps", "batch_size", "eval_every", "eval_windows", "top_k")
-        checks.at_least(self, 1, "context", optional=True)
+        checks.at_least(self, 1, "steps", "batch_size", "eval_every", "eval_windows")
+        checks.at_least(self, 1, "context", "top_k", optional=True)
         checks.at_least(self, 1, "checkpoint_every")
         checks.at_least(self, 0, "warmup_steps", "weight_decay", "grad_clip")
         checks.positive(self, "lr")
@@ -125,6 +148,14 @@ class TeacherStudent:
             algorithm.check_steps(self.steps)
         except ValueError as error:
             raise ConfigError(f"algorithm.{error}") from None
+        self.check_generation(algorithm.generation(), context)
+        held = self.held_out
+        if held.prompts and held.prompt_length + held.new_tokens > spec.context:
+            raise ConfigError(
+                f"protocol.held_out: a prompt of {held.prompt_length} tokens and "
+                f"{held.new_tokens} new ones exceed the model's context {spec.context} "
+                "(model.context)"
+            )
         try:
             streams = corpus.token_streams()
         except FileNotFoundError as error:
@@ -138,6 +169,28 @@ class TeacherStudent:
         return TeacherStudentJob(
             self, streams, spec, algorithm, setup.seed, context, start_step, history, start
         )
+
+    def check_generation(self, plan: Generation | None, context: int) -> None:
+        """Refuse generated data that cannot fit the run's windows and batches."""
+        if plan is None:
+            return
+        if plan.prompt_length >= context:
+            raise ConfigError(
+                f"algorithm.prompt_length: a prompt of {plan.prompt_length} tokens leaves nothing "
+                f"to generate in a window of {context} (model.context, protocol.context)"
+            )
+        rows = self.batch_size * plan.share
+        if rows != round(rows):
+            raise ConfigError(
+                f"algorithm: a share of {plan.share} of a batch of {self.batch_size} is not a "
+                "whole number of sequences (protocol.batch_size)"
+            )
+        if plan.source == "student" and self.checkpoint_every % plan.refresh:
+            raise ConfigError(
+                f"protocol.checkpoint_every: {self.checkpoint_every} must be a multiple of "
+                f"algorithm.refresh {plan.refresh} (a resumed run regenerates its block of "
+                "student-generated data from the checkpoint)"
+            )
 
 
 @dataclass
@@ -174,15 +227,22 @@ class TeacherStudentJob:
                 : settings.eval_windows
             ],
             vocab_size=streams.vocab_size,
+            task_options=cluster.teacher.ray_options(),  # generation and measure tasks
+            teacher_spec=self.teacher_spec(),
+            teacher_weights=None,
+            held_out=None,
+            held_out_prompt=0,
         )
         trainer = RayTrainer(cluster, workers)
-        uses_teacher = any(
+        plan = self.algorithm.generation()
+        asks_teacher = settings.held_out.prompts > 0 or any(
             self.algorithm.teacher_weight(step, settings.steps) > 0
             for step in range(self.start_step, settings.steps)
         )
-        teacher, selected = None, None
-        if uses_teacher:
+        teacher, selected, weights, held_out = None, None, None, None
+        if asks_teacher or (plan is not None and plan.source == "teacher"):
             weights = self.teacher_weights(trainer, shared, context)
+        if asks_teacher:
             teacher = Teacher.options(
                 **cluster.teacher.ray_options(),
                 name=f"teacher-{uuid.uuid4().hex[:12]}",  # findable: ray.get_actor(name)
@@ -198,15 +258,21 @@ class TeacherStudentJob:
                         f"algorithm.selection_quantile: keeps {len(selected)} windows, fewer than "
                         f"a batch of {settings.batch_size}"
                     )
+        if settings.held_out.prompts:
+            held_out = self.held_out_sequences(teacher, weights, cluster)
         history = list(self.history)
         context.begin(history)
         final: dict[str, np.ndarray] = {}
 
+        def show(record: dict[str, Any]) -> None:
+            head = f"[step {record['step']:>{len(str(settings.steps))}}/{settings.steps}]"
+            context.record(record, progress_line(head, record, PROGRESS, tail=("tokens", "{} tok")))
+
         def on_record(record: dict[str, Any]) -> None:
             record["validation_bits_per_byte"] = streams.bits_per_byte(record["validation_loss"])
             history.append(record)
-            head = f"[step {record['step']:>{len(str(settings.steps))}}/{settings.steps}]"
-            context.record(record, progress_line(head, record, PROGRESS, tail=("tokens", "{} tok")))
+            if held_out is None or record["step"] < settings.steps:
+                show(record)  # the last record waits for the final measures
 
         def on_checkpoint(step: int, arrays: dict[str, np.ndarray]) -> None:
             context.save(arrays, step, history)
@@ -221,12 +287,50 @@ class TeacherStudentJob:
             spec=self.spec,
             start_step=self.start_step,
             start=ray.put(self.start) if self.start is not None else None,
+            teacher_weights=None if weights is None else str(weights),
+            held_out=None if held_out is None else held_out["train_loop"],
+            held_out_prompt=settings.held_out.prompt_length,
         )
         trainer.fit(config, on_record, on_checkpoint)
+        curves = CURVES
+        if held_out is not None:
+            print(f"final measures on {settings.held_out.prompts} held-out prompts", flush=True)
+            history[-1].update(
+                generation.final_measures(
+                    self.algorithm,
+                    (self.teacher_spec(), streams.vocab_size, str(weights)),
+                    (self.spec, streams.vocab_size, final),
+                    held_out["prompts"],
+                    settings.held_out.new_tokens,
+                    self.seed,
+                    cluster.teacher.ray_options(),
+                )
+            )
+            show(history[-1])
+            curves = (*CURVES, "alpha", "alpha_greedy")
         params = np.concatenate(
             [v.ravel() for k, v in sorted(final.items()) if k.startswith("model/")]
         )
-        return Outcome(params, history, CURVES, "step", f"{settings.steps} steps")
+        return Outcome(params, history, curves, "step", f"{settings.steps} steps")
+
+    def held_out_sequences(self, teacher: Any, weights: Path, cluster: Any) -> dict[str, Any]:
+        """Test-split prompts, the teacher's sampled (temperature 1) and greedy continuations of
+        them, and its distributions along both (refs, for the training loop)."""
+        held = self.settings.held_out
+        rows = generation.prompts(
+            self.streams.test, held.prompts, held.prompt_length, seeding.rng(self.seed, "held_out")
+        )
+        model = (self.teacher_spec(), self.streams.vocab_size, str(weights))
+        options = cluster.teacher.ray_options()
+        loop = {}
+        for name, temperature in (("sampled", 1.0), ("greedy", 0.0)):
+            refs = generation.generate(
+                model, rows, held.new_tokens, temperature, (self.seed, "held_out", name), options
+            )
+            tokens = np.concatenate(ray.get(refs))
+            soft = ray.get(teacher.soft_labels.remote(tokens[:, :-1], None, 1.0))
+            loop[name] = (ray.put(tokens), ray.put(soft.probabilities))
+        return {"prompts": rows, "train_loop": loop}
 
     def loop_settings(self, workers: int) -> LoopSettings:
         s = self.settings

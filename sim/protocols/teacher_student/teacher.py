@@ -1,5 +1,6 @@
-"""The teacher actor: a trained model that serves, for windows of the training stream, its top-k
-next-token distributions at a temperature (soft labels) and per-sequence scores.
+"""The teacher actor: a trained model that serves, for token sequences, its next-token
+distributions at a temperature (the top-k or the whole of them: soft labels), and per-sequence
+scores of the training windows.
 
 It loads its weights from the teacher cache in its constructor, so when it dies Ray restarts it
 from there (``max_restarts``) and retries the calls in flight (``max_task_retries``): the
@@ -8,7 +9,6 @@ student's run goes on with the same answers.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,36 +24,42 @@ from sim.training.distill import top_k_soft_labels
 SCORE_CHUNK = 32  # windows per forward pass when scoring the whole stream
 
 
+def load_model(spec: Any, vocab_size: int, weights: Any, device: torch.device) -> torch.nn.Module:
+    """``spec.build(vocab_size)`` in eval mode with ``weights``: a state-dict file's path, or
+    named arrays (``model/<name>``, as a checkpoint)."""
+    model = spec.build(vocab_size).to(device)
+    if isinstance(weights, str | Path):
+        state = torch.load(Path(weights), map_location=device)
+    else:
+        state = {k.removeprefix("model/"): torch.tensor(v) for k, v in weights.items()
+                 if k.startswith("model/")}  # fmt: skip
+    model.load_state_dict(state)
+    return model.eval()
+
+
 @ray.remote
 class Teacher:
     def __init__(self, spec: Any, vocab_size: int, weights: str, stream: np.ndarray, context: int):
         self.device = actor_device(1)
-        self.model = spec.build(vocab_size).to(self.device)
-        self.model.load_state_dict(torch.load(Path(weights), map_location=self.device))
-        self.model.eval()
+        self.model = load_model(spec, vocab_size, weights, self.device)
         self.stream, self.context = stream, context
-        self.busy_s = 0.0
 
-    def _logits(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = torch.from_numpy(window_tokens(self.stream, starts, self.context)).to(self.device)
+    def soft_labels(self, tokens: np.ndarray, k: int | None, temperature: float) -> SoftLabels:
+        """The next-token distributions after every position of ``tokens`` (n, length) at
+        ``temperature``: the top ``k``, renormalised, or (``k`` None) the whole of them."""
         with torch.no_grad():
-            return self.model(tokens[:, :-1]), tokens[:, 1:]
-
-    def soft_labels(self, starts: np.ndarray, k: int, temperature: float) -> SoftLabels:
-        """Top-``k`` soft labels for the windows at ``starts`` (numpy, on the CPU)."""
-        tick = time.perf_counter()
-        logits, _ = self._logits(starts)
-        soft = top_k_soft_labels(logits, k, temperature)
-        self.busy_s += time.perf_counter() - tick
-        return SoftLabels(soft.indices.cpu().numpy(), soft.probabilities.cpu().numpy())
+            logits = self.model(torch.from_numpy(tokens).to(self.device))
+        if k is None:
+            return SoftLabels(None, torch.softmax(logits.float() / temperature, -1).cpu().numpy())
+        top = top_k_soft_labels(logits, k, temperature)
+        return SoftLabels(top.indices.cpu().numpy(), top.probabilities.cpu().numpy())
 
     def scores(self, starts: np.ndarray, algorithm: StudentAlgorithm) -> np.ndarray:
-        """The algorithm's ``sequence_scores`` of each window."""
+        """The algorithm's ``sequence_scores`` of each training window."""
         parts = []
         for chunk in np.array_split(starts, max(1, -(-len(starts) // SCORE_CHUNK))):
-            logits, targets = self._logits(chunk)
-            parts.append(np.asarray(algorithm.sequence_scores(logits, targets)))
+            tokens = torch.from_numpy(window_tokens(self.stream, chunk, self.context))
+            with torch.no_grad():
+                logits = self.model(tokens[:, :-1].to(self.device))
+            parts.append(np.asarray(algorithm.sequence_scores(logits, tokens[:, 1:])))
         return np.concatenate(parts) if parts else np.zeros(0)
-
-    def busy_seconds(self) -> float:
-        return self.busy_s

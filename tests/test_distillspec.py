@@ -1,0 +1,133 @@
+"""DistillSpec's pieces: the agreement measures by hand, the losses, the exact acceptance along
+a sequence, the final measures' sanity, generated data that does not depend on the chunking,
+and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from algorithms.distillspec import DistillSpec, divergence, exact_acceptance
+from algorithms.speculative import acceptance_rate, plain_generate, speculative_generate
+from envs.gpt import GPT
+from sim.interfaces.teacher_student import Generation, SoftLabels
+from sim.training.distill import agreement, greedy_agreement, next_token_loss
+from sim.training.sampling import sample_continuations
+
+P = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]])
+Q = torch.tensor([[0.2, 0.2, 0.6], [0.1, 0.3, 0.6]])
+
+
+def models(vocab: int = 30):
+    torch.manual_seed(0)
+    target = GPT(layers=2, width=32, heads=4, context=64).build(vocab).eval()
+    torch.manual_seed(1)
+    draft = GPT(layers=1, width=16, heads=2, context=64).build(vocab).eval()
+    return target, draft
+
+
+def test_agreement_is_one_minus_tvd_and_greedy_agreement_compares_argmaxes():
+    # sum min(p, q): 0.2 + 0.2 + 0.2 = 0.6 and 0.1 + 0.3 + 0.3 = 0.7
+    got = agreement(P, torch.log(Q))
+    np.testing.assert_allclose(got.numpy(), [0.6, 0.7], rtol=1e-6)
+    np.testing.assert_allclose(got.numpy(), acceptance_rate(P.numpy(), Q.numpy()), rtol=1e-6)
+    # argmax p: 0, 1; argmax q: 2, 2
+    assert greedy_agreement(P, torch.log(Q)).tolist() == [0.0, 0.0]
+    assert greedy_agreement(P, torch.log(P)).tolist() == [1.0, 1.0]
+
+
+def test_loss_is_the_divergence_to_the_served_distribution_or_next_token_loss():
+    logits = torch.randn(2, 3, 3, generator=torch.Generator().manual_seed(0))
+    served = SoftLabels(None, P.expand(2, 2, 3)[:, :1].expand(2, 3, 3).contiguous())
+    targets = torch.tensor([[0, 1, 2], [2, 1, 0]])
+    for name in ("fkl", "rkl", "jsd", "tvd"):
+        want = divergence(name, torch.log(served.probabilities), logits).mean()
+        got = DistillSpec(divergence=name).loss(logits, targets, served, 1.0)
+        assert float(got) == pytest.approx(float(want), rel=1e-5), name
+    baseline = DistillSpec(divergence="none")
+    assert baseline.teacher_weight(0, 10) == 0.0
+    assert float(baseline.loss(logits, targets, None, 0.0)) == float(
+        next_token_loss(logits, targets)
+    )
+
+
+def test_data_sources_say_what_is_generated():
+    assert DistillSpec(data="fixed").generation() is None
+    assert DistillSpec(data="target", refresh=7).generation() == Generation(
+        "teacher", 1.0, 7, 16, 1.0
+    )
+    assert DistillSpec(data="draft").generation().source == "student"
+    assert DistillSpec(data="mixed").generation().share == 0.5
+
+
+def test_exact_acceptance_along_a_sequence_matches_the_distributions():
+    target, draft = models()
+    tokens = [1, 2, 3, 4, 5, 6, 7]
+    got = exact_acceptance(target, draft, tokens, prompt=3, greedy=False)
+    with torch.no_grad():
+        p = torch.softmax(target(torch.tensor([tokens[:-1]]))[0].double(), -1)[2:]
+        q = torch.softmax(draft(torch.tensor([tokens[:-1]]))[0].double(), -1)[2:]
+    assert len(got) == 4  # tokens 4..7 are the generated ones
+    np.testing.assert_allclose(got, acceptance_rate(p.numpy(), q.numpy()), rtol=1e-12)
+    assert exact_acceptance(target, target, tokens, 3, greedy=True) == [1.0] * 4
+
+
+def test_final_measures_are_consistent():
+    target, draft = models()
+    algorithm = DistillSpec(gammas=[1, 3], decode_temperatures=[0.0, 1.0])
+    prompts = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    measures = algorithm.final_measures(target, draft, prompts, 12, seed=0)
+    for tag in ("t0", "t1"):
+        assert 0 <= measures[f"alpha_{tag}"] <= 1 and measures[f"cost_ratio_{tag}"] > 0
+        for gamma in (1, 3):
+            assert 1 <= measures[f"block_efficiency_g{gamma}_{tag}"] <= gamma + 1
+            assert measures[f"speedup_g{gamma}_{tag}"] > 0
+    # the target as its own draft: everything accepted, gamma + 1 tokens per target call
+    same = DistillSpec(gammas=[3], decode_temperatures=[1.0])
+    measures = same.final_measures(target, target, prompts, 12, seed=0)
+    assert measures["alpha_t1"] == pytest.approx(1.0)
+    assert measures["block_efficiency_g3_t1"] == 4.0  # 12 tokens in 3 calls
+
+
+def test_sampled_continuations_do_not_depend_on_the_batch():
+    target, _ = models()
+    prompts = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    together = sample_continuations(target, prompts, 6, 0.0, seed=0)
+    alone = sample_continuations(target, prompts[1:], 6, 0.0, seed=0)
+    assert torch.equal(together[1:], alone)  # greedy rows are the batch's rows
+    again = sample_continuations(target, prompts, 6, 1.0, seed=3)
+    assert torch.equal(again, sample_continuations(target, prompts, 6, 1.0, seed=3))
+
+
+@pytest.mark.parametrize(
+    "call,needle",
+    [
+        (lambda t, d: speculative_generate(t, d, [1, 2], 5, 0, 1.0, np.random.default_rng(0)),
+         "gamma: the draft must propose at least 1"),
+        (lambda t, d: plain_generate(t, [1, 2], 5, -1.0, np.random.default_rng(0)),
+         "temperature: must be >= 0, 0 being greedy"),
+        (lambda t, d: speculative_generate(t, d, [1, 2], 5, 3, 1.0, None),
+         "sampling at a temperature > 0 needs a generator"),
+        (lambda t, d: plain_generate(t, list(range(70)), 5, 0.0, None),
+         "context: 70 tokens exceed the model's context 64"),
+    ],
+)  # fmt: skip
+def test_decoding_bad_input(call, needle):
+    target, draft = models(vocab=80)
+    with pytest.raises(ValueError, match=needle):
+        call(target, draft)
+
+
+@pytest.mark.parametrize(
+    "fields,needle",
+    [
+        ({"gammas": [0, 3]}, "gammas: each gamma must be >= 1"),
+        ({"decode_temperatures": [-1.0]}, "0 being greedy decoding"),
+        ({"divergence": "hellinger"}, "divergence"),
+        ({"data": "web"}, "data"),
+    ],
+)
+def test_distillspec_bad_fields(fields, needle):
+    with pytest.raises(ValueError, match=needle):
+        DistillSpec(**fields)
