@@ -16,8 +16,8 @@ from sim.protocols.teacher_student.teacher import load_model
 from sim.runtime.workers import actor_device
 from sim.training.sampling import sample_continuations
 
-CHUNK = 16  # prompts per generation task
-MEASURE_CHUNK = 4  # prompts per final-measure task
+CHUNK = 64  # prompts per generation task (a few tasks per refresh, each loading the model once)
+MEASURE_CHUNK = 8  # prompts per final-measure task (16 prompts: 2 tasks, one per core here)
 
 
 def prompts(stream: np.ndarray, count: int, length: int, rng: np.random.Generator) -> np.ndarray:
