@@ -16,7 +16,8 @@ def window_starts(stream_length: int, context: int) -> np.ndarray:
 
 def window_tokens(stream: np.ndarray, starts: np.ndarray, context: int) -> np.ndarray:
     """``(len(starts), context + 1)`` int64 token ids."""
-    return np.stack([stream[s : s + context + 1] for s in starts]).astype(np.int64)
+    rows = [stream[s : s + context + 1] for s in starts]
+    return np.stack(rows).astype(np.int64) if rows else np.zeros((0, context + 1), np.int64)
 
 
 def step_windows(seed: int, step: int, candidates: np.ndarray, batch_size: int) -> np.ndarray:

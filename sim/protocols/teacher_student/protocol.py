@@ -349,6 +349,7 @@ class TeacherStudentJob:
             threads=1,
             seed=self.seed,
             init_stream="student_init",
+            generation=self.algorithm.generation(),
         )
 
     def teacher_spec(self) -> Any:
@@ -393,6 +394,7 @@ class TeacherStudentJob:
             checkpoint_every=t.steps,
             seed=t.seed,
             init_stream="teacher_init",
+            generation=None,  # the teacher learns from the corpus
         )
         state: dict[str, np.ndarray] = {}
 
