@@ -155,23 +155,24 @@ def train_loop(config: dict[str, Any]) -> None:
     def ready(step: int) -> bool:
         return not generated or block["index"] == step // generation.refresh
 
-    def plan(step: int) -> tuple[np.ndarray, float]:
-        """This worker's token rows of ``step`` and the teacher's weight."""
+    def plan(step: int) -> tuple[np.ndarray, float, int]:
+        """This worker's token rows of ``step``, the teacher's weight, and how many of the rows
+        are generated."""
         weight = algorithm.teacher_weight(step, settings.steps) if algorithm else 0.0
         pool = selected if weight > 0 and selected is not None else candidates
         starts = step_windows(settings.seed, step, pool, settings.batch_size - generated)
         rows = window_tokens(train, starts, settings.context)
+        from_generation = np.zeros(len(rows), bool)
         if generated:
-            local = step % generation.refresh
-            rows = np.concatenate(
-                [rows, block["rows"][local * generated : (local + 1) * generated]]
-            )
-        return shard(rows, rank, world), weight
+            first = step % generation.refresh * generated
+            rows = np.concatenate([rows, block["rows"][first : first + generated]])
+            from_generation = np.concatenate([from_generation, np.ones(generated, bool)])
+        return shard(rows, rank, world), weight, int(shard(from_generation, rank, world).sum())
 
     def ask(step: int):
         if step >= settings.steps or not ready(step):
             return None
-        rows, weight = plan(step)
+        rows, weight, _ = plan(step)
         if weight <= 0:
             return None
         return teacher.soft_labels.remote(rows[:, :-1], settings.top_k, algorithm.temperature)
@@ -185,13 +186,15 @@ def train_loop(config: dict[str, Any]) -> None:
 
     pending = ask(start_step)
     train_losses: list[float] = []
+    trained_generated = 0  # generated sequences this worker has trained on, so far
     waited, tick = 0.0, time.perf_counter()
     for step in range(start_step, settings.steps):
         if not ready(step):
             wait = time.perf_counter()
             load_block(step)
             waited += time.perf_counter() - wait
-        rows, weight = plan(step)
+        rows, weight, generated_rows = plan(step)
+        trained_generated += generated_rows
         tokens = torch.from_numpy(rows).to(device)
         if pending is None:
             pending = ask(step)
@@ -234,9 +237,11 @@ def train_loop(config: dict[str, Any]) -> None:
         agreed = [0.0, 0.0, 0.0]
         if held_out is not None:
             agreed = agreement_sums(module, held_out, config["held_out_prompt"], device)
-        loss_sum, count, train_sum, steps_seen, waited_all, *agreed = _all_reduce(
-            [loss_sum, count, sum(train_losses), len(train_losses), waited, *agreed], world
-        )
+        loss_sum, count, train_sum, steps_seen, waited_all, seen_generated, *agreed = _all_reduce(
+            [loss_sum, count, sum(train_losses), len(train_losses), waited, trained_generated,
+             *agreed],
+            world,
+        )  # fmt: skip
         if rank == 0:
             record = {
                 "step": done,
@@ -246,6 +251,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 "tokens_per_s": trained / elapsed,
                 "teacher_wait_s": waited_all / world,
             }
+            if generated:
+                record["generated_sequences"] = int(seen_generated)
             if held_out is not None:
                 record["alpha"], record["alpha_greedy"] = (
                     agreed[0] / agreed[2],
