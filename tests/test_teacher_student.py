@@ -167,6 +167,7 @@ def draft_distillation(cache, *extra):
             "algorithm.prompt_length=8", "protocol.held_out.prompt_length=8", *extra]  # fmt: skip
 
 
+@pytest.mark.slow  # about a minute: in `pytest -m slow`, beside the reproductions
 def test_on_policy_distillation_agrees_on_one_and_two_workers(ray_session, lm_cache, tmp_path):
     # Half of every batch is the draft's own generations, regenerated every 5 steps by Ray
     # tasks from rank 0's snapshot and broadcast: 1 and 2 workers give the same curves, and
