@@ -72,8 +72,9 @@ def _measure(algorithm: Any, vocab_size: int, teacher_spec: Any, teacher_weights
 
 def final_measures(
     algorithm: Any,
-    teacher: tuple[Any, int, Any],
-    student: tuple[Any, int, Any],
+    vocab_size: int,
+    teacher: tuple[Any, Any],
+    student: tuple[Any, dict[str, np.ndarray]],
     rows: np.ndarray,
     new_tokens: int,
     seed: int,
@@ -81,16 +82,13 @@ def final_measures(
 ) -> dict[str, float]:
     """The algorithm's ``final_measures`` over chunks of the held-out prompts ``rows`` (each
     continued by ``new_tokens``) as Ray tasks, averaged over the chunks weighted by their
-    prompts. ``teacher`` and ``student``: ``(spec, vocab_size, weights)``, one vocabulary."""
-    (teacher_spec, vocab_size, teacher_weights), (student_spec, _, student_weights) = (
-        teacher,
-        student,
-    )
-    student_ref = ray.put({k: v for k, v in student_weights.items() if k.startswith("model/")})
+    prompts. ``teacher`` and ``student``: ``(spec, weights)`` over one vocabulary."""
+    student_spec, arrays = student
+    student_ref = ray.put({k: v for k, v in arrays.items() if k.startswith("model/")})
     chunks = np.array_split(rows, max(1, -(-len(rows) // MEASURE_CHUNK)))
     parts = ray.get([
         _measure.options(**options).remote(
-            algorithm, vocab_size, teacher_spec, teacher_weights, student_spec, student_ref,
+            algorithm, vocab_size, *teacher, student_spec, student_ref,
             chunk, new_tokens, seeding.torch_seed(seed, "measure", i),
         )
         for i, chunk in enumerate(chunks)

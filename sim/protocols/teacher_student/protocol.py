@@ -298,8 +298,9 @@ class TeacherStudentJob:
             history[-1].update(
                 generation.final_measures(
                     self.algorithm,
-                    (self.teacher_spec(), streams.vocab_size, str(weights)),
-                    (self.spec, streams.vocab_size, final),
+                    streams.vocab_size,
+                    (self.teacher_spec(), str(weights)),
+                    (self.spec, final),
                     held_out["prompts"],
                     settings.held_out.new_tokens,
                     self.seed,

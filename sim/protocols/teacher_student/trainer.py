@@ -14,6 +14,7 @@ protocol's ``RunContext``).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -155,6 +156,7 @@ def train_loop(config: dict[str, Any]) -> None:
     def ready(step: int) -> bool:
         return not generated or block["index"] == step // generation.refresh
 
+    @functools.lru_cache(maxsize=2)  # the prefetch and the step itself ask for the same step
     def plan(step: int) -> tuple[np.ndarray, float, int]:
         """This worker's token rows of ``step``, the teacher's weight, and how many of the rows
         are generated."""
