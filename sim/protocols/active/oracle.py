@@ -82,6 +82,11 @@ class Oracle:
         """``(pool size, number of classes)``."""
         return len(self._revealed), self._view.num_classes
 
+    def count(self, label: int) -> int:
+        """How many pool points this annotator answers ``label`` for: the simulator's ground
+        truth for stopping rules and metrics (covering), never handed to an algorithm."""
+        return int((self._answers == label).sum())
+
     def pool_view(self) -> PoolView:
         """The label-free view; the caller owns the returned object."""
         return self._view

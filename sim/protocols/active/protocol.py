@@ -27,11 +27,11 @@ from sim.interfaces.active import (
     Selector,
 )
 from sim.interfaces.protocol import Outcome, RunContext, Setup
-from sim.protocols.active.learner import expose
 from sim.protocols.active.oracle import Oracle, OracleDesk
 from sim.protocols.federated.actors import split_range
 from sim.runtime.progress import progress_line
 from sim.runtime.workers import actor_device
+from sim.training.learner import expose
 from sim.training.model import ClientModel, accuracy
 
 CURVES = ("test_accuracy",)

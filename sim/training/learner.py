@@ -1,5 +1,6 @@
-"""The active-learning learner: an MLP trained on the revealed labels, and what it exposes of the
-pool (class probabilities and penultimate-layer embeddings). Pure torch; no Ray here."""
+"""The pool learner: an MLP trained on labelled rows (active learning, covering, retraining),
+and what it exposes of a pool (class probabilities and penultimate-layer embeddings). Pure
+torch; no Ray here."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The active-covering protocol (``protocol=covering``)."""

@@ -1,0 +1,243 @@
+"""The active-covering protocol (Jiang & Rostamizadeh, ICML 2021): find every positive of a pool.
+
+One class of a pool env is the positive set (``positive_class``; the pool may be subsampled to
+``pool_size`` points). Oracle actors hold the labels and answer each query; the strategy learns
+only whether the point is positive. The strategy (``algorithm=explore_commit``, ...) runs in a
+worker actor that holds only the features and proposes ``query_batch`` points at a time. The
+run ends when every positive has been found or ``budget`` queries are spent. A record every
+``round_queries`` queries gives the queries made and the positives found; the last adds the
+excess query cost (queries until the last positive was found, minus the number of positives)
+and the area under the coverage curve (:func:`algorithms.covering.coverage_auc`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import ray
+
+from sim import checks, seeding
+from sim.errors import CohortError, ConfigError
+from sim.interfaces.active import PoolData, PoolEnvironment, PoolView
+from sim.interfaces.covering import CoveringAlgorithm
+from sim.interfaces.protocol import Outcome, RunContext, Setup
+from sim.protocols.active.oracle import Oracle, OracleDesk
+from sim.protocols.covering.metrics import coverage_auc, excess_query_cost, queries_to_cover
+from sim.runtime.progress import progress_line
+
+CURVES = ("positives_found",)
+
+
+def principal_components(x: np.ndarray, dims: int | None) -> np.ndarray:
+    """``x`` centred and projected on its top ``dims`` principal axes (unchanged when None or
+    when ``dims`` >= the feature count); distances in the projection approximate the original."""
+    if dims is None or dims >= x.shape[1]:
+        return x
+    centred = x - x.mean(axis=0, dtype=np.float64)
+    _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+    return (centred @ vectors[:, ::-1][:, :dims]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Subsample:
+    """A pool env on a uniform subsample of ``pool_size`` of its points (drawn from ``seed``;
+    the whole pool when None or when the pool is smaller: the driver checks the size)."""
+
+    env: PoolEnvironment
+    pool_size: int | None
+    seed: int
+
+    def locate(self) -> None:
+        self.env.locate()
+
+    def load_pool(self) -> PoolData:
+        data = self.env.load_pool()
+        if self.pool_size is None or self.pool_size >= len(data.y):
+            return data
+        keep = np.sort(
+            seeding.rng(self.seed, "covering_pool").choice(len(data.y), self.pool_size, False)
+        )
+        return PoolData(
+            data.x[keep], data.y[keep], data.test_x, data.test_y, data.num_classes, data.name
+        )
+
+
+@ray.remote
+class CoveringWorker:
+    """Holds the pool's features (no labels) and the strategy's state; proposes and observes."""
+
+    def __init__(self, view: PoolView, algorithm: CoveringAlgorithm, seed: int, dims: int | None):
+        self.state = algorithm.start(principal_components(view.x, dims), seed)
+
+    def step(self, indices: np.ndarray, positive: np.ndarray, k: int) -> np.ndarray:
+        """Observe the last answers (none at the start), then propose the next ``k``."""
+        if len(indices):
+            self.state.observe(indices, positive)
+        return np.asarray(self.state.next(k), np.int64)
+
+    def replay(self, queries: np.ndarray, positive: np.ndarray, sizes: np.ndarray) -> None:
+        """Rebuild the state from a run's log, checking every proposal against it (resume)."""
+        at = 0
+        for size in sizes:
+            proposed = np.asarray(self.state.next(int(size)), np.int64)
+            logged = queries[at : at + size]
+            if not np.array_equal(proposed, logged):
+                raise CohortError(
+                    f"resume: the strategy proposes {proposed[:5].tolist()} at query {at}, the "
+                    f"checkpoint has {logged[:5].tolist()}: it is not this config's run"
+                )
+            self.state.observe(logged, positive[at : at + size])
+            at += int(size)
+
+
+@dataclass
+class Covering:
+    """Find every point of ``positive_class`` in the pool: ``query_batch`` queries per step,
+    a record every ``round_queries`` queries, at most ``budget`` queries (None: the pool's size).
+    ``pca_dims``: the strategies see the pool projected on that many principal axes (None: the
+    features as they are). ``oracles`` annotator actors share the requests."""
+
+    resumable: ClassVar[tuple[str, ...]] = ("budget",)
+
+    positive_class: int = 1
+    pool_size: int | None = None
+    pca_dims: int | None = None
+    query_batch: int = 10
+    round_queries: int = 500
+    budget: int | None = None
+    oracles: int = 1
+    checkpoint_every: int = 0  # rounds; 0 = only at the end
+
+    def __post_init__(self) -> None:
+        checks.at_least(self, 0, "positive_class", "checkpoint_every")
+        checks.at_least(self, 1, "query_batch", "round_queries", "oracles")
+        checks.at_least(self, 1, "pool_size", "pca_dims", "budget", optional=True)
+
+    def prepare(self, setup: Setup) -> CoveringJob:
+        env = setup.component(
+            "env", PoolEnvironment, "a pool env (env=tabular, env=fashion_mnist_pool)", "covering"
+        )
+        algorithm = setup.component(
+            "algorithm",
+            CoveringAlgorithm,
+            "a covering strategy (algorithm=explore_commit, offline_cover, ...)",
+            "covering",
+        )
+        try:
+            env.locate()
+        except FileNotFoundError as error:
+            raise CohortError(f"env: {error}") from None
+        pool = Subsample(env, self.pool_size, setup.seed)
+        return CoveringJob(self, pool, algorithm, setup.seed, setup.start)
+
+
+PROGRESS = (("positives_found", "found {:.0f}"), ("coverage", "coverage {:.3f}"))
+
+
+@dataclass
+class CoveringJob:
+    settings: Covering
+    pool: Subsample
+    algorithm: CoveringAlgorithm
+    seed: int
+    start: Any = None
+
+    def run(self, context: RunContext) -> Outcome:
+        settings = self.settings
+        options = context.cluster.oracle.ray_options()
+
+        def make_oracle(i: int):
+            return Oracle.options(**options).remote(self.pool, self.seed, i, 0.0)
+
+        first = make_oracle(0)
+        try:
+            pool_size, num_classes = ray.get(first.describe.remote())
+        except ray.exceptions.RayActorError as error:
+            raise CohortError(f"env: the oracle could not load the pool: {error}") from None
+        if settings.pool_size is not None and settings.pool_size > pool_size:
+            raise ConfigError(
+                f"protocol.pool_size: must be <= the pool's {pool_size} points "
+                f"(got {settings.pool_size})"
+            )
+        if settings.positive_class >= num_classes:
+            raise ConfigError(
+                f"protocol.positive_class: the pool has classes 0..{num_classes - 1} "
+                f"(got {settings.positive_class})"
+            )
+        positives = ray.get(first.count.remote(settings.positive_class))
+        if positives == 0:
+            raise CohortError(
+                f"protocol.positive_class: class {settings.positive_class} has no point in the "
+                f"pool of {pool_size}"
+            )
+        budget = min(settings.budget or pool_size, pool_size)
+        oracles = [first, *(make_oracle(i) for i in range(1, settings.oracles))]
+        desk = OracleDesk(oracles, make_oracle, pool_size, budget, 1.0)
+        worker = CoveringWorker.options(**context.cluster.worker.ray_options()).remote(
+            first.pool_view.remote(), self.algorithm, self.seed, settings.pca_dims
+        )
+        queries, found, sizes = np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.int64)
+        round_index, history = 0, []
+        if self.start is not None:
+            arrays, meta = self.start
+            queries, found, sizes = arrays["queries"], arrays["found"], arrays["sizes"]
+            round_index, history = meta["round"], meta["history"]
+            if history and history[-1].get("covered"):
+                raise CohortError("resume: this run has already found every positive")
+            if len(queries) >= budget:
+                raise CohortError(
+                    f"resume: the run spent its budget of {budget} queries; raise protocol.budget "
+                    "to continue it"
+                )
+            desk.restore({k: v for k, v in arrays.items() if k.startswith("oracle/")})
+            ray.get(worker.replay.remote(queries, found, sizes))
+        context.begin(history)
+        last_indices, last_found = np.zeros(0, np.int64), np.zeros(0, bool)
+        while True:
+            round_index += 1
+            tick = time.perf_counter()
+            target = min(budget, round_index * settings.round_queries)
+            while len(queries) < target and found.sum() < positives:
+                k = min(settings.query_batch, budget - len(queries))  # rounds only report
+                indices = ray.get(worker.step.remote(last_indices, last_found, k))
+                if len(indices) == 0:
+                    break
+                answers = desk.label(indices)
+                last_indices, last_found = indices, answers == settings.positive_class
+                queries = np.concatenate([queries, indices])
+                found = np.concatenate([found, last_found])
+                sizes = np.append(sizes, len(indices))
+            covered = int(found.sum()) == positives
+            done = covered or len(queries) >= budget
+            record: dict[str, Any] = {
+                "round": round_index,
+                "queries": len(queries),
+                "positives_found": float(found.sum()),
+                "coverage": float(found.sum() / positives),
+                "round_time_s": time.perf_counter() - tick,
+            }
+            if done:
+                excess = excess_query_cost(found, positives)
+                record.update(
+                    positives=positives,
+                    pool_size=pool_size,
+                    covered=float(covered),
+                    queries_to_cover=queries_to_cover(found, positives),
+                    excess_query_cost=None if excess is None else float(excess),
+                    excess_fraction=None if excess is None else excess / pool_size,
+                    coverage_auc=coverage_auc(found, positives, pool_size),
+                )
+            history.append(record)
+            head = f"[round {round_index:>3}]  queries {len(queries):>6}/{budget}"
+            context.record(record, progress_line(head, record, PROGRESS))
+            due = settings.checkpoint_every and round_index % settings.checkpoint_every == 0
+            if done or due:
+                arrays = {"queries": queries, "found": found, "sizes": sizes, **desk.state()}
+                context.save(arrays, round_index, history)
+            if done:
+                what = "all" if covered else "budget spent;"
+                steps = f"{len(queries)} queries ({what} {int(found.sum())}/{positives} found)"
+                return Outcome(queries, history, CURVES, "queries", steps)
