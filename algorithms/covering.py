@@ -47,10 +47,10 @@ def nearest_distances(
     out = np.full(len(x), np.inf)
     if len(centres) == 0:
         return out
-    c = centres.astype(np.float64)
+    c = np.asarray(centres, np.float64)
     c_norms = squared_norms(c)
     for lo in range(0, len(x), NEAREST_BLOCK):
-        block = x[lo : lo + NEAREST_BLOCK].astype(np.float64)
+        block = np.asarray(x[lo : lo + NEAREST_BLOCK], np.float64)
         squared = x_norms[lo : lo + NEAREST_BLOCK, None] + c_norms[None, :] - 2 * block @ c.T
         distances = np.sqrt(np.maximum(squared, 0.0))
         if scale is not None:
@@ -89,7 +89,7 @@ class Coverer:
     exploration order drawn once from the run's seed."""
 
     def __init__(self, x: np.ndarray, seed: int, explore: int) -> None:
-        self.x = np.ascontiguousarray(x, np.float32)
+        self.x = np.ascontiguousarray(x, np.float64)  # once: distances are taken in float64
         self.x_norms = squared_norms(self.x)
         self.queried = np.zeros(len(x), bool)
         self.positive = np.zeros(len(x), bool)
@@ -229,14 +229,14 @@ class ClassifierCoverer(Coverer):
         labeled = np.flatnonzero(self.queried)
         self.retrains += 1
         model, _ = learner.fit(
-            self.x[labeled],
+            self.x[labeled].astype(np.float32),
             self.positive[labeled].astype(np.int64),
             2,
             seeding.rng(self.seed, "covering_classifier", self.retrains),
             seeding.torch_seed(self.seed, "covering_classifier_init", self.retrains),
         )
         unlabeled = np.flatnonzero(~self.queried)
-        p_positive = expose(model, self.x[unlabeled]).probabilities[:, 1]
+        p_positive = expose(model, self.x[unlabeled].astype(np.float32)).probabilities[:, 1]
         top = smallest_unqueried(-p_positive, np.zeros(len(unlabeled), bool), s.retrain_every)
         return unlabeled[top]
 

@@ -161,6 +161,8 @@ def test_protocol_matches_the_strategy_in_process(ray_session, tmp_path):
     assert last["positives"] == positive.sum() and last["covered"] == 1.0
     assert last["excess_query_cost"] == excess_query_cost(found, int(positive.sum()))
     assert last["coverage_auc"] == pytest.approx(coverage_auc(found, int(positive.sum()), 3000))
+    need = int(np.ceil(0.9 * positive.sum()))
+    assert last["excess_query_cost_90"] == excess_query_cost(found, need)
     np.testing.assert_array_equal(result.params, queries)  # the query log is the run's result
     # a record every 200 queries or just past (a step of 7 is never cut: rounds only report)
     steps = [r["queries"] for r in result.history]

@@ -43,6 +43,8 @@ class MultirunReport(Callback):
         compare: str | None = None,
         by: str | None = None,
         match: str | None = None,
+        scatter: str | None = None,
+        slope: str | None = None,
     ) -> None:
         self.arguments = ["--metric", metric, "--at-rounds", at_rounds, "--x", x]
         if match is not None:
@@ -50,7 +52,13 @@ class MultirunReport(Callback):
         if target is not None:
             self.arguments += ["--target", str(target)]
         if compare is not None:
-            self.arguments += ["--compare", compare, "--by", str(by)]
+            self.arguments += ["--compare", compare]
+        if by is not None:
+            self.arguments += ["--by", str(by)]
+        if scatter is not None:
+            self.arguments += ["--scatter", scatter]
+        if slope is not None:
+            self.arguments += ["--slope", slope]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         print(f"\nreport of {config.hydra.sweep.dir}:")

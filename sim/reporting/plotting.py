@@ -90,6 +90,42 @@ def plot_panels(
     _save(fig, path, title)
 
 
+def plot_scatter(
+    panels: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]],
+    keys: tuple[str, str],
+    path: str | os.PathLike[str],
+    title: str | None = None,
+) -> None:
+    """One subplot per panel; per group the mean of its runs' ``(x, y)`` final metrics with one
+    std error bar each way (e.g. a Pareto plot of accuracy against churn)."""
+    fig = Figure(figsize=(6.5 * max(len(panels), 1), 4.5), layout="constrained")
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    labels = list(dict.fromkeys(label for groups in panels.values() for label in groups))
+    colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    markers = "osD^v<>ph*"
+    for ax, (panel, groups) in zip(axes, panels.items(), strict=True):
+        for i, (label, points) in enumerate(groups.items()):
+            xy = np.asarray(points, dtype=float).reshape(-1, 2)
+            mean, std = xy.mean(axis=0), xy.std(axis=0)
+            marker = markers[i // 10 % len(markers)]
+            ax.errorbar(
+                *mean,
+                xerr=std[0],
+                yerr=std[1],
+                color=colours[label],
+                capsize=2,
+                marker=marker,
+                label=f"{label} (n={len(xy)})",
+            )
+        if not groups:
+            _no_data(ax, f"no {keys[0]}, {keys[1]} recorded")
+            continue
+        ax.set(xlabel=keys[0], ylabel=keys[1], title=panel or None)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="xx-small")
+    _save(fig, path, title)
+
+
 def _draw_groups(
     ax: Axes,
     groups: Mapping[str, Sequence[Sequence[Mapping]]],

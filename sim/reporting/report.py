@@ -26,7 +26,7 @@ import numpy as np
 
 from sim.errors import CohortError
 from sim.reporting.compare import area_under_curve, compare, format_comparison
-from sim.reporting.plotting import is_number, plot_groups, plot_panels, series
+from sim.reporting.plotting import is_number, plot_groups, plot_panels, plot_scatter, series
 from sim.runtime.outputs import METRICS, SUMMARY
 
 STD_NOTE = "± is the population std (ddof=0) over runs; (n) is the number of runs."
@@ -271,17 +271,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="win/tie/loss of BASELINE against the other values of KEY (e.g. algorithm=margin), "
         "on the area under --metric vs --x, paired by every other override, per --by value",
     )
-    parser.add_argument("--by", help="with --compare: the key that names a dataset")
+    parser.add_argument(
+        "--by",
+        help="the key that names a dataset: with --compare, the pairing; else one panel of the "
+        "curves (and of --scatter) per value",
+    )
+    parser.add_argument(
+        "--scatter",
+        metavar="X,Y",
+        help="plot each group's mean final Y against its mean final X (e.g. churn,test_accuracy)",
+    )
     parser.add_argument(
         "--match",
         metavar="KEY=BASELINE",
         help="the first --x at which each group's mean --metric curve reaches the final value "
         "of the group KEY=BASELINE (e.g. algorithm=lm), and its fraction of the baseline's run",
     )
+    parser.add_argument(
+        "--slope",
+        metavar="KEY:METRIC",
+        help="per group of the other overrides, the least-squares slope of log final METRIC on "
+        "log KEY over the runs (a growth rate, e.g. protocol.pool_size:excess_query_cost)",
+    )
     parser.add_argument("--alpha", type=float, default=0.05, help="with --compare: test level")
     args = parser.parse_args(argv)
     if args.compare and ("=" not in args.compare or not args.by):
         parser.error("--compare takes KEY=BASELINE and needs --by KEY")
+    if args.slope and ":" not in args.slope:
+        parser.error("--slope takes KEY:METRIC")
+    if args.scatter and len(args.scatter.split(",")) != 2:
+        parser.error("--scatter takes two final metrics, X,Y")
     at_rounds = [int(r) for r in args.at_rounds.split(",") if r.strip()]
     try:
         runs = load_runs(args.dirs)
@@ -333,8 +352,82 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs += write_comparison(
             runs, args.compare, args.by, args.metric, args.x, args.alpha, out
         )
+    elif args.by:
+        outputs.append(out / f"report_{_safe(args.metric)}_by_{_safe(args.by)}.png")
+        panels = {
+            f"{args.by}={value}": {
+                label: [r.history for r in group] for label, group in members.items()
+            }
+            for value, members in panel_groups(runs, args.by).items()
+        }
+        title = f"{args.metric}: mean ± std over seeds"
+        plot_panels(panels, args.metric, outputs[-1], title=title, x=args.x)
+    if args.slope:
+        key, metric = args.slope.split(":", 1)
+        text = format_slopes(log_log_slopes(runs, key, metric), key, metric)
+        print("\n" + text)
+        outputs.append(out / "report_slope.md")
+        outputs[-1].write_text(text)
+    if args.scatter:
+        outputs.append(write_scatter(runs, groups, args.scatter.split(","), args.by, out))
     print(f"\n{len(runs)} runs in {len(groups)} groups; wrote " + ", ".join(map(str, outputs)))
     return 0
+
+
+def panel_groups(runs: Sequence[Run], by: str) -> dict[str, dict[str, list[Run]]]:
+    """Per value of ``by`` (a dataset), its runs grouped by the other swept overrides."""
+    return {
+        value: group_runs([run for run in runs if _value(run, by) == value], (*NOT_SWEPT, by))
+        for value in sorted({_value(run, by) for run in runs}, key=_order)
+    }
+
+
+def log_log_slopes(
+    runs: Sequence[Run], key: str, metric: str
+) -> dict[str, tuple[float, float, int]]:
+    """Per group of the overrides other than ``key`` (and seeds), ``(slope, intercept, n)`` of
+    the least-squares line of ``log metric`` on ``log key`` over its runs with positive values."""
+    fits = {}
+    for label, group in group_runs(runs, (*NOT_SWEPT, key)).items():
+        points = [
+            (float(_value(run, key)), float(run.final[metric]))
+            for run in group
+            if is_number(run.final.get(metric)) and run.final[metric] > 0
+        ]
+        xs, ys = np.log([p[0] for p in points]), np.log([p[1] for p in points])
+        if len(set(xs)) >= 2:
+            slope, intercept = np.polyfit(xs, ys, 1)
+            fits[label] = (float(slope), float(intercept), len(points))
+    return fits
+
+
+def format_slopes(fits: Mapping[str, tuple[float, float, int]], key: str, metric: str) -> str:
+    lines = [f"| group | slope of log {metric} on log {key} | runs |", "|---|---|---|"]
+    lines += [f"| {label} | {slope:.3f} | {n} |" for label, (slope, _, n) in fits.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_scatter(
+    runs: Sequence[Run],
+    groups: Mapping[str, list[Run]],
+    keys: Sequence[str],
+    by: str | None,
+    out: Path,
+) -> Path:
+    """Each group's final ``keys[1]`` against ``keys[0]`` (one panel per ``by`` value)."""
+    panels = {f"{by}={v}": m for v, m in panel_groups(runs, by).items()} if by else {"": groups}
+    points = {
+        panel: {
+            label: [(r.final[keys[0]], r.final[keys[1]]) for r in group
+                    if is_number(r.final.get(keys[0])) and is_number(r.final.get(keys[1]))]
+            for label, group in members.items()
+        }
+        for panel, members in panels.items()
+    }  # fmt: skip
+    path = out / f"report_scatter_{_safe(keys[0])}_{_safe(keys[1])}.png"
+    title = f"{keys[1]} vs {keys[0]}: mean ± std over seeds"
+    plot_scatter(points, (keys[0], keys[1]), path, title=title)
+    return path
 
 
 def write_comparison(

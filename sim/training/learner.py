@@ -58,13 +58,16 @@ class MLPLearner:
         init: np.ndarray | None = None,
         device: torch.device | str = "cpu",
     ) -> tuple[ClientModel, float]:
-        """Train on ``(x, y)``; returns the model and the mean minibatch loss of the last epoch."""
+        """Train on ``(x, y)``; returns the model and the mean minibatch loss of the last epoch.
+        ``y``: class labels (n,), or (n, classes) target weights (soft cross-entropy)."""
         build = lambda: self.build(x.shape[1], num_classes)  # noqa: E731
         model = ClientModel(build(), device)
         model.set_flat(init if init is not None else initial_params(build, torch_seed))
         data = ClientData(
             torch.tensor(x, device=model.device),
-            torch.tensor(y, dtype=torch.int64, device=model.device),
+            torch.tensor(
+                y, dtype=torch.int64 if y.ndim == 1 else torch.float32, device=model.device
+            ),
         )
         optimizer = torch.optim.AdamW(
             model.module.parameters(), lr=self.lr, weight_decay=self.weight_decay

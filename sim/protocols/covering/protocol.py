@@ -6,12 +6,14 @@ only whether the point is positive. The strategy (``algorithm=explore_commit``, 
 worker actor that holds only the features and proposes ``query_batch`` points at a time. The
 run ends when every positive has been found or ``budget`` queries are spent. A record every
 ``round_queries`` queries gives the queries made and the positives found; the last adds the
-excess query cost (queries until the last positive was found, minus the number of positives)
-and the area under the coverage curve (:func:`algorithms.covering.coverage_auc`).
+excess query cost (queries until the last positive was found, minus the number of positives;
+also for 90% and 99% of them: one outlying positive can cost most of the pool) and the area
+under the coverage curve (:func:`sim.protocols.covering.metrics.coverage_auc`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,6 +31,11 @@ from sim.protocols.covering.metrics import coverage_auc, excess_query_cost, quer
 from sim.runtime.progress import progress_line
 
 CURVES = ("positives_found",)
+PARTIAL = (0.9, 0.99)  # also report the excess cost of finding these fractions of the positives
+
+
+def as_float(value: int | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def principal_components(x: np.ndarray, dims: int | None) -> np.ndarray:
@@ -226,8 +233,14 @@ class CoveringJob:
                     pool_size=pool_size,
                     covered=float(covered),
                     queries_to_cover=queries_to_cover(found, positives),
-                    excess_query_cost=None if excess is None else float(excess),
+                    excess_query_cost=as_float(excess),
                     excess_fraction=None if excess is None else excess / pool_size,
+                    **{
+                        f"excess_query_cost_{round(100 * f)}": as_float(
+                            excess_query_cost(found, math.ceil(f * positives))
+                        )
+                        for f in PARTIAL
+                    },
                     coverage_auc=coverage_auc(found, positives, pool_size),
                 )
             history.append(record)

@@ -1,0 +1,1 @@
+"""The churn-aware retraining protocol (``protocol=retraining``)."""
