@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim import checks, seeding
+from sim.interfaces.active import lowest_unlabeled
 
 NEAREST_BLOCK = 8192  # pool rows per block of the batched distance computation
 
@@ -61,22 +62,23 @@ def nearest_distances(
 
 def knn_radii(sample: np.ndarray, centres: np.ndarray, k: int) -> np.ndarray:
     """``r_k(c)``: the distance from each centre (a member of ``sample``) to its ``k``-th nearest
-    neighbour in ``sample``, itself excluded; ``k`` beyond the sample's size takes the farthest."""
+    neighbour in ``sample``, itself and its duplicates excluded (distance 0 would make an empty
+    ball); ``k`` beyond the sample's other points takes the farthest; 1 when there is none."""
     squared = squared_norms(centres)[:, None] + squared_norms(sample)[None, :]
-    squared -= 2 * centres.astype(np.float64) @ sample.astype(np.float64).T
+    squared -= 2 * np.asarray(centres, np.float64) @ np.asarray(sample, np.float64).T
     distances = np.sort(np.sqrt(np.maximum(squared, 0.0)), axis=1)
-    return distances[:, min(k, distances.shape[1] - 1)]  # column 0 is the centre itself
+    radii = np.ones(len(centres))
+    for i, row in enumerate(distances):
+        others = row[row > 1e-9 * max(1.0, row[-1])]
+        if len(others):
+            radii[i] = others[min(k, len(others)) - 1]
+    return radii
 
 
 def smallest_unqueried(score: np.ndarray, queried: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` unqueried indices of smallest ``score``, smallest first, ties by index."""
-    candidates = np.flatnonzero(~queried)
-    k = min(k, len(candidates))
-    values = score[candidates]
-    if k < len(candidates):
-        part = np.argpartition(values, k - 1)[:k]
-        candidates, values = candidates[part], values[part]
-    return candidates[np.lexsort((candidates, values))]
+    """The ``k`` (at most: the unqueried count) unqueried indices of smallest ``score``,
+    smallest first, equal scores by index: so a smaller ``k`` gives a prefix of a larger's."""
+    return lowest_unlabeled(score, queried, min(k, int((~queried).sum())))
 
 
 def exploration_size(explore: int, power: float | None, n: int) -> int:
@@ -108,7 +110,8 @@ class Coverer:
         return pending[:k]
 
     def next(self, k: int) -> np.ndarray:
-        """The next ``k`` (fewer only when the pool runs out) distinct unqueried indices."""
+        """The next ``k`` distinct unqueried indices; fewer at the end of the exploration, of a
+        classifier's ranking, or of the pool."""
         if self.exploring:
             left = self.explore - int(self.queried.sum())
             return self.uniform(min(k, left) if left > 0 else k)
@@ -149,7 +152,7 @@ class NearestCoverer(Coverer):
             scale = None
             if not self.adaptive:
                 sample = np.flatnonzero(self.queried)
-                scale = np.maximum(knn_radii(self.x[sample], self.x[centres], self.k), 1e-12)
+                scale = knn_radii(self.x[sample], self.x[centres], self.k)
             self.score = nearest_distances(self.x, self.x_norms, self.x[centres], scale)
         return smallest_unqueried(self.score, self.queried, k)
 
@@ -222,8 +225,11 @@ class ClassifierCoverer(Coverer):
 
     def retrain(self) -> np.ndarray:
         """Fit the classifier on every label so far; rank the unlabeled by P(positive)."""
+        import torch
+
         from sim.training.learner import MLPLearner, expose  # torch: only when asked
 
+        torch.set_num_threads(1)  # the same numbers whatever the worker's CPUs (resume replays)
         s = self.settings
         learner = MLPLearner(s.width, s.depth, s.epochs, s.batch_size, s.lr)
         labeled = np.flatnonzero(self.queried)

@@ -78,9 +78,12 @@ def test_explore_commit_asks_only_exploration_misses():
     first = int(np.flatnonzero(positive[order])[0])
     assert excess_query_cost(found, 5) == first
     np.testing.assert_array_equal(queries[: first + 1], order[: first + 1])
-    start = x[queries[first], 0]  # then outward from the first positive, nearest first
-    gaps = [np.abs(x[queries[first + 1 :], 0] - c).min() for c in [start]]
-    assert gaps[0] == pytest.approx(0.1) and found[first:].all()
+    assert found[first:].all()  # then only positives, each the nearest to those found so far
+    for step in range(first + 1, len(queries)):
+        known = x[queries[:step]][found[:step]]
+        rest = np.setdiff1d(np.arange(len(x)), queries[:step])
+        gaps = np.linalg.norm(x[rest][:, None] - known[None], axis=2).min(axis=1)
+        assert np.linalg.norm(x[queries[step]] - known, axis=1).min() == pytest.approx(gaps.min())
 
 
 def test_offline_cover_orders_by_scaled_distance_after_its_sample():
@@ -95,6 +98,31 @@ def test_offline_cover_orders_by_scaled_distance_after_its_sample():
     rest = np.setdiff1d(np.arange(40), sample)
     expected = rest[np.lexsort((rest, score[rest]))]
     np.testing.assert_array_equal(queries[10:], expected[: len(queries) - 10])
+
+
+def test_offline_cover_queries_the_balls_of_its_sample_in_2d():
+    """A 2-d pool with a known answer. The sample's positives sit at (0,0) (twice), (1,0) and
+    (0,1); with k = 2 (the centre and its duplicates excluded) each has radius 1. Of the four
+    points left, (0,0.9) is 0.1 radii from (0,1) and (0.5,0) 0.5 radii from (0,0): both inside
+    the balls, both positive, asked first; then (0,-1.5) at 1.5 radii and (3,0) at 2."""
+    grid = [(x, y) for x in range(-4, 5, 4) for y in range(-4, 5, 4) if (x, y) != (0, 0)]
+    sample = [(0, 0), (0, 0), (1, 0), (0, 1), *grid]  # 4 positives, 8 negatives 4 apart
+    rest = [(3, 0), (0, 0.9), (0, -1.5), (0.5, 0)]
+    x = np.array(sample + rest, np.float32)
+    positive = np.zeros(len(x), bool)
+    positive[[0, 1, 2, 3, len(sample) + 1, len(sample) + 3]] = True
+    state = OfflineCover(explore=len(sample), k=2).start(x, 0)
+    drawn = np.arange(len(sample))  # the sample, as if the uniform draw had picked it
+    state.observe(drawn, positive[drawn])
+    np.testing.assert_allclose(knn_radii(x[drawn], x[[0, 2, 3]], 2), [1.0, 1.0, 1.0])
+    order = state.next(4)
+    np.testing.assert_array_equal(order, len(sample) + np.array([1, 3, 2, 0]))
+
+
+def test_knn_radius_ignores_duplicates():
+    sample = np.array([[0.0], [0.0], [0.0], [2.0], [5.0]])
+    np.testing.assert_allclose(knn_radii(sample, sample[:1], 1), [2.0])  # not 0
+    np.testing.assert_allclose(knn_radii(sample[:3], sample[:1], 1), [1.0])  # only duplicates
 
 
 def test_random_cover_is_the_seeded_permutation():
@@ -170,7 +198,8 @@ def test_protocol_matches_the_strategy_in_process(ray_session, tmp_path):
 
 
 def test_resume_with_a_larger_budget_continues_the_same_run(ray_session, tmp_path):
-    extra = ["algorithm=offline_cover", "protocol.query_batch=5", "protocol.oracles=2"]
+    # adaptive, a batch that divides the budget, and a round grid that does not
+    extra = ["algorithm=explore_commit", "protocol.query_batch=5", "protocol.oracles=2"]
     whole = run(tmp_path, *extra, name="whole")
     cut = run(tmp_path, *extra, "protocol.budget=700", name="cut")
     assert cut.history[-1]["covered"] == 0.0 and cut.history[-1]["queries"] == 700

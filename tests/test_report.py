@@ -9,9 +9,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from sim.reporting.plotting import plot_curves, plot_groups
+from sim.reporting.plotting import mean_band, plot_curves, plot_groups
 from sim.reporting.report import (
     Run,
     Stat,
@@ -20,6 +21,7 @@ from sim.reporting.report import (
     format_table,
     group_runs,
     load_runs,
+    log_log_slopes,
     main,
     steps_to_match,
     summarize,
@@ -310,3 +312,44 @@ def test_main_reports_step_based_runs_with_match(tmp_path: Path) -> None:
     assert "| algorithm=salt | 0.7 ± 0 (1) | 20 | 0.67 |" in matched
     table = (tmp_path / "report.md").read_text()
     assert "validation_loss@20" in table and "steps_to_1" in table
+
+
+def test_log_log_slopes_recover_known_rates(tmp_path: Path) -> None:
+    """Runs whose final cost is c * n^rate, per algorithm: the fit returns each rate."""
+    job = 0
+    for algorithm, rate in (("fast", 0.5), ("slow", 2 / 3)):
+        for n in (1000, 4000, 16000):
+            for seed in (0, 1):
+                cost = 3.0 * n**rate * (1.05 if seed else 0.95)  # noise cancels in the fit
+                overrides = [f"algorithm={algorithm}", f"protocol.pool_size={n}", f"seed={seed}"]
+                write_run(tmp_path / str(job), overrides, {"test_accuracy": 0.5, "cost": cost})
+                job += 1
+    fits = log_log_slopes(load_runs([tmp_path]), "protocol.pool_size", "cost")
+    assert fits.keys() == {"algorithm=fast", "algorithm=slow"}
+    assert fits["algorithm=fast"][0] == pytest.approx(0.5)
+    assert fits["algorithm=slow"][0] == pytest.approx(2 / 3)
+    assert fits["algorithm=fast"][2] == 6
+
+
+def test_main_scatter_and_panels_by_dataset(multirun: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    lr = "algorithm.client_lr"
+    scatter = ["--scatter", "test_loss,test_accuracy", "--slope", f"{lr}:test_loss"]
+    code = main([str(multirun), "--out", str(out), "--by", lr, *scatter])
+    assert code == 0
+    assert (out / "report_scatter_test_loss_test_accuracy.png").stat().st_size > 0
+    assert (out / "report_test_accuracy_by_algorithm.client_lr.png").stat().st_size > 0
+    assert "slope of log test_loss" in (out / "report_slope.md").read_text()
+    with pytest.raises(SystemExit):
+        main([str(multirun), "--scatter", "test_loss"])
+
+
+def test_mean_band_interpolates_and_holds_finished_runs() -> None:
+    early = [{"q": 10, "c": 0.5}, {"q": 20, "c": 1.0}]  # finished at 20
+    late = [{"q": 15, "c": 0.5}, {"q": 30, "c": 1.0}]
+    grid, mean, _ = mean_band([early, late], "c", "q", hold=True)
+    np.testing.assert_allclose(grid, [10, 15, 20, 30])
+    # at 10 only `early`; at 15: 0.75 and 0.5; at 20: 1.0 and 0.5 + 0.5 * 5/15; at 30: held 1.0
+    np.testing.assert_allclose(mean, [0.5, 0.625, (1.0 + 0.5 + 0.5 / 3) / 2, 1.0])
+    _, dropped, _ = mean_band([early, late], "c", "q")
+    assert dropped[-1] == 1.0 and dropped[2] == pytest.approx((1.0 + 0.5 + 0.5 / 3) / 2)

@@ -14,7 +14,8 @@ class CoveringState(Protocol):
     run is replayed exactly from its query log (resume)."""
 
     def next(self, k: int) -> np.ndarray:
-        """Up to ``k`` distinct unqueried pool indices (fewer only when the pool runs out)."""
+        """Up to ``k`` distinct unqueried pool indices (a short batch is allowed; an empty one
+        while the budget lasts is an error)."""
         ...
 
     def observe(self, indices: np.ndarray, positive: np.ndarray) -> None:

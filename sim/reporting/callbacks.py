@@ -45,6 +45,7 @@ class MultirunReport(Callback):
         match: str | None = None,
         scatter: str | None = None,
         slope: str | None = None,
+        hold: bool = False,
     ) -> None:
         self.arguments = ["--metric", metric, "--at-rounds", at_rounds, "--x", x]
         if match is not None:
@@ -59,6 +60,8 @@ class MultirunReport(Callback):
             self.arguments += ["--scatter", scatter]
         if slope is not None:
             self.arguments += ["--slope", slope]
+        if hold:
+            self.arguments.append("--hold")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         print(f"\nreport of {config.hydra.sweep.dir}:")

@@ -58,13 +58,14 @@ def plot_groups(
     path: str | os.PathLike[str],
     title: str | None = None,
     x: str = "round",
+    hold: bool = False,
 ) -> None:
     """Write one PNG of ``key`` vs ``x``: per group, the mean over its histories ± one std band.
 
     ``groups`` maps a label to one history per seed. At each x the mean and population std
     (ddof=0) are taken over the histories that record ``key`` there.
     """
-    plot_panels({"": groups}, key, path, title, x)
+    plot_panels({"": groups}, key, path, title, x, hold)
 
 
 def plot_panels(
@@ -73,6 +74,7 @@ def plot_panels(
     path: str | os.PathLike[str],
     title: str | None = None,
     x: str = "round",
+    hold: bool = False,
 ) -> None:
     """Like :func:`plot_groups`, one subplot per panel (``panels`` maps a panel title to its
     groups); a group keeps its colour across panels."""
@@ -81,7 +83,7 @@ def plot_panels(
     labels = list(dict.fromkeys(label for groups in panels.values() for label in groups))
     colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     for ax, (panel, groups) in zip(axes, panels.items(), strict=True):
-        if not _draw_groups(ax, groups, key, x, colours):
+        if not _draw_groups(ax, groups, key, x, colours, hold):
             _no_data(ax, f"no {key} recorded")
             continue
         ax.set(xlabel=x, ylabel=key, title=panel or None)
@@ -126,27 +128,45 @@ def plot_scatter(
     _save(fig, path, title)
 
 
+def mean_band(
+    histories: Sequence[Sequence[Mapping]], key: str, x: str = "round", hold: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(grid, mean, std)`` of ``key`` over ``histories``. Histories recorded at different x are
+    interpolated on the union of their x, within each one's range; past its end a history holds
+    its last value when ``hold`` (a cumulative metric of a run that finished), else drops out."""
+    curves = [series(history, key, x) for history in histories]
+    curves = [(xs, values) for xs, values in curves if len(xs)]
+    if not curves:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    grid = np.unique(np.concatenate([xs for xs, _ in curves]))
+    stack = np.full((len(curves), len(grid)), np.nan)
+    for row, (xs, values) in zip(stack, curves, strict=True):
+        order = np.argsort(xs, kind="stable")
+        xs, values = xs[order], values[order]
+        inside = (grid >= xs[0]) & (grid <= xs[-1])
+        row[inside] = np.interp(grid[inside], xs, values)
+        if hold:
+            row[grid > xs[-1]] = values[-1]
+    return grid, np.nanmean(stack, axis=0), np.nanstd(stack, axis=0)
+
+
 def _draw_groups(
     ax: Axes,
     groups: Mapping[str, Sequence[Sequence[Mapping]]],
     key: str,
     x: str,
     colours: Mapping[str, str],
+    hold: bool = False,
 ) -> bool:
-    """Mean ± std line per group on ``ax``; False if no group records ``key``."""
+    """Mean ± std line per group on ``ax`` (:func:`mean_band`); False if no group records
+    ``key``."""
     plotted = False
     for label, histories in groups.items():
-        by_x: dict[float, list[float]] = {}
-        for history in histories:
-            for at, value in zip(*series(history, key, x), strict=True):
-                by_x.setdefault(at, []).append(value)
-        if not by_x:
+        grid, mean, std = mean_band(histories, key, x, hold)
+        if not len(grid):
             continue
-        xs = np.array(sorted(by_x))
-        mean = np.array([np.mean(by_x[v]) for v in xs])
-        std = np.array([np.std(by_x[v]) for v in xs])
-        ax.plot(xs, mean, color=colours[label], label=f"{label} (n={len(histories)})")
-        ax.fill_between(xs, mean - std, mean + std, color=colours[label], alpha=0.12)
+        ax.plot(grid, mean, color=colours[label], label=f"{label} (n={len(histories)})")
+        ax.fill_between(grid, mean - std, mean + std, color=colours[label], alpha=0.12)
         plotted = True
     return plotted
 

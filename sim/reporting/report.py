@@ -266,6 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--x", default="round", help="x axis of the curves (e.g. labels)")
     parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="in the curves, a run that ended early holds its last value (e.g. coverage)",
+    )
+    parser.add_argument(
         "--compare",
         metavar="KEY=BASELINE",
         help="win/tie/loss of BASELINE against the other values of KEY (e.g. algorithm=margin), "
@@ -335,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs[2],
         title=f"{args.metric}: mean ± std over seeds",
         x=args.x,
+        hold=args.hold,
     )
     if args.match:
         if args.match not in groups:
@@ -361,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for value, members in panel_groups(runs, args.by).items()
         }
         title = f"{args.metric}: mean ± std over seeds"
-        plot_panels(panels, args.metric, outputs[-1], title=title, x=args.x)
+        plot_panels(panels, args.metric, outputs[-1], title=title, x=args.x, hold=args.hold)
     if args.slope:
         key, metric = args.slope.split(":", 1)
         text = format_slopes(log_log_slopes(runs, key, metric), key, metric)
@@ -384,9 +390,10 @@ def panel_groups(runs: Sequence[Run], by: str) -> dict[str, dict[str, list[Run]]
 
 def log_log_slopes(
     runs: Sequence[Run], key: str, metric: str
-) -> dict[str, tuple[float, float, int]]:
-    """Per group of the overrides other than ``key`` (and seeds), ``(slope, intercept, n)`` of
-    the least-squares line of ``log metric`` on ``log key`` over its runs with positive values."""
+) -> dict[str, tuple[float, float, int, int]]:
+    """Per group of the overrides other than ``key`` (and seeds), ``(slope, intercept, n,
+    left out)`` of the least-squares line of ``log metric`` on ``log key`` over its runs with a
+    positive value (the runs without one, e.g. a cost of 0 or none, are counted, not fitted)."""
     fits = {}
     for label, group in group_runs(runs, (*NOT_SWEPT, key)).items():
         points = [
@@ -397,13 +404,18 @@ def log_log_slopes(
         xs, ys = np.log([p[0] for p in points]), np.log([p[1] for p in points])
         if len(set(xs)) >= 2:
             slope, intercept = np.polyfit(xs, ys, 1)
-            fits[label] = (float(slope), float(intercept), len(points))
+            fits[label] = (float(slope), float(intercept), len(points), len(group) - len(points))
     return fits
 
 
-def format_slopes(fits: Mapping[str, tuple[float, float, int]], key: str, metric: str) -> str:
-    lines = [f"| group | slope of log {metric} on log {key} | runs |", "|---|---|---|"]
-    lines += [f"| {label} | {slope:.3f} | {n} |" for label, (slope, _, n) in fits.items()]
+def format_slopes(fits: Mapping[str, tuple[float, float, int, int]], key: str, metric: str) -> str:
+    lines = [
+        f"| group | slope of log {metric} on log {key} | runs fitted | left out (no value > 0) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {label} | {slope:.3f} | {n} | {out} |" for label, (slope, _, n, out) in fits.items()
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -104,8 +104,12 @@ class CoveringWorker:
 class Covering:
     """Find every point of ``positive_class`` in the pool: ``query_batch`` queries per step,
     a record every ``round_queries`` queries, at most ``budget`` queries (None: the pool's size).
-    ``pca_dims``: the strategies see the pool projected on that many principal axes (None: the
-    features as they are). ``oracles`` annotator actors share the requests."""
+    ``pca_dims``: the strategies see the pool projected on that many principal axes (None, or a
+    pool with no more features: as they are). ``oracles`` annotator actors share the requests.
+    Records fall on the first step past each multiple of ``round_queries`` (a step is never cut
+    to fit a round, so the rounds do not change the run). A run stopped by its budget resumes
+    with a larger one as the same run when the budget is a multiple of ``query_batch`` (else its
+    last step was cut short, which an adaptive strategy sees)."""
 
     resumable: ClassVar[tuple[str, ...]] = ("budget",)
 
@@ -211,7 +215,10 @@ class CoveringJob:
                 k = min(settings.query_batch, budget - len(queries))  # rounds only report
                 indices = ray.get(worker.step.remote(last_indices, last_found, k))
                 if len(indices) == 0:
-                    break
+                    raise CohortError(
+                        f"algorithm {type(self.algorithm).__name__}: proposed no point with "
+                        f"{pool_size - len(queries)} unqueried and budget left"
+                    )
                 answers = desk.label(indices)
                 last_indices, last_found = indices, answers == settings.positive_class
                 queries = np.concatenate([queries, indices])
