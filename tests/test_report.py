@@ -340,6 +340,7 @@ def test_main_scatter_and_panels_by_dataset(multirun: Path, tmp_path: Path) -> N
     assert (out / "report_scatter_test_loss_test_accuracy.png").stat().st_size > 0
     assert (out / "report_test_accuracy_by_algorithm.client_lr.png").stat().st_size > 0
     assert "slope of log test_loss" in (out / "report_slope.md").read_text()
+    assert (out / "report_slope.png").stat().st_size > 0
     with pytest.raises(SystemExit):
         main([str(multirun), "--scatter", "test_loss"])
 

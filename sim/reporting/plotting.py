@@ -81,7 +81,7 @@ def plot_panels(
     fig = Figure(figsize=(6.5 * len(panels) if len(panels) > 1 else 6.5, 4.0), layout="constrained")
     axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
     labels = list(dict.fromkeys(label for groups in panels.values() for label in groups))
-    colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    colours = label_colours(labels)
     for ax, (panel, groups) in zip(axes, panels.items(), strict=True):
         if not _draw_groups(ax, groups, key, x, colours, hold):
             _no_data(ax, f"no {key} recorded")
@@ -103,7 +103,7 @@ def plot_scatter(
     fig = Figure(figsize=(6.5 * max(len(panels), 1), 4.5), layout="constrained")
     axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
     labels = list(dict.fromkeys(label for groups in panels.values() for label in groups))
-    colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    colours = label_colours(labels)
     markers = "osD^v<>ph*"
     for ax, (panel, groups) in zip(axes, panels.items(), strict=True):
         for i, (label, points) in enumerate(groups.items()):
@@ -126,6 +126,32 @@ def plot_scatter(
         ax.grid(alpha=0.3)
         ax.legend(fontsize="xx-small")
     _save(fig, path, title)
+
+
+def plot_log_log(
+    points: Mapping[str, Sequence[tuple[float, object]]],
+    fits: Mapping[str, tuple[float, float, int, int]],
+    keys: tuple[str, str],
+    path: str | os.PathLike[str],
+) -> None:
+    """Each group's runs as ``(x, y)`` points on log-log axes with its fitted line
+    ``log y = slope log x + intercept`` (``fits``); non-positive or missing y are left out."""
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for i, (label, pairs) in enumerate(points.items()):
+        xy = np.array([(x, y) for x, y in pairs if is_number(y) and y > 0], dtype=float)
+        if not len(xy):
+            continue
+        ax.scatter(xy[:, 0], xy[:, 1], s=10, color=f"C{i % 10}", alpha=0.6)
+        if label in fits:
+            slope, intercept = fits[label][:2]
+            xs = np.array([xy[:, 0].min(), xy[:, 0].max()])
+            ax.plot(xs, np.exp(intercept) * xs**slope, color=f"C{i % 10}",
+                    label=f"{label}: slope {slope:.3f}")  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel=keys[0], ylabel=keys[1])
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="x-small")
+    _save(fig, path, f"{keys[1]} vs {keys[0]} (log-log)")
 
 
 def mean_band(
@@ -169,6 +195,19 @@ def _draw_groups(
         ax.fill_between(grid, mean - std, mean + std, color=colours[label], alpha=0.12)
         plotted = True
     return plotted
+
+
+def label_colours(labels: Sequence[str]) -> dict[str, object]:
+    """A colour per label: the default cycle up to 10 labels, then tab20 (20 distinct), then
+    evenly spaced hues of turbo."""
+    from matplotlib import colormaps
+
+    if len(labels) <= 10:
+        return {label: f"C{i}" for i, label in enumerate(labels)}
+    if len(labels) <= 20:
+        return {label: colormaps["tab20"](i) for i, label in enumerate(labels)}
+    cmap = colormaps["turbo"]
+    return {label: cmap(i / (len(labels) - 1)) for i, label in enumerate(labels)}
 
 
 def is_number(value: object) -> bool:

@@ -26,7 +26,14 @@ import numpy as np
 
 from sim.errors import CohortError
 from sim.reporting.compare import area_under_curve, compare, format_comparison
-from sim.reporting.plotting import is_number, plot_groups, plot_panels, plot_scatter, series
+from sim.reporting.plotting import (
+    is_number,
+    plot_groups,
+    plot_log_log,
+    plot_panels,
+    plot_scatter,
+    series,
+)
 from sim.runtime.outputs import METRICS, SUMMARY
 
 STD_NOTE = "± is the population std (ddof=0) over runs; (n) is the number of runs."
@@ -370,10 +377,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot_panels(panels, args.metric, outputs[-1], title=title, x=args.x, hold=args.hold)
     if args.slope:
         key, metric = args.slope.split(":", 1)
-        text = format_slopes(log_log_slopes(runs, key, metric), key, metric)
+        fits = log_log_slopes(runs, key, metric)
+        text = format_slopes(fits, key, metric)
         print("\n" + text)
-        outputs.append(out / "report_slope.md")
-        outputs[-1].write_text(text)
+        outputs += [out / "report_slope.md", out / "report_slope.png"]
+        outputs[-2].write_text(text)
+        points = {
+            label: [(float(_value(r, key)), r.final.get(metric)) for r in group]
+            for label, group in group_runs(runs, (*NOT_SWEPT, key)).items()
+        }
+        plot_log_log(points, fits, (key, metric), outputs[-1])
     if args.scatter:
         outputs.append(write_scatter(runs, groups, args.scatter.split(","), args.by, out))
     print(f"\n{len(runs)} runs in {len(groups)} groups; wrote " + ", ".join(map(str, outputs)))
