@@ -95,6 +95,7 @@ def kill_the_teacher_once_running(metrics: Path, killed: list[str]) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow  # about 35 s: in `pytest -m slow` (the suite's 15-minute budget)
 def test_two_workers_agree_with_one_even_when_the_teacher_dies(baseline, lm_cache, tmp_path):
     # Two Ray Train workers at the same global batch give the one-worker curve (to float
     # rounding), although the teacher is killed after the first evaluation, while every
@@ -113,6 +114,7 @@ def test_two_workers_agree_with_one_even_when_the_teacher_dies(baseline, lm_cach
     np.testing.assert_allclose([v for _, v in one], [v for _, v in two], rtol=1e-4)
 
 
+@pytest.mark.slow  # about 75 s: in `pytest -m slow`; test_resume.py kills and resumes in the suite
 def test_resume_after_sigkill_gives_the_same_curve(ray_session, lm_cache, tmp_path):
     common = [*tiny(lm_cache), "protocol.steps=40"]
     run_dir = tmp_path / "killed"
