@@ -37,6 +37,7 @@ def test_a_round_is_local_sgd_on_the_pooled_data(ray_session, tmp_path):
     assert summary["config"]["protocol"]["_target_"].endswith("Centralized")
 
 
+@pytest.mark.slow  # about 28 s: in `pytest -m slow`; test_resume.py resumes the round loop
 def test_resume_continues_exactly(ray_session, tmp_path):
     common = ["protocol=centralized", "protocol.eval_every=2", *QUIET]
     whole = sim.run([*common, "protocol.rounds=4", f"output_dir={tmp_path / 'whole'}"])

@@ -40,7 +40,13 @@ def test_default_run_learns_and_writes_its_outputs(ray_session, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "extra", [[], ["algorithm.server_momentum=0.9", "algorithm.local_epochs=2"]]
+    "extra",
+    [
+        [],
+        pytest.param(  # about 25 s: in `pytest -m slow` (the suite's 15-minute budget)
+            ["algorithm.server_momentum=0.9", "algorithm.local_epochs=2"], marks=pytest.mark.slow
+        ),
+    ],
 )
 def test_same_numbers_with_one_and_two_workers(ray_session, tmp_path, extra):
     common = [
