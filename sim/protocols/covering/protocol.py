@@ -211,7 +211,8 @@ class CoveringJob:
             round_index += 1
             tick = time.perf_counter()
             target = min(budget, round_index * settings.round_queries)
-            while len(queries) < target and found.sum() < positives:
+            hits = int(found.sum())  # kept up to date per step, not re-summed
+            while len(queries) < target and hits < positives:
                 k = min(settings.query_batch, budget - len(queries))  # rounds only report
                 indices = ray.get(worker.step.remote(last_indices, last_found, k))
                 if len(indices) == 0:
@@ -224,13 +225,14 @@ class CoveringJob:
                 queries = np.concatenate([queries, indices])
                 found = np.concatenate([found, last_found])
                 sizes = np.append(sizes, len(indices))
-            covered = int(found.sum()) == positives
+                hits += int(last_found.sum())
+            covered = hits == positives
             done = covered or len(queries) >= budget
             record: dict[str, Any] = {
                 "round": round_index,
                 "queries": len(queries),
-                "positives_found": float(found.sum()),
-                "coverage": float(found.sum() / positives),
+                "positives_found": float(hits),
+                "coverage": hits / positives,
                 "round_time_s": time.perf_counter() - tick,
             }
             if done:
@@ -259,5 +261,5 @@ class CoveringJob:
                 context.save(arrays, round_index, history)
             if done:
                 what = "all" if covered else "budget spent;"
-                steps = f"{len(queries)} queries ({what} {int(found.sum())}/{positives} found)"
+                steps = f"{len(queries)} queries ({what} {hits}/{positives} found)"
                 return Outcome(queries, history, CURVES, "queries", steps)
