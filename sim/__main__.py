@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sim.errors import CohortError
+from sim.reporting.callbacks import OutputFolder
 from sim.runtime.config import CONF_DIR, register_schemas
 from sim.runtime.run import run_config
 
@@ -18,13 +20,13 @@ register_schemas()
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
 def app(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
+    folder = Path(cfg.output_dir or hydra_cfg.runtime.output_dir)
     try:
-        run_config(
-            cfg,
-            overrides=list(hydra_cfg.overrides.task),
-            output_dir=cfg.output_dir or hydra_cfg.runtime.output_dir,
-        )
+        run_config(cfg, overrides=list(hydra_cfg.overrides.task), output_dir=str(folder))
     except CohortError as error:
+        made = folder.resolve() in OutputFolder.made
+        if made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # the empty folder Hydra made for this refused run
         print(f"cohort: error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -88,5 +88,8 @@ class RunProtocol(Protocol):
     """A protocol plug-in (see the module docstring)."""
 
     resumable: ClassVar[tuple[str, ...]]  # its fields that a resumed run may change
+    # The cluster roles (``cluster.<role>`` resources) whose actors and tasks it places; the
+    # runtime checks that some node can hold each before the job runs (default: every role).
+    roles: ClassVar[tuple[str, ...]]
 
     def prepare(self, setup: Setup) -> Job: ...

@@ -1,16 +1,46 @@
-"""Hydra callbacks: one Ray for all the jobs of a multirun, and its report at the end."""
+"""Hydra callbacks: the output folder checked before Hydra creates it, one Ray for all the jobs
+of a multirun, and its report at the end."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import ray
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from sim.errors import CohortError
 from sim.reporting.report import main as report_main
 from sim.runtime.config import ClusterConfig
+from sim.runtime.outputs import check_creatable
 from sim.runtime.session import start_ray
+
+
+class OutputFolder(Callback):
+    """Checks that the run's (or the sweep's) folder can be created and written before Hydra
+    creates it: a one-line error and exit status 2 instead of Hydra's traceback. ``made``: the
+    run folders that did not exist before (Hydra makes them), which a refused run removes."""
+
+    made: set[Path] = set()
+
+    @staticmethod
+    def _check(folder: str) -> None:
+        try:
+            check_creatable(Path(folder).resolve())
+        except CohortError as error:
+            print(f"cohort: error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir)
+        folder = Path(config.hydra.run.dir).resolve()
+        if not folder.exists():
+            OutputFolder.made.add(folder)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir)
 
 
 class SharedRay(Callback):

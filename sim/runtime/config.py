@@ -10,6 +10,8 @@ with the field's name and the run's recorded config holds every value.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sim import checks
 from sim.errors import ConfigError
 
 # The shipped configs: ``sim/conf`` (a link to the checkout's top-level ``conf/``; a copy in an
@@ -53,7 +56,9 @@ class ClusterConfig:
     num_cpus: int | None = None  # local only; None = this machine's count
     num_gpus: int | None = None  # local only; logical GPUs (scheduling tests on CPU)
     dashboard: bool = False
-    connect_timeout_s: float = 5.0
+    connect_timeout_s: float = 5.0  # remote: how long the cluster may take to answer
+    start_timeout_s: float = 180.0  # how long starting or joining Ray may take in all
+    placement_timeout_s: float = 300.0  # how long an actor may wait for its resources and start
     num_workers: int | None = None  # None = as many as the resources allow
     worker: ResourceSpec = field(default_factory=ResourceSpec)  # client workers, trainers
     server: ResourceSpec = field(default_factory=lambda: ResourceSpec(num_cpus=0.0))
@@ -87,6 +92,12 @@ def register_schemas(conf_dir: Path = CONF_DIR) -> None:
     other groups' fields) names it under ``<group>._target_`` and starts from
     ``- /schema/<group>@<group>: <name>``. A target that cannot be imported gets no schema: the
     run that uses it reports the import error (:func:`build_component`)."""
+    # The default run and sweep folders end in the process id (conf/config.yaml): unique among
+    # the runs of one machine; the run folder is output_dir when one is given.
+    OmegaConf.register_new_resolver("cohort_pid", os.getpid, replace=True)
+    OmegaConf.register_new_resolver(
+        "cohort_or", lambda value, default: default if value is None else value, replace=True
+    )
     store = ConfigStore.instance()
     store.store(name="base_config", node=RunConfig)
     for group in PLUGINS:
@@ -114,10 +125,21 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"cluster.num_workers: must be >= 1 or null (got {cfg.cluster.num_workers})"
         )
+    cluster = OmegaConf.to_object(cfg.cluster)
+    try:
+        checks.finite_fields(cluster)
+        checks.at_least(cluster, 1, "num_cpus", optional=True)
+        checks.at_least(cluster, 0, "num_gpus", optional=True)
+        checks.positive(cluster, "connect_timeout_s", "start_timeout_s", "placement_timeout_s")
+    except ValueError as error:
+        raise ConfigError(f"cluster.{error}") from None
     for role in ROLES:
         spec = cfg.cluster[role]
         if not (spec.num_cpus >= 0 and spec.num_gpus >= 0):
             raise ConfigError(f"cluster.{role}: num_cpus and num_gpus must be >= 0")
+        for name, amount in spec.resources.items():
+            if not (isinstance(amount, (int, float)) and math.isfinite(amount) and amount >= 0):
+                raise ConfigError(f"cluster.{role}.resources.{name}: must be >= 0 (got {amount})")
 
 
 def build_component(group: str, node: Any) -> Any:
@@ -135,7 +157,9 @@ def build_component(group: str, node: Any) -> Any:
         raise ConfigError(f"{group}._target_: cannot import {target!r} ({error})") from None
     values = OmegaConf.masked_copy(node, [k for k in node if k != "_target_"])
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
+        component = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
+        checks.finite_fields(component)
+        return component
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None) or getattr(error, "key", None) or "?"
         raise ConfigError(f"{group}.{key}: {str(error).splitlines()[0]}") from None

@@ -21,6 +21,7 @@ from sim.interfaces.protocol import Setup
 from sim.runtime.config import (
     COMPONENTS,
     CONF_DIR,
+    ROLES,
     ClusterConfig,
     build_component,
     check_run_config,
@@ -29,6 +30,7 @@ from sim.runtime.config import (
 )
 from sim.runtime.outputs import RunDirectory
 from sim.runtime.session import ray_session, remote_address
+from sim.runtime.workers import check_roles
 
 
 @dataclass
@@ -101,33 +103,44 @@ def run_config(
     run_dir = RunDirectory(
         output_dir or cfg.output_dir or _default_output_dir(cfg.name), cfg.resume
     )
-    resumable = [f"protocol.{key}" for key in protocol.resumable]
-    start = run_dir.read_checkpoint(config, resumable) if cfg.resume else None
-    job = protocol.prepare(Setup(components, cfg.seed, start))
-    cluster = OmegaConf.to_object(cfg.cluster)
-    if cluster.mode == "remote" and not ray.is_initialized():
-        remote_address(cluster)
-    with ray_session(cluster):
-        outcome = job.run(Context(cfg.seed, cluster, run_dir, config, cfg.progress))
+    try:  # the run directory is claimed from here on: release it whatever happens
+        resumable = [f"protocol.{key}" for key in protocol.resumable]
+        start = run_dir.read_checkpoint(config, resumable) if cfg.resume else None
+        if cfg.resume and start is None and cfg.progress:
+            print(f"resume: {run_dir.path} has no checkpoint yet; the run starts again", flush=True)
+        job = protocol.prepare(Setup(components, cfg.seed, start))
+        cluster = OmegaConf.to_object(cfg.cluster)
+        if cluster.mode == "remote" and not ray.is_initialized():
+            remote_address(cluster)
+        with ray_session(cluster):
+            if cluster.mode == "local":  # a remote cluster may scale up: the placement timeout acts
+                check_roles(cluster, getattr(protocol, "roles", ROLES))
+            outcome = job.run(Context(cfg.seed, cluster, run_dir, config, cfg.progress))
+        history = outcome.history
+        wall_time = time.perf_counter() - start_time
+        final = {
+            k: v for k, v in history[-1].items() if isinstance(v, float) and not k.endswith("_s")
+        }
+        summary = {
+            "config": config,
+            "overrides": list(overrides),
+            "final": final,
+            "rounds": len(history),
+            "wall_time_s": wall_time,
+            "params_sha256": hashlib.sha256(outcome.params.tobytes()).hexdigest(),
+            **outcome.summary,
+        }
+        run_dir.write_summary(summary)
+        from sim.reporting.plotting import plot_curves  # matplotlib: only once there is a plot
 
-    history = outcome.history
-    wall_time = time.perf_counter() - start_time
-    final = {k: v for k, v in history[-1].items() if isinstance(v, float) and not k.endswith("_s")}
-    summary = {
-        "config": config,
-        "overrides": list(overrides),
-        "final": final,
-        "rounds": len(history),
-        "wall_time_s": wall_time,
-        "params_sha256": hashlib.sha256(outcome.params.tobytes()).hexdigest(),
-        **outcome.summary,
-    }
-    run_dir.write_summary(summary)
-    from sim.reporting.plotting import plot_curves  # matplotlib: only once there is a plot
-
-    plot_curves(history, run_dir.path / "curves.png", outcome.curves, title=cfg.name, x=outcome.x)
+        plot_curves(
+            history, run_dir.path / "curves.png", outcome.curves, title=cfg.name, x=outcome.x
+        )
+    finally:
+        run_dir.release()
     if cfg.progress:
         shown = ", ".join(f"{k} {final[k]:.4f}" for k in outcome.curves if k in final)
         steps = outcome.steps or f"{len(history)} rounds"
-        print(f"done: {steps} in {wall_time:.1f} s; {shown}; outputs in {run_dir.path}", flush=True)
+        shown = f"; {shown}" if shown else ""
+        print(f"done: {steps} in {wall_time:.1f} s{shown}; outputs in {run_dir.path}", flush=True)
     return Result(config, history, final, run_dir.path, outcome.params, wall_time)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -21,6 +24,12 @@ QUIET_LOGGERS = {
     "ray.train.v2._internal.execution.controller.placement_group_cleaner": logging.ERROR,
 }
 WORKER_SETUP = {"worker_process_setup_hook": "sim.runtime.session.quiet_worker_logs"}
+# Ray warns at every local start that it turned on token authentication (its default, kept:
+# the token is in ~/.ray/auth_token); the README says so once instead.
+TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+# The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, the Ray
+# Client server) answers with its own SETTINGS frame at once.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
 def quiet_worker_logs() -> None:
@@ -30,17 +39,45 @@ def quiet_worker_logs() -> None:
 
 
 def _check_reachable(address: str, timeout_s: float) -> None:
+    """Fail within about ``timeout_s`` unless a gRPC server (a Ray cluster) answers at
+    ``address``: a port that accepts TCP but does not speak HTTP/2 would keep ``ray.init``
+    retrying for minutes, deaf to SIGTERM. (With ``RAY_USE_TLS`` the handshake is TLS's: only
+    the connection is checked.)"""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"cluster.address: expected host:port (got {address!r})")
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            pass
+        connection = socket.create_connection((host, int(port)), timeout=timeout_s)
     except OSError as error:
         raise CohortError(
             f"cluster.address: no Ray cluster answers at {address} ({error}); start one with "
             "`ray start --head` or use cluster=local"
         ) from None
+    with connection:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return
+        answer = b""
+        try:
+            connection.sendall(HTTP2_PREFACE)
+            while len(answer) < 9:
+                chunk = connection.recv(9 - len(answer))
+                if not chunk:
+                    break
+                answer += chunk
+        except TimeoutError:
+            raise CohortError(
+                f"cluster.address: something accepts connections at {address} but no Ray "
+                f"cluster answered within {timeout_s:g} s (cluster.connect_timeout_s)"
+            ) from None
+        except OSError as error:
+            raise CohortError(
+                f"cluster.address: {address} dropped the connection ({error})"
+            ) from None
+    if len(answer) < 9 or answer[3] != 4:  # frame type 4: SETTINGS
+        raise CohortError(
+            f"cluster.address: the server at {address} is not a Ray cluster (it does not speak "
+            "gRPC)"
+        )
 
 
 def remote_address(cluster: ClusterConfig) -> str:
@@ -69,22 +106,65 @@ def _loopback_node_ip() -> Iterator[None]:
         ray_constants.ENABLE_RAY_CLUSTER = enabled
 
 
-def start_local_ray(num_cpus: int | None, num_gpus: int | None, dashboard: bool) -> None:
+# The watchdog: its subshell sleeps, prints the error and kills the run; the shell itself waits
+# for its stdin (a pipe from the run) to close, and then stops the subshell. The pipe closes when
+# the run leaves the deadline's block or dies, so the watchdog never outlives the run (its
+# orphaned ``sleep`` holds only /dev/null, never the run's stderr).
+WATCHDOG = (
+    '(sleep "$1" < /dev/null > /dev/null 2>&1 && echo "cohort: error: $2" >&2 && kill -KILL "$3")'
+    " & cat > /dev/null; kill $! 2> /dev/null"
+)
+
+
+@contextmanager
+def _deadline(seconds: float, message: str) -> Iterator[None]:
+    """Bound a call that may block for ever inside Ray's C++ core, which holds the GIL there (so
+    no Python thread or signal handler can act): a watchdog process prints ``cohort: error:
+    message`` past ``seconds`` and kills this process (status -9/137; the Ray processes it
+    started share its fate)."""
+    watchdog = subprocess.Popen(
+        ["/bin/sh", "-c", WATCHDOG, "deadline", f"{seconds:g}", message, str(os.getpid())],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        watchdog.stdin.close()
+        watchdog.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(watchdog.pid, signal.SIGKILL)  # its orphaned sleep
+
+
+def start_local_ray(
+    num_cpus: int | None, num_gpus: int | None, dashboard: bool, timeout_s: float = 180.0
+) -> None:
     """An embedded Ray on loopback only, never joining a running cluster (``RAY_ADDRESS`` or the
-    one last started with ``ray start`` are ignored)."""
-    with _loopback_node_ip():
-        ray.init(
-            address="local",
-            num_cpus=num_cpus or os.cpu_count(),
-            num_gpus=num_gpus,
-            include_dashboard=dashboard,
-            _node_ip_address="127.0.0.1",
-            logging_level=logging.WARNING,
-            runtime_env=WORKER_SETUP,
-        )
+    one last started with ``ray start`` are ignored). A start that has not finished within
+    ``timeout_s`` (its helper processes killed, say by the kernel's OOM killer) ends the
+    process with a one-line error."""
+    token_logger = logging.getLogger(TOKEN_SETUP_LOGGER)
+    level = token_logger.level
+    token_logger.setLevel(logging.ERROR)
+    message = (
+        f"cluster: the local Ray did not start within {timeout_s:g} s (cluster.start_timeout_s); "
+        "its processes may have been killed (out of memory?); see /tmp/ray/session_latest/logs"
+    )
+    try:
+        with _loopback_node_ip(), _deadline(timeout_s, message):
+            ray.init(
+                address="local",
+                num_cpus=num_cpus or os.cpu_count(),
+                num_gpus=num_gpus,
+                include_dashboard=dashboard,
+                _node_ip_address="127.0.0.1",
+                logging_level=logging.WARNING,
+                runtime_env=WORKER_SETUP,
+            )
+    finally:
+        token_logger.setLevel(level)
 
 
-def join_cluster(address: str) -> None:
+def join_cluster(address: str, timeout_s: float = 180.0) -> None:
     """Connect to the Ray cluster at ``address``. A loopback address is kept as it is (Ray would
     turn it into this host's routable IP, where a cluster bound to loopback does not answer).
 
@@ -94,7 +174,8 @@ def join_cluster(address: str) -> None:
     host = address.removeprefix("ray://").rpartition(":")[0]
     loopback = host in ("127.0.0.1", "localhost")
     try:
-        with _loopback_node_ip() if loopback else nullcontext():
+        message = f"cluster.address: joining {address} took over {timeout_s:g} s"
+        with _loopback_node_ip() if loopback else nullcontext(), _deadline(timeout_s, message):
             ray.init(address=address, logging_level=logging.WARNING, runtime_env=WORKER_SETUP)
     except ConnectionError as error:
         hint = ""
@@ -109,9 +190,11 @@ def join_cluster(address: str) -> None:
 def start_ray(cluster: ClusterConfig) -> None:
     """Start an embedded Ray (local) or join the cluster at ``cluster.address`` (remote)."""
     if cluster.mode == "local":
-        start_local_ray(cluster.num_cpus, cluster.num_gpus, cluster.dashboard)
+        start_local_ray(
+            cluster.num_cpus, cluster.num_gpus, cluster.dashboard, cluster.start_timeout_s
+        )
     else:
-        join_cluster(remote_address(cluster))
+        join_cluster(remote_address(cluster), cluster.start_timeout_s)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from sim.errors import CohortError, ConfigError
-from sim.runtime.config import ResourceSpec
+from sim.runtime.config import ClusterConfig, ResourceSpec
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +37,56 @@ def worker_capacity(worker: ResourceSpec) -> int | None:
     for name, amount in worker.resources.items():
         fits.append(math.floor(total.get(name, 0) / amount + 1e-9))
     return min(fits) if fits else None
+
+
+def _fits(node: dict[str, float], options: dict[str, Any]) -> bool:
+    wants = {"CPU": options["num_cpus"], "GPU": options["num_gpus"], **options.get("resources", {})}
+    return all(node.get(name, 0.0) + 1e-9 >= amount for name, amount in wants.items() if amount)
+
+
+def _resources(amounts: dict[str, float]) -> dict[str, float]:
+    """The CPUs, GPUs and custom resources of ``amounts`` (memory and node tags left out)."""
+    return {k: v for k, v in sorted(amounts.items()) if "memory" not in k and ":" not in k}
+
+
+def check_roles(cluster: ClusterConfig, roles: Sequence[str]) -> None:
+    """Fail, naming the role and what it asks for, unless some live node of the cluster can
+    hold one actor (or task) of each of ``roles`` (the resources a protocol places): a request
+    no node can ever meet would otherwise wait forever for a slot."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    for role in roles:
+        options = getattr(cluster, role).ray_options()
+        if not any(_fits(node, options) for node in nodes):
+            have = "; ".join(
+                ", ".join(f"{k} {v:g}" for k, v in _resources(n).items()) for n in nodes
+            )
+            raise CohortError(
+                f"cluster.{role}: no node of the cluster can hold one {role} of {options} "
+                f"(its nodes have: {have or 'nothing'})"
+            )
+
+
+def wait_started(actors: Sequence[Any], role: str, cluster: ClusterConfig) -> None:
+    """Wait until every actor of ``role`` is placed and constructed; fail naming the role and
+    its resources if some are not within ``cluster.placement_timeout_s`` (a request the cluster
+    could meet but does not: its resources held by others, an autoscaler that never delivers;
+    or a constructor that takes that long), or if one died while starting."""
+    refs = [actor.__ray_ready__.remote() for actor in actors]
+    timeout = cluster.placement_timeout_s
+    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    if pending:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        options = getattr(cluster, role).ray_options()
+        raise CohortError(
+            f"cluster.{role}: {len(pending)} of {len(refs)} {role} actors of {options} were not "
+            f"placed and started within {timeout:g} s (cluster.placement_timeout_s); free now: "
+            f"{_resources(ray.available_resources())}"
+        )
+    try:
+        ray.get(refs)
+    except ray.exceptions.RayActorError as error:
+        raise CohortError(f"cluster.{role}: an actor died while starting: {error}") from None
 
 
 def group_size(worker: ResourceSpec, requested: int | None, max_useful: int) -> int:
@@ -71,7 +121,7 @@ def actor_device(num_cpus: float) -> torch.device:
 
 class WorkerGroup:
     """``size`` actors from ``spawn()``; each has a ``placement()`` method returning its Ray
-    node id and its torch device.
+    node id and its torch device. With ``cluster``, their start is bounded (:func:`wait_started`).
 
     ``capacity()`` says how many workers the cluster holds now (None: no limit); ``restarts``
     counts the workers lost so far, ``placements`` the (node, device) of every worker started.
@@ -83,10 +133,13 @@ class WorkerGroup:
         size: int,
         capacity: Callable[[], int | None],
         start_timeout_s: float = 60.0,
+        cluster: ClusterConfig | None = None,
     ) -> None:
         self.spawn, self.capacity, self.start_timeout_s = spawn, capacity, start_timeout_s
         self.workers = [spawn() for _ in range(size)]
         self.restarts = 0
+        if cluster is not None:
+            wait_started(self.workers, "worker", cluster)
         try:
             self.placements = ray.get([worker.placement.remote() for worker in self.workers])
         except ray.exceptions.RayActorError as error:

@@ -30,7 +30,7 @@ from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.protocols.active.oracle import Oracle, OracleDesk
 from sim.protocols.federated.actors import split_range
 from sim.runtime.progress import progress_line
-from sim.runtime.workers import actor_device
+from sim.runtime.workers import actor_device, wait_started
 from sim.training.learner import expose
 from sim.training.model import ClientModel, accuracy
 
@@ -46,6 +46,7 @@ class Active:
     ``cost_per_label``; the pool is scored in Ray tasks of ``score_block`` rows."""
 
     resumable: ClassVar[tuple[str, ...]] = ("max_rounds",)
+    roles: ClassVar[tuple[str, ...]] = ("worker", "oracle")  # the cluster roles it places
 
     seed_size: int = 20
     batch_size: int = 10
@@ -196,6 +197,7 @@ def _open_desk(
         return Oracle.options(**options).remote(env, seed, i, settings.label_noise)
 
     first = make_oracle(0)
+    wait_started([first], "oracle", cluster)
     try:
         pool_size, _ = ray.get(first.describe.remote())
     except ray.exceptions.RayActorError as error:

@@ -29,6 +29,7 @@ from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.protocols.active.oracle import Oracle, OracleDesk
 from sim.protocols.covering.metrics import coverage_auc, excess_query_cost, queries_to_cover
 from sim.runtime.progress import progress_line
+from sim.runtime.workers import wait_started
 
 CURVES = ("positives_found",)
 PARTIAL = (0.9, 0.99)  # also report the excess cost of finding these fractions of the positives
@@ -112,6 +113,7 @@ class Covering:
     last step was cut short, which an adaptive strategy sees)."""
 
     resumable: ClassVar[tuple[str, ...]] = ("budget",)
+    roles: ClassVar[tuple[str, ...]] = ("worker", "oracle")  # the cluster roles it places
 
     positive_class: int = 1
     pool_size: int | None = None
@@ -164,6 +166,7 @@ class CoveringJob:
             return Oracle.options(**options).remote(self.pool, self.seed, i, 0.0)
 
         first = make_oracle(0)
+        wait_started([first], "oracle", context.cluster)
         try:
             pool_size, num_classes = ray.get(first.describe.remote())
         except ray.exceptions.RayActorError as error:
@@ -190,6 +193,7 @@ class CoveringJob:
         worker = CoveringWorker.options(**context.cluster.worker.ray_options()).remote(
             first.pool_view.remote(), self.algorithm, self.seed, settings.pca_dims
         )
+        wait_started([worker], "worker", context.cluster)
         queries, found, sizes = np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.int64)
         round_index, history = 0, []
         if self.start is not None:

@@ -190,18 +190,24 @@ class ClientWorker:
 def evaluate(
     group: WorkerGroup, params_ref: Any, data: FederatedData, clients: np.ndarray
 ) -> dict[str, float]:
-    """Test loss (and accuracy), and mean per-client accuracy over ``clients`` (none: not
-    measured), in blocks across the workers.
+    """Test loss (and accuracy; none without test examples), and mean per-client accuracy over
+    ``clients`` (none: not measured), in blocks across the workers.
 
         Test blocks have a fixed size and per-client results are per client, all concatenated in
         order, so the numbers do not depend on how many workers there are.
     """
-    blocks = split_range(len(data.test_y), EVAL_BLOCK)
-    tests = group.run("evaluate_test", [(params_ref, start, stop) for start, stop in blocks])
-    losses, correct = (np.concatenate(parts) for parts in zip(*(t for (t,) in tests), strict=True))
+    metrics: dict[str, float] = {}
+    if len(data.test_y):  # an env may hold no test examples (env.test_fraction=0)
+        blocks = split_range(len(data.test_y), EVAL_BLOCK)
+        tests = group.run("evaluate_test", [(params_ref, start, stop) for start, stop in blocks])
+        losses, correct = (
+            np.concatenate(parts) for parts in zip(*(t for (t,) in tests), strict=True)
+        )
+        if data.task == "classification":
+            metrics["test_accuracy"] = float(correct.mean())
+        metrics["test_loss"] = float(losses.mean())
     if data.task != "classification":
-        return {"test_loss": float(losses.mean())}
-    metrics = {"test_accuracy": float(correct.mean()), "test_loss": float(losses.mean())}
+        return metrics
     if len(clients):
         per_worker = -(-len(clients) // group.size)
         calls = [(params_ref, clients[a:b]) for a, b in split_range(len(clients), per_worker)]

@@ -38,7 +38,7 @@ from sim.protocols.federated.actors import (
     split_tasks,
 )
 from sim.runtime.progress import progress_line
-from sim.runtime.workers import WorkerGroup, group_size, worker_capacity
+from sim.runtime.workers import WorkerGroup, group_size, wait_started, worker_capacity
 from sim.training.model import initial_params
 
 HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's marker resource of the head node
@@ -58,6 +58,7 @@ class RoundSchedule:
     checkpoints (0: only at the end). A resumed run may raise ``rounds``."""
 
     resumable: ClassVar[tuple[str, ...]] = ("rounds",)
+    roles: ClassVar[tuple[str, ...]] = ("worker", "server")  # the cluster roles it places
 
     rounds: int = 60
     eval_every: int = 5
@@ -204,13 +205,16 @@ class RoundJob:
                 self.engine,
             )
 
-        group = WorkerGroup(spawn, num_workers, lambda: worker_capacity(cluster.worker))
+        group = WorkerGroup(
+            spawn, num_workers, lambda: worker_capacity(cluster.worker), cluster=cluster
+        )
         # The server's state lives only in its actor: pin it to the head node (losing the head
         # loses the cluster anyway), so that losing another node loses client workers only.
         # (The driver's node is not a safe choice: on one machine, a driver may attach to any.)
         options = cluster.server.ray_options()
         options["resources"] = {**options.get("resources", {}), HEAD_NODE_RESOURCE: 0.001}
         server = Server.options(**options).remote(self.algorithm, self.state)
+        wait_started([server], "server", cluster)
         history = list(self.history)
         context.begin(history)  # only now: every check that can refuse the run has passed
         params_ref = server.params.remote()  # the global parameters the next round starts from

@@ -32,7 +32,7 @@ from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.interfaces.retraining import RetrainingAlgorithm
 from sim.protocols.retraining.metrics import churn_metrics
 from sim.runtime.progress import progress_line
-from sim.runtime.workers import actor_device
+from sim.runtime.workers import actor_device, wait_started
 from sim.training.learner import expose
 from sim.training.model import ClientModel
 
@@ -124,6 +124,7 @@ class Retraining:
     ``base_fraction``'s default is ours, not the paper's."""
 
     resumable: ClassVar[tuple[str, ...]] = ()
+    roles: ClassVar[tuple[str, ...]] = ("worker", "teacher")  # the cluster roles it places
 
     base_fraction: float = 0.1
     block: int = 8192
@@ -186,6 +187,7 @@ class RetrainingJob:
         teacher = BaseModel.options(**context.cluster.teacher.ray_options()).remote(
             data, self.learner, base_params
         )
+        wait_started([teacher], "teacher", context.cluster)
         blocks = [
             teacher.soft_labels.remote(chunk)
             for chunk in np.array_split(np.arange(size), -(-size // self.settings.block))

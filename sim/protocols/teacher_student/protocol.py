@@ -47,7 +47,7 @@ from sim.protocols.teacher_student.data import window_starts
 from sim.protocols.teacher_student.teacher import Teacher
 from sim.protocols.teacher_student.trainer import LoopSettings, train_loop
 from sim.runtime.progress import progress_line
-from sim.runtime.workers import group_size
+from sim.runtime.workers import group_size, wait_started
 
 CURVES = ("validation_loss", "validation_bits_per_byte", "train_loss")
 PROGRESS = (
@@ -102,6 +102,7 @@ class TeacherStudent:
     steps, a multiple of ``eval_every``), the teacher's bandwidth ``top_k``, and the teacher."""
 
     resumable: ClassVar[tuple[str, ...]] = ()
+    roles: ClassVar[tuple[str, ...]] = ("worker", "teacher")  # the cluster roles it places
 
     steps: int = 200
     batch_size: int = 16
@@ -249,6 +250,7 @@ class TeacherStudentJob:
                 max_restarts=-1,  # restarted from the cached weights; calls in flight retried
                 max_task_retries=-1,
             ).remote(self.teacher_spec(), streams.vocab_size, str(weights), train_ref, self.context)
+            wait_started([teacher], "teacher", cluster)
             if self.algorithm.selection_quantile is not None:
                 scores = self.selection_scores(teacher, weights, candidates)
                 keep = scores >= np.nanquantile(scores, self.algorithm.selection_quantile)
