@@ -1,5 +1,6 @@
-"""Where the data loaders look, in order: the configured ``data_dir``, ``$COHORT_DATA_DIR`` (or
-folders below it), then the system's places; and the one-line error that lists them."""
+"""Where the data loaders look: the configured ``data_dir`` alone when one is given, else
+``$COHORT_DATA_DIR`` (or folders below it), then the system's places; and the one-line error
+that lists them."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ DATA_DIR_VARIABLE = "COHORT_DATA_DIR"
 def candidate_dirs(
     data_dir: str | None, below_variable: Sequence[str], defaults: Sequence[Path]
 ) -> list[Path]:
-    """``data_dir``, then ``$COHORT_DATA_DIR/<sub>`` for each of ``below_variable`` (``""``: the
-    folder itself), then ``defaults``."""
+    """``[data_dir]`` if given (an explicit folder is never silently replaced by another copy),
+    else ``$COHORT_DATA_DIR/<sub>`` for each of ``below_variable`` (``""``: the folder itself),
+    then ``defaults``."""
+    if data_dir:
+        return [Path(data_dir)]
     variable = os.environ.get(DATA_DIR_VARIABLE)
-    given = [Path(data_dir)] if data_dir else []
     from_variable = [Path(variable) / sub for sub in below_variable] if variable else []
-    return [*given, *from_variable, *defaults]
+    return [*from_variable, *defaults]
 
 
 def first_holding(

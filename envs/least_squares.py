@@ -48,6 +48,10 @@ class LeastSquares:
         names = ("num_clients", "dim", "samples_per_client", "test_samples_per_client")
         checks.at_least(self, 1, *names, "condition")
         checks.at_least(self, 0, "optimum_spread", "noise")
+        examples = self.num_clients * (self.samples_per_client + self.test_samples_per_client)
+        what = f"{examples} examples of {self.dim} features"
+        larger = "dim" if self.dim > self.num_clients else "num_clients"
+        checks.fits_in_memory(larger, 8.0 * examples * self.dim, what)
 
     def load(self, rng: np.random.Generator) -> FederatedData:
         n, m, d = self.samples_per_client, self.test_samples_per_client, self.dim

@@ -21,6 +21,9 @@ _MAX_BATCH_ROWS = 1 << 18  # examples drawn and labelled at once (bounds tempora
 Params = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+EXPECTED_CLIENT_SIZE = float(np.exp(4.0 + 2.0**2 / 2) + 49.5)  # E[int(lognormal(4, 2))] + 50
+
+
 def client_sizes(rng: np.random.Generator, num_clients: int, cap: int | None) -> np.ndarray:
     """Examples per client: ``int(lognormal(4, 2)) + 50``, then at most ``cap``."""
     sizes = rng.lognormal(4.0, 2.0, num_clients).astype(np.int64) + 50
@@ -121,6 +124,18 @@ class Synthetic:
         checks.at_least(self, 2, "num_classes")
         checks.in_interval(self, 0, 1, "test_fraction")
         checks.at_least(self, 1, "max_samples_per_client", optional=True)
+        what = f"{self.num_clients} clients of {self.dim} features"
+        larger = "dim" if self.dim > self.num_clients else "num_clients"
+        checks.fits_in_memory(larger, self.expected_bytes(), what)
+
+    def expected_bytes(self) -> float:
+        """About the memory the population takes: the mean client holds ``e^6 + 49.5`` (about
+        453) examples of ``dim`` float32 features, or ``max_samples_per_client`` if fewer; a
+        non-IID client also has its own (dim x classes) model and feature mean."""
+        per_client = min(EXPECTED_CLIENT_SIZE, self.max_samples_per_client or np.inf)
+        data = self.num_clients * per_client * (4.0 * self.dim + 8)
+        models = 0 if self.iid else 4.0 * self.num_clients * self.dim * (self.num_classes + 1)
+        return data + models
 
     def client_params(self, rng: np.random.Generator) -> Params:
         """Per-client ``(W, b, v)``: (K, dim, classes), (K, classes), (K, dim) float32."""

@@ -2,11 +2,15 @@
 
 Each raises ``ValueError("<field>: must be ... (got <value>)")``, the form that
 :func:`sim.runtime.config.build_component` reports as one line naming ``<group>.<field>``. NaN
-fails every bound (a comparison with NaN is false). Numpy only: plug-ins import this freely.
+fails every bound (a comparison with NaN is false); :func:`finite_fields`, run on every built
+component, refuses NaN and infinity anywhere. Standard library only: plug-ins import this freely.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,3 +49,47 @@ def one_of(obj: Any, name: str, choices: Iterable[Any]) -> None:
     allowed = tuple(choices)
     if getattr(obj, name) not in allowed:
         _fail(name, f"one of {allowed}", getattr(obj, name), False)
+
+
+def available_memory() -> int:
+    """Bytes this machine can give a new allocation now (``MemAvailable``; else total RAM)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def fits_in_memory(name: str, nbytes: float, what: str) -> None:
+    """Refuse (``ValueError("<name>: <what> need about ... GiB ...")``) an allocation estimated
+    at ``nbytes`` that this machine's available memory cannot hold: a clear refusal before
+    anything is allocated instead of an OOM kill later."""
+    available = available_memory()
+    if nbytes > available:
+        raise ValueError(
+            f"{name}: {what} need about {nbytes / 2**30:.1f} GiB of memory, more than the "
+            f"{available / 2**30:.1f} GiB available here"
+        )
+
+
+def finite_fields(obj: Any, prefix: str = "") -> None:
+    """Every float in the dataclass ``obj`` (nested dataclasses, lists and dicts included) is
+    finite: ``ValueError("<field>: must be a finite number (got nan)")`` otherwise."""
+
+    def visit(value: Any, name: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name}: must be a finite number (got {value!r})")
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for item in dataclasses.fields(value):
+                visit(getattr(value, item.name), f"{name}.{item.name}" if name else item.name)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, f"{name}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                visit(item, f"{name}[{index}]")
+
+    visit(obj, prefix)

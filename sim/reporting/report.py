@@ -313,7 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--slope takes KEY:METRIC")
     if args.scatter and len(args.scatter.split(",")) != 2:
         parser.error("--scatter takes two final metrics, X,Y")
-    at_rounds = [int(r) for r in args.at_rounds.split(",") if r.strip()]
+    try:
+        at_rounds = [int(r) for r in args.at_rounds.split(",") if r.strip()]
+    except ValueError:
+        parser.error(f"--at-rounds takes comma-separated whole numbers (got {args.at_rounds!r})")
     try:
         runs = load_runs(args.dirs)
         if not any(series(run.history, args.metric, args.x)[0].size for run in runs):
@@ -497,11 +500,18 @@ def _load_run(run_dir: Path) -> Run:
     if metrics.is_file():
         for number, line in enumerate(metrics.read_text().splitlines(), 1):
             if line.strip():
-                history.append(_parse(line, f"{metrics}:{number}"))
+                record = _parse(line, f"{metrics}:{number}")
+                if not isinstance(record, dict):
+                    raise CohortError(f"{metrics}:{number}: expected a JSON object (a record)")
+                history.append(record)
+    for key, kind in (("config", dict), ("final", dict), ("overrides", list)):
+        if summary.get(key) is not None and not isinstance(summary[key], kind):
+            what = "an object" if kind is dict else "a list"
+            raise CohortError(f"{run_dir / SUMMARY}: its {key!r} is not {what}")
     return Run(
         path=run_dir,
         config=summary.get("config") or {},
-        overrides=dict(_split_override(o) for o in summary.get("overrides") or []),
+        overrides=dict(_split_override(str(o)) for o in summary.get("overrides") or []),
         final=summary.get("final") or {},
         history=history,
         wall_time_s=summary.get("wall_time_s"),
