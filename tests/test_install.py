@@ -10,6 +10,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import copy_checkout
 
 
@@ -21,6 +23,7 @@ def sh(*args: str | Path, cwd: Path | None = None) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow  # about 35 s; .ci/run installs the checkout itself
 def test_wheel_installs_and_runs_from_any_directory(tmp_path):
     source = copy_checkout(tmp_path / "source")  # a build leaves the checkout alone
     sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

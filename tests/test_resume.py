@@ -34,6 +34,7 @@ def test_checkpoint_round_trip_refuses_pickles(tmp_path):
         checkpoint.load(path)
 
 
+@pytest.mark.slow  # about 60 s; the suite keeps the resume of runs stopped early (test_failures.py)
 def test_resume_after_sigkill_matches_an_uninterrupted_run(ray_session, tmp_path):
     run_dir = tmp_path / "killed"
     ckpt = run_dir / "checkpoints" / "checkpoint.npz"

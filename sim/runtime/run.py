@@ -113,8 +113,7 @@ def run_config(
         if cluster.mode == "remote" and not ray.is_initialized():
             remote_address(cluster)
         with ray_session(cluster):
-            if cluster.mode == "local":  # a remote cluster may scale up: the placement timeout acts
-                check_roles(cluster, getattr(protocol, "roles", ROLES))
+            check_roles(cluster, getattr(protocol, "roles", ROLES))
             outcome = job.run(Context(cfg.seed, cluster, run_dir, config, cfg.progress))
         history = outcome.history
         wall_time = time.perf_counter() - start_time
