@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,3 +89,14 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+RAY_LOG = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+\s+(INFO|WARNING) ")  # Ray's own start-up lines
+
+
+def one_line(proc: subprocess.CompletedProcess) -> str:
+    """The single ``cohort: error:`` line of a refused command (Ray's own log lines aside)."""
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [x for x in proc.stderr.splitlines() if x.strip() and not RAY_LOG.match(x)]
+    assert len(lines) == 1 and lines[0].startswith("cohort: error: "), proc.stderr[-2000:]
+    return lines[0]

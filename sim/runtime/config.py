@@ -10,7 +10,6 @@ with the field's name and the run's recorded config holds every value.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,8 +136,8 @@ def check_run_config(cfg: DictConfig) -> None:
         spec = cfg.cluster[role]
         if not (spec.num_cpus >= 0 and spec.num_gpus >= 0):
             raise ConfigError(f"cluster.{role}: num_cpus and num_gpus must be >= 0")
-        for name, amount in spec.resources.items():
-            if not (isinstance(amount, (int, float)) and math.isfinite(amount) and amount >= 0):
+        for name, amount in spec.resources.items():  # finite: checked above
+            if amount < 0:
                 raise ConfigError(f"cluster.{role}.resources.{name}: must be >= 0 (got {amount})")
 
 

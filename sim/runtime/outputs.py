@@ -150,17 +150,12 @@ class RunDirectory:
             return None
         try:
             arrays, meta = checkpoint.load(self.checkpoint_path)
+            _check_meta(meta)
         except checkpoint.CheckpointError as error:
             raise CohortError(
                 f"resume: the checkpoint {self.checkpoint_path} is damaged: {error}; nothing was "
                 "loaded or changed"
             ) from None
-        problem = _meta_problem(meta)
-        if problem:
-            raise CohortError(
-                f"resume: the checkpoint {self.checkpoint_path} is damaged: {problem}; nothing "
-                "was loaded or changed"
-            )
         check_resumable(meta["config"], config, may_change)
         return arrays, meta
 
@@ -215,19 +210,22 @@ class RunDirectory:
         checkpoint.atomic_write(path, lambda h: h.write(json.dumps(summary, indent=2).encode()))
 
 
-def _meta_problem(meta: Any) -> str:
-    """What is wrong with a checkpoint's header ("" if nothing)."""
+def _check_meta(meta: Any) -> None:
+    """Raise :class:`~sim.runtime.checkpoint.CheckpointError` unless ``meta`` is a run's
+    checkpoint header (round, history, config)."""
     if not isinstance(meta, dict):
-        return f"its header is a {type(meta).__name__}, not an object"
-    if not isinstance(meta.get("round"), int) or meta["round"] < 0:
-        return f"its header's round is {meta.get('round')!r}, not a count"
-    if not isinstance(meta.get("history"), list) or not all(
+        problem = f"its header is a {type(meta).__name__}, not an object"
+    elif not isinstance(meta.get("round"), int) or meta["round"] < 0:
+        problem = f"its header's round is {meta.get('round')!r}, not a count"
+    elif not isinstance(meta.get("history"), list) or not all(
         isinstance(r, dict) for r in meta["history"]
     ):
-        return "its header's history is not a list of records"
-    if not isinstance(meta.get("config"), dict):
-        return "its header has no config"
-    return ""
+        problem = "its header's history is not a list of records"
+    elif not isinstance(meta.get("config"), dict):
+        problem = "its header has no config"
+    else:
+        return
+    raise checkpoint.CheckpointError(problem)
 
 
 def check_creatable(path: Path) -> None:
