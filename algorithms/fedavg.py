@@ -19,16 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from sim import checks
 from sim.interfaces.federated import ClientUpdate, LossTerm, ServerState
-from sim.training.model import ClientData, ClientModel
 from sim.training.optim import OPTIMIZERS, Optimizer, make_optimizer
-from sim.training.sgd import local_sgd
-from sim.training.vectorized import vectorized_sgd
+
+if TYPE_CHECKING:  # torch: imported by the client methods, never by the server's process
+    from sim.training.model import ClientData, ClientModel
 
 
 @dataclass
@@ -76,6 +76,8 @@ class FedAvg:
         on_step: Callable[[int], None] | None = None,
     ) -> float:
         """Load ``params`` and run the local epochs of SGD; returns the mean minibatch loss."""
+        from sim.training.sgd import local_sgd
+
         model.set_flat(params)
         return local_sgd(
             model,
@@ -111,6 +113,8 @@ class FedAvg:
         round_index: int,
     ) -> list[ClientUpdate]:
         """``client_update`` for every ``(datas[k], rngs[k])``, trained together."""
+        from sim.training.vectorized import vectorized_sgd
+
         final, losses = vectorized_sgd(
             model,
             params,

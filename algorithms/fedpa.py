@@ -30,14 +30,16 @@ sampler reads every SGD iterate.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from algorithms.fedavg import FedAvg
 from sim import checks
 from sim.interfaces.federated import ClientUpdate
-from sim.training.model import ClientData, ClientModel
+
+if TYPE_CHECKING:  # torch: only client workers use it (the server's process never imports it)
+    from sim.training.model import ClientData, ClientModel
 
 
 def shrinkage_covariance(samples: np.ndarray, rho: float) -> np.ndarray:

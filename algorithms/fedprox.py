@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from algorithms.fedavg import FedAvg
 from sim import checks
 from sim.interfaces.federated import LossTerm
+
+if TYPE_CHECKING:  # the term is built of torch ops on the tensors it is given
+    import torch
 
 
 def proximal_term(mu: float) -> LossTerm:

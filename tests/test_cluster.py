@@ -95,3 +95,13 @@ def test_a_run_survives_the_loss_of_a_worker_node(cluster, local_sha, tmp_path):
     lost_at = [r["round"] for r in history if r["worker_restarts"]]
     assert len(lost_at) == 1 and lost_at[0] < len(history), f"worker lost at {lost_at}"
     assert summary(run_dir)["params_sha256"] == local_sha
+
+
+def test_balance_is_longest_processing_time_first():
+    from sim.runtime.workers import balance
+
+    # largest first (ties: lower index): 7 -> 0; 5 -> 1; 4 -> 1 (5 < 7); 3 (item 0) -> 0 (7 < 9);
+    # 3 (item 4) -> 1 (9 < 10)
+    assert balance([3, 7, 4, 5, 3], 2) == [0, 0, 1, 1, 1]
+    assert balance([1.0, 1.0, 1.0], 3) == [0, 1, 2]
+    assert balance([], 2) == []

@@ -7,7 +7,8 @@ from torch import nn
 
 from algorithms.fedavg import FedAvg
 from sim.interfaces.federated import ClientUpdate, FederatedData
-from sim.protocols.federated.actors import combine, run_task
+from sim.protocols.federated.actors import run_task
+from sim.protocols.federated.server import combine
 from sim.training.model import ClientModel
 
 
@@ -89,7 +90,7 @@ def test_all_dropped_gives_no_update():
 
 
 def run_task_result(weight: float):
-    from sim.protocols.federated.actors import TaskResult
+    from sim.protocols.federated.server import TaskResult
 
     return TaskResult(np.zeros(3), weight)
 

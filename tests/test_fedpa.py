@@ -128,7 +128,8 @@ def test_invalid_hyperparameters_name_the_field(field, value):
 def run_rounds(algorithm, data, rounds: int) -> float:
     """Full-participation rounds without Ray; the final distance to the global optimum."""
     from envs.models import LinearRegression
-    from sim.protocols.federated.actors import combine, run_task
+    from sim.protocols.federated.actors import run_task
+    from sim.protocols.federated.server import combine
 
     model = ClientModel(LinearRegression().build(data.input_shape, 1), "cpu", "regression")
     state = algorithm.server_init(np.zeros(data.input_shape[0], np.float32))

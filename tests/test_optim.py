@@ -34,3 +34,47 @@ def test_adam_first_step_is_lr_times_sign():
 def test_unknown_optimizer_names_the_field():
     with pytest.raises(ValueError, match="server_optimizer"):
         make_optimizer("rmsprop", 0.1)
+
+
+@pytest.mark.parametrize(("momentum", "weight_decay"), [(0.0, 0.0), (0.9, 0.0), (0.5, 1e-2)])
+def test_client_sgd_equals_torch_sgd_bit_for_bit(momentum, weight_decay):
+    import torch
+    import torch.nn.functional as F
+
+    from sim.training.sgd import SGD
+
+    def trained(make_optimizer):
+        torch.manual_seed(0)
+        module = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+        optimizer = make_optimizer(module.parameters())
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(6):
+            x, y = (
+                torch.randn(8, 5, generator=generator),
+                torch.randint(3, (8,), generator=generator),
+            )
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(module(x), y).backward()
+            optimizer.step()
+        return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+    options = {"lr": 0.1, "momentum": momentum, "weight_decay": weight_decay}
+    ours = trained(lambda params: SGD(params, **options))
+    theirs = trained(lambda params: torch.optim.SGD(params, **options))
+    assert torch.equal(ours, theirs)
+
+
+def test_client_sgd_does_not_import_torch_compiler_stack():
+    """torch.optim's constructor imports torch._dynamo (about 2 s); the clients' SGD must not."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from sim.training.sgd import SGD\n"
+        "m = torch.nn.Linear(3, 2)\n"
+        "o = SGD(m.parameters(), lr=0.1, momentum=0.9)\n"
+        "m(torch.ones(1, 3)).sum().backward(); o.step(); o.zero_grad()\n"
+        "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

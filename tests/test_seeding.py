@@ -29,6 +29,17 @@ def test_streams_differ_by_role_and_are_reproducible():
     assert 0 <= seeding.torch_seed(0, "init") < 2**63
 
 
-def test_tasks_do_not_depend_on_anything_but_the_cohort():
-    tasks = split_tasks(np.arange(12), 5)
-    assert [t.tolist() for t in tasks] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]
+def test_sequential_tasks_balance_examples_and_list_clients_in_id_order():
+    sizes = np.array([9, 1, 1, 1, 8, 2, 2, 3, 7, 1, 5, 4])
+    tasks = split_tasks(np.arange(12), sizes, 5)
+    # largest first into the lightest task (ties: lower task): 9 8 7 -> tasks 0 1 2; 5 -> 2 (12);
+    # 4 -> 1 (12); 3 -> 0 (12); 2 2 -> 0 1 (14 14); 1 1 -> 2 2 (14); 1 1 -> 0 1 (15 15)
+    assert [t.tolist() for t in tasks] == [[0, 3, 5, 7], [4, 6, 9, 11], [1, 2, 8, 10]]
+    assert [int(sizes[t].sum()) for t in tasks] == [15, 15, 14]
+    assert split_tasks(np.arange(12), sizes, 5)[0].tolist() == tasks[0].tolist()
+
+
+def test_vectorized_tasks_group_clients_of_similar_size():
+    sizes = np.array([9, 1, 1, 1, 8, 2, 2, 3, 7, 1, 5, 4])
+    tasks = split_tasks(np.arange(12), sizes, 5, "vectorized")
+    assert [t.tolist() for t in tasks] == [[1, 2, 3, 5, 9], [6, 7, 8, 10, 11], [0, 4]]

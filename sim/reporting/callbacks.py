@@ -12,7 +12,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sim.errors import CohortError
-from sim.reporting.report import main as report_main
 from sim.runtime.config import ClusterConfig
 from sim.runtime.outputs import check_creatable
 from sim.runtime.session import start_ray
@@ -94,5 +93,7 @@ class MultirunReport(Callback):
             self.arguments.append("--hold")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from sim.reporting.report import main as report_main  # scipy, matplotlib: only now
+
         print(f"\nreport of {config.hydra.sweep.dir}:")
         report_main([str(config.hydra.sweep.dir), *self.arguments])

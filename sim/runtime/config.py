@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
+from hydra.core.config_store import ConfigNode, ConfigStore
 from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -82,15 +82,45 @@ class RunConfig:
     output_dir: str | None = None  # None: Hydra's run dir (CLI) or ./outputs/<name>/<time> (API)
 
 
+class LazySchema(ConfigNode):
+    """The schema ``schema/<group>/<name>`` of a plug-in YAML, built when a composition first
+    loads it: the plug-in's class (and what its module imports, torch for most) is imported only
+    by a run that uses it, not by every start of ``python -m sim``."""
+
+    def __init__(self, name: str, group: str, target: str) -> None:
+        self.name, self.group, self.package, self.provider = name, group, None, "cohort"
+        self.target, self._node = target, None
+
+    @property  # type: ignore[override]
+    def node(self) -> DictConfig:
+        if self._node is None:
+            self._node = OmegaConf.create(schema_of(self.target))
+        return self._node
+
+    @node.setter
+    def node(self, value: DictConfig) -> None:
+        self._node = value
+
+
+def schema_of(target: str) -> dict[str, Any]:
+    """``_target_`` and every field of the dataclass ``target`` with its default; only
+    ``_target_`` when it cannot be imported (the run that uses it reports the import error,
+    :func:`build_component`)."""
+    try:
+        cls = get_class(target)
+    except Exception:
+        return {"_target_": target}
+    return {"_target_": target, **OmegaConf.to_container(OmegaConf.structured(cls))}
+
+
 def register_schemas(conf_dir: Path = CONF_DIR) -> None:
     """Store the run schema ``base_config`` and, for every plug-in YAML ``<group>/<name>.yaml``
     that names a ``_target_``, the schema ``schema/<group>/<name>``: every field of that dataclass
-    with its default. A plug-in YAML starts from its schema (``- /schema/<group>@_here_: <name>``
-    in its defaults list), so the dataclass is the one source of the defaults and every field
-    can be overridden on the command line. A YAML in the ``_global_`` package (one that also sets
-    other groups' fields) names it under ``<group>._target_`` and starts from
-    ``- /schema/<group>@<group>: <name>``. A target that cannot be imported gets no schema: the
-    run that uses it reports the import error (:func:`build_component`)."""
+    with its default (a :class:`LazySchema`, built on first use). A plug-in YAML starts from its
+    schema (``- /schema/<group>@_here_: <name>`` in its defaults list), so the dataclass is the
+    one source of the defaults and every field can be overridden on the command line. A YAML in
+    the ``_global_`` package (one that also sets other groups' fields) names it under
+    ``<group>._target_`` and starts from ``- /schema/<group>@<group>: <name>``."""
     # The default run and sweep folders end in the process id (conf/config.yaml): unique among
     # the runs of one machine; the run folder is output_dir when one is given.
     OmegaConf.register_new_resolver("cohort_pid", os.getpid, replace=True)
@@ -99,17 +129,14 @@ def register_schemas(conf_dir: Path = CONF_DIR) -> None:
     )
     store = ConfigStore.instance()
     store.store(name="base_config", node=RunConfig)
+    schemas = store.repo.setdefault("schema", {})
     for group in PLUGINS:
         for path in sorted((conf_dir / group).glob("*.yaml")):
             loaded = OmegaConf.load(path)
             target = loaded.get("_target_") or OmegaConf.select(loaded, f"{group}._target_")
-            try:
-                cls = get_class(target) if isinstance(target, str) else None
-            except Exception:
-                cls = None
-            if cls is not None:
-                node = {"_target_": target, **OmegaConf.to_container(OmegaConf.structured(cls))}
-                store.store(group=f"schema/{group}", name=path.stem, node=node)
+            if isinstance(target, str):
+                name = f"{path.stem}.yaml"
+                schemas.setdefault(group, {})[name] = LazySchema(name, f"schema/{group}", target)
 
 
 def check_run_config(cfg: DictConfig) -> None:

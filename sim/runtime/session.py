@@ -17,25 +17,13 @@ from ray._private import ray_constants
 from sim.errors import CohortError, ConfigError
 from sim.runtime.config import ClusterConfig
 
-# Loggers of Ray's own actors, and the level below which they are silenced: Ray Train's
-# placement-group cleaner warns every second that the state API (which needs the dashboard, off
-# by default here) does not answer.
-QUIET_LOGGERS = {
-    "ray.train.v2._internal.execution.controller.placement_group_cleaner": logging.ERROR,
-}
-WORKER_SETUP = {"worker_process_setup_hook": "sim.runtime.session.quiet_worker_logs"}
+WORKER_SETUP = {"worker_process_setup_hook": "sim.runtime.worker_setup.quiet_worker_logs"}
 # Ray warns at every local start that it turned on token authentication (its default, kept:
 # the token is in ~/.ray/auth_token); the README says so once instead.
 TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 # The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, the Ray
 # Client server) answers with its own SETTINGS frame at once.
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
-
-
-def quiet_worker_logs() -> None:
-    """Run in every Ray worker process at start: apply :data:`QUIET_LOGGERS`."""
-    for name, level in QUIET_LOGGERS.items():
-        logging.getLogger(name).setLevel(level)
 
 
 def _check_reachable(address: str, timeout_s: float) -> None:

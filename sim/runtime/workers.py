@@ -10,6 +10,7 @@ result and a run with failures ends where a fault-free one does.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -26,6 +27,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_RERUNS = 3  # of one call: a worker that dies every time is a bug, not a fault
+
+
+def balance(costs: Sequence[float], bins: int) -> list[int]:
+    """The bin of each item: items by cost, largest first (ties: lower index), each into the bin
+    with the least cost so far (ties: lower bin) -- Graham's longest-processing-time-first rule,
+    whose largest bin is at most 4/3 of the best possible. Deterministic: a function of
+    ``costs`` and ``bins`` alone."""
+    loads = [(0.0, b) for b in range(bins)]
+    owner = [0] * len(costs)
+    for item in sorted(range(len(costs)), key=lambda k: (-costs[k], k)):
+        load, b = heapq.heappop(loads)
+        owner[item] = b
+        heapq.heappush(loads, (load + costs[item], b))
+    return owner
 
 
 def worker_capacity(worker: ResourceSpec) -> int | None:
@@ -156,11 +171,23 @@ class WorkerGroup:
             "worker_devices": sorted({device for _, device in self.placements}),
         }
 
-    def run(self, method: str, calls: Sequence[tuple], num_returns: int = 1) -> list[tuple]:
-        """``method(*calls[k])`` for every ``k``, on worker ``k % size``; per call, in order, its
-        first ``num_returns - 1`` results as object refs (left in the object store) and its last
-        one fetched. Returns once every call has succeeded."""
-        submitted = [self._submit(k, method, args, num_returns) for k, args in enumerate(calls)]
+    def run(
+        self,
+        method: str,
+        calls: Sequence[tuple],
+        num_returns: int = 1,
+        costs: Sequence[float] | None = None,
+    ) -> list[tuple]:
+        """``method(*calls[k])`` for every ``k``: on worker ``k % size``, or, given each call's
+        ``costs``, spread so that the workers' totals are even (:func:`balance`); per call, in
+        order, its first ``num_returns - 1`` results as object refs (left in the object store)
+        and its last one fetched. Returns once every call has succeeded. A call that lost its
+        worker runs again on worker ``slot % size`` of those left."""
+        slots = list(range(len(calls))) if costs is None else balance(costs, self.size)
+        submitted = [
+            self._submit(slot, method, args, num_returns)
+            for slot, args in zip(slots, calls, strict=True)
+        ]
         results = []
         for k, args in enumerate(calls):
             reruns = 0
@@ -177,12 +204,12 @@ class WorkerGroup:
                             f"worker dead; last: {error}"
                         ) from None
                     self._replace(worker)
-                    submitted[k] = self._submit(k, method, args, num_returns)
+                    submitted[k] = self._submit(slots[k], method, args, num_returns)
             results.append((*refs[:-1], value))
         return results
 
-    def _submit(self, k: int, method: str, args: tuple, num_returns: int) -> tuple[Any, list]:
-        worker = self.workers[k % len(self.workers)]
+    def _submit(self, slot: int, method: str, args: tuple, num_returns: int) -> tuple[Any, list]:
+        worker = self.workers[slot % len(self.workers)]
         refs = getattr(worker, method).options(num_returns=num_returns).remote(*args)
         return worker, refs if num_returns > 1 else [refs]
 

@@ -1,10 +1,10 @@
 """Local minibatch training: epochs of shuffled minibatches with any torch optimizer, the model's
 loss plus an optional :data:`~sim.interfaces.federated.LossTerm` of the parameters (e.g.
-FedProx's proximal term). Pure torch; no Ray here."""
+FedProx's proximal term); and :class:`SGD`, the clients' optimizer. Pure torch; no Ray here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -13,10 +13,53 @@ from sim.interfaces.federated import LossTerm
 from sim.training.model import ClientData, ClientModel
 
 
+class SGD:
+    """Minibatch SGD with momentum (dampening 0, no Nesterov) and L2 weight decay, computed
+    exactly as ``torch.optim.SGD`` computes it (its single-tensor update, the one it takes for
+    CPU tensors; its CUDA foreach path does the same elementwise arithmetic), so the numbers are
+    bit for bit the same (tests/test_optim.py). Written out because constructing a
+    ``torch.optim`` optimizer imports ``torch._dynamo``, about 2 s of CPU in every process, which
+    each client worker paid in its first round."""
+
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.params = list(params)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for param in self.params:
+            param.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """``g = grad + weight_decay * p``; ``b = momentum * b + g`` (``b = g`` at the first
+        step); ``p = p - lr * b`` (``p - lr * g`` without momentum)."""
+        for i, param in enumerate(self.params):
+            grad = param.grad
+            if grad is None:
+                continue
+            if self.weight_decay != 0:
+                grad = grad.add(param, alpha=self.weight_decay)
+            if self.momentum != 0:
+                buffer = self.buffers[i]
+                if buffer is None:
+                    buffer = self.buffers[i] = grad.detach().clone()
+                else:
+                    buffer.mul_(self.momentum).add_(grad, alpha=1)
+                grad = buffer
+            param.add_(grad, alpha=-self.lr)
+
+
 def train_epochs(
     model: ClientModel,
     data: ClientData,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | SGD,
     *,
     epochs: int,
     batch_size: int,
@@ -64,10 +107,8 @@ def local_sgd(
     loss_term: LossTerm | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> float:
-    """``epochs`` passes of minibatch SGD (``torch.optim.SGD``); returns the mean minibatch loss."""
-    optimizer = torch.optim.SGD(
-        model.module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
-    )
+    """``epochs`` passes of minibatch SGD (:class:`SGD`); returns the mean minibatch loss."""
+    optimizer = SGD(model.module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     losses = train_epochs(
         model,
         data,

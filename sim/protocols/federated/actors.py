@@ -1,5 +1,5 @@
-"""The federated protocol's actors and their work: client workers that run tasks of virtual
-clients (pre-aggregated) and evaluation blocks, and the server that holds the global state.
+"""The federated protocol's client workers and their work: tasks of virtual clients
+(pre-aggregated) and evaluation blocks. The server is :mod:`sim.protocols.federated.server`.
 
 Each round the cohort is cut into fixed tasks of ``clients_per_task`` clients, in client-id
 order; a worker returns, per task, the weighted sum of its clients' deltas and their metrics, and
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -26,10 +25,10 @@ from sim.interfaces.federated import (
     FederatedAlgorithm,
     FederatedData,
     ModelSpec,
-    ServerState,
     declared_engines,
 )
-from sim.runtime.workers import WorkerGroup, actor_device
+from sim.protocols.federated.server import TaskResult
+from sim.runtime.workers import WorkerGroup, actor_device, balance
 from sim.training.model import ClientData, ClientModel, per_example_eval
 
 log = logging.getLogger(__name__)
@@ -48,28 +47,36 @@ def check_client_engine(engine: str, algorithm: Any = None) -> None:
         )
 
 
-@dataclass
-class TaskResult:
-    """A worker's pre-aggregated output for one task (a fixed slice of the cohort)."""
+def split_tasks(
+    cohort: np.ndarray, sizes: np.ndarray, clients_per_task: int, engine: str = "sequential"
+) -> list[np.ndarray]:
+    """The round's tasks: ``ceil(len(cohort) / clients_per_task)`` of them, each listing its
+    clients in id order. A function of the cohort and the clients' ``sizes`` (examples) alone,
+    never of the workers, so the task sums and their fixed-order total are too.
 
-    weighted_sum: np.ndarray  # sum_i w_i delta_i, float64
-    weight: float  # sum_i w_i over the clients kept
+    ``sequential``: tasks of about equal examples (:func:`~sim.runtime.workers.balance` over the
+    clients' sizes), so that no task sets the round's time. ``vectorized``: the clients sorted
+    by size (ties: id), cut into consecutive tasks of ``clients_per_task``: a task pads its
+    clients to its largest one, so clients of similar size waste the least.
+    """
+    num_tasks = -(-len(cohort) // clients_per_task)
+    cohort_sizes = sizes[cohort]
+    if engine == "vectorized":
+        by_size = cohort[np.lexsort((cohort, cohort_sizes))]
+        tasks = [by_size[i : i + clients_per_task] for i in range(0, len(cohort), clients_per_task)]
+    else:
+        owner = np.array(balance(cohort_sizes.tolist(), num_tasks))
+        tasks = [cohort[owner == t] for t in range(num_tasks)]
+    return [np.sort(task) for task in tasks]
 
 
-def split_tasks(cohort: np.ndarray, clients_per_task: int) -> list[np.ndarray]:
-    """Cut a sorted cohort into consecutive tasks of ``clients_per_task`` clients."""
-    return [cohort[i : i + clients_per_task] for i in range(0, len(cohort), clients_per_task)]
-
-
-def combine(results: list[TaskResult]) -> tuple[np.ndarray | None, float]:
-    """Weighted mean delta over tasks, added in task order; ``None`` if every client was dropped."""
-    total = sum(r.weight for r in results)
-    if total <= 0:
-        return None, 0.0
-    weighted_sum = results[0].weighted_sum.copy()
-    for result in results[1:]:
-        weighted_sum += result.weighted_sum
-    return weighted_sum / total, total
+def task_cost(sizes: np.ndarray, task: np.ndarray, engine: str) -> float:
+    """A task's work, in padded examples: its clients' examples (``sequential``), or its clients
+    times its largest one (``vectorized``: every client is padded to it)."""
+    task_sizes = sizes[task]
+    if engine == "vectorized":
+        return float(len(task) * task_sizes.max(initial=0))
+    return float(task_sizes.sum())
 
 
 def run_task(
@@ -214,26 +221,3 @@ def evaluate(
         per_client = np.concatenate([a for (a,) in group.run("evaluate_clients", calls)])
         metrics["client_accuracy_mean"] = float(np.nanmean(per_client))
     return metrics
-
-
-@ray.remote
-class Server:
-    """Holds the global state; combines task sums and applies the algorithm's server update."""
-
-    def __init__(self, algorithm: FederatedAlgorithm, state: ServerState) -> None:
-        self.algorithm, self.state = algorithm, state
-
-    def params(self) -> np.ndarray:
-        return self.state.params
-
-    def get_state(self) -> ServerState:
-        return self.state
-
-    def apply(self, round_index: int, *results: TaskResult) -> float:
-        mean_delta, total_weight = combine(list(results))
-        if mean_delta is None:
-            log.warning("round %d: every client was dropped; parameters unchanged", round_index)
-        else:
-            delta = mean_delta.astype(self.state.params.dtype)
-            self.state = self.algorithm.server_update(self.state, delta, round_index)
-        return total_weight

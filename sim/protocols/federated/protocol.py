@@ -32,11 +32,12 @@ from sim.interfaces.federated import (
 from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.protocols.federated.actors import (
     ClientWorker,
-    Server,
     check_client_engine,
     evaluate,
     split_tasks,
+    task_cost,
 )
+from sim.protocols.federated.server import Server
 from sim.runtime.progress import progress_line
 from sim.runtime.workers import WorkerGroup, group_size, wait_started, worker_capacity
 from sim.training.model import initial_params
@@ -205,31 +206,31 @@ class RoundJob:
                 self.engine,
             )
 
-        group = WorkerGroup(
-            spawn, num_workers, lambda: worker_capacity(cluster.worker), cluster=cluster
-        )
+        # The server starts first, beside the workers (it imports no torch: it is up first).
         # The server's state lives only in its actor: pin it to the head node (losing the head
         # loses the cluster anyway), so that losing another node loses client workers only.
         # (The driver's node is not a safe choice: on one machine, a driver may attach to any.)
         options = cluster.server.ray_options()
         options["resources"] = {**options.get("resources", {}), HEAD_NODE_RESOURCE: 0.001}
         server = Server.options(**options).remote(self.algorithm, self.state)
+        group = WorkerGroup(
+            spawn, num_workers, lambda: worker_capacity(cluster.worker), cluster=cluster
+        )
         wait_started([server], "server", cluster)
         history = list(self.history)
         context.begin(history)  # only now: every check that can refuse the run has passed
         params_ref = server.params.remote()  # the global parameters the next round starts from
-        state = self.state
+        state, sizes = self.state, data.client_sizes()
         for round_index in range(self.start_round + 1, schedule.rounds + 1):
             tick = time.perf_counter()
             cohort = seeding.sample_cohort(
                 self.seed, round_index, data.num_clients, self.cohort_size
             )
             restarts = group.restarts
-            calls = [
-                (params_ref, task, round_index)
-                for task in split_tasks(cohort, self.clients_per_task)
-            ]
-            outputs = group.run("run", calls, num_returns=2)
+            tasks = split_tasks(cohort, sizes, self.clients_per_task, self.engine)
+            calls = [(params_ref, task, round_index) for task in tasks]
+            costs = [task_cost(sizes, task, self.engine) for task in tasks]
+            outputs = group.run("run", calls, num_returns=2, costs=costs)
             applied = server.apply.remote(round_index, *(task_sum for task_sum, _ in outputs))
             record = round_record(round_index, [m for _, metrics in outputs for m in metrics])
             ray.get(applied)
