@@ -1,43 +1,55 @@
-"""Simulation speed: Cohort's time per round against a plain single-process PyTorch floor.
+"""Simulation speed and fixed costs: Cohort against a plain single-process PyTorch floor.
 
-    python bench/fl_throughput.py [--workload w1|w2|both] [--rounds 5] [--floor-threads 1]
-                                  [--max-samples 200] [--vector-clients-per-task 250] [--quick]
+    python bench/fl_throughput.py [--workload default|w1|w2|all] [--rounds 5] [--baseline DIR]
+                                  [--floor-threads 1] [--max-samples 200]
+                                  [--vector-clients-per-task 250] [--quick]
 
-Two FedAvg workloads, each run three ways in this one process tree, one after the other:
+Every contender runs as its own process, one after the other, and is measured from process start
+to exit: its time per round, its total wall time, and the peak proportional set size (PSS) of its
+whole process tree (the driver and every Ray process; memory they share counted once), sampled
+every 0.2 s as ``bench/tree_memory.py`` does. ``--baseline DIR`` runs every Cohort contender also
+from another checkout (``git worktree add DIR COMMIT``), in the same pass, for a before/after
+table.
 
+- default: ``python -m sim`` (FedAvg on Synthetic(1,1), 60 rounds): total wall and the final
+  parameters' SHA-256 (unchanged by speed work).
 - W1: Fashion-MNIST, 100 clients by Dirichlet(0.5), the 784-200-200-10 MLP, 10 clients per round,
   1 local epoch, batch 32, lr 0.05.
 - W2: Synthetic(1,1), 10,000 clients of at most ``--max-samples`` examples each (the lognormal
   sizes are unbounded otherwise), logistic regression, 1,000 clients per round, 1 epoch,
   batch 10, lr 0.05.
 
-The three ways: Cohort, ``sim.run`` on one local Ray of 2 CPUs with ``cluster.num_workers=1``
-and ``=2`` (each worker uses 1 torch thread); for W2 also ``protocol.client_engine=vectorized`` with
-``--vector-clients-per-task`` clients per task, on 1 and 2 workers; and the floor, a plain
-PyTorch loop in this process with no framework (1 torch thread unless ``--floor-threads``):
-the same data, cohorts, shuffles (the same seed paths of ``sim.seeding``), local SGD and
-size-weighted averaging. Time per round is the median over rounds 2..R-1 (round 1 warms up,
-round R evaluates). Prints, per workload, the times, the ratios Cohort / floor, for W2 the
-per-client framework overhead ``(Cohort - floor) / clients per round`` and the vectorised
-speed-up ``floor / vectorised``, next to the issue's targets; and, as a check that the floor
-does the same work, its final parameters against Cohort's. ``--quick``: tiny populations and
-3 rounds, a smoke test of this script (its numbers mean nothing).
+Cohort runs ``python -m sim`` with ``cluster.num_workers=1`` and ``=2`` (each worker 1 torch
+thread, Ray given 2 CPUs); for W2 also ``protocol.client_engine=vectorized`` with
+``--vector-clients-per-task`` clients per task. The floor is a plain PyTorch loop in one process
+with no framework (1 torch thread unless ``--floor-threads``): the same data, cohorts, shuffles
+(the same seed paths of ``sim.seeding``), local SGD and size-weighted averaging. Time per round
+is the median over rounds 2..R-1 (round 1 warms up, round R evaluates). The evaluation round's
+extra time, per example evaluated (the test set and the evaluated clients' own data), is set
+against a training round's time per example trained. Prints the ratios to the floor next to the
+targets, and, as a check that the floor does the same work, its final parameters against each
+contender's. ``--quick``: tiny populations and 3 rounds, a smoke test (its numbers mean nothing).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-import ray
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tree_memory import kib, tree
 
 import sim
 from sim import seeding
@@ -45,9 +57,17 @@ from sim.runtime.config import build_component
 from sim.training.model import initial_params
 
 RAY_CPUS = 2
-W1_TARGET = 0.65  # Cohort on 2 workers / floor, at most
-W2_OVERHEAD_TARGET_MS = 1.0  # (Cohort - floor) per client, at most
-VECTOR_TARGET = 3.0  # floor / vectorised, at least
+GIB = 2**30
+# Targets (issue "Fixed costs"), as ratios to the floor unless said otherwise.
+TARGETS = {
+    "default wall s": 12.0,
+    "w1 s/round 2 workers": 0.55,
+    "w1 wall 2 workers": 1.3,
+    "w1 memory 2 workers": 2.0,
+    "w2 s/round vectorized": 0.1,
+    "w2 memory vectorized": 1.5,
+    "evaluation / training per example": 1.0,
+}
 
 
 @dataclass
@@ -59,6 +79,7 @@ class Workload:
     overrides: list[str]
     clients_per_round: int
     variants: dict[str, list[str]] = field(default_factory=dict)
+    floor: bool = True  # False: no floor (the default run is timed as it is)
 
 
 def workloads(args: argparse.Namespace) -> dict[str, Workload]:
@@ -81,6 +102,14 @@ def workloads(args: argparse.Namespace) -> dict[str, Workload]:
             "cluster.num_workers=2",
         ],
     }
+    default = Workload(
+        "default",
+        "default: `python -m sim` (FedAvg, Synthetic(1,1), 30 clients, logistic, 60 rounds)",
+        [],
+        10,
+        {"cohort `python -m sim`": []},
+        floor=False,
+    )
     w1 = Workload(
         "w1",
         f"W1: Fashion-MNIST Dirichlet(0.5), {fmnist_clients} clients, MLP 784-200-200-10, "
@@ -121,7 +150,7 @@ def workloads(args: argparse.Namespace) -> dict[str, Workload]:
         synth_per_round,
         {**sequential, **vectorised},
     )
-    return {"w1": w1, "w2": w2}
+    return {"default": default, "w1": w1, "w2": w2}
 
 
 def timed_median(times: list[float]) -> float:
@@ -160,8 +189,9 @@ def floor_local_sgd(
             optimizer.step()
 
 
-def run_floor(overrides: list[str], rounds: int) -> tuple[list[float], np.ndarray]:
-    """FedAvg with no framework in this process; per-round times and the final parameters."""
+def run_floor(overrides: list[str], rounds: int) -> tuple[list[float], np.ndarray, int]:
+    """FedAvg with no framework in this process; per-round times, the final parameters and the
+    examples of round 2..R-1."""
     cfg = sim.compose(overrides)
     data = build_component("env", cfg.env).load(seeding.rng(cfg.seed, "env"))
     spec = build_component("model", cfg.model)
@@ -173,7 +203,7 @@ def run_floor(overrides: list[str], rounds: int) -> tuple[list[float], np.ndarra
         seeding.torch_seed(cfg.seed, "init"),
     )
     params = torch.from_numpy(init)
-    times = []
+    times, examples = [], 0
     for round_index in range(1, rounds + 1):
         tick = time.perf_counter()
         cohort = seeding.sample_cohort(
@@ -192,84 +222,226 @@ def run_floor(overrides: list[str], rounds: int) -> tuple[list[float], np.ndarra
             total += len(y)
         params = params - (weighted_sum / total).float()  # server SGD, lr 1: plain averaging
         times.append(time.perf_counter() - tick)
-    return times, params.numpy()
+        examples += int(total) if 1 < round_index < rounds else 0
+    return times, params.numpy(), examples
 
 
-def run_cohort(overrides: list[str], rounds: int) -> tuple[list[float], np.ndarray]:
-    """``sim.run``; per-round times (``round_time_s``) and the final parameters."""
-    result = sim.run(overrides)
-    times = [record["round_time_s"] for record in sorted(result.history, key=lambda r: r["round"])]
-    return times, result.params
+@dataclass
+class Measured:
+    """One contender's figures."""
+
+    round_s: float  # median time per round, rounds 2..R-1
+    wall_s: float  # process start to exit
+    peak_gib: float  # peak PSS of the process tree
+    processes: int
+    params: np.ndarray | None = None
+    sha256: str = ""
+    eval_ratio: float | None = None  # evaluation / training, per example
 
 
-def verdict(met: bool) -> str:
-    return "met" if met else "MISSED"
+def measured_process(command: list[str], cwd: Path, log: Path) -> tuple[float, float, int]:
+    """Run ``command``; its wall time, the peak PSS of its process tree (GiB) and its most
+    processes. Fails with the command's last output if it fails."""
+    start = time.perf_counter()
+    with log.open("w") as out:
+        env = {**os.environ, "PYTHONPATH": str(cwd)}  # Ray's workers import this checkout too
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        peak = processes = 0
+        while proc.poll() is None:
+            pids = tree(proc.pid)
+            processes = max(processes, len(pids))
+            peak = max(peak, sum(kib(pid, "Pss", "smaps_rollup") for pid in pids))
+            time.sleep(0.2)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{log.read_text()[-3000:]}")
+    return wall, peak * 1024 / GIB, processes
 
 
-def bench(workload: Workload, args: argparse.Namespace, tmp: str) -> None:
+def eval_ratio(history: list[dict], data_examples: int) -> float:
+    """(last round's time - a training round's) / examples evaluated, over a training round's
+    time per example trained (rounds 2..R-1)."""
+    train = history[1:-1]
+    per_trained = sum(r["round_time_s"] for r in train) / sum(r["examples"] for r in train)
+    extra = history[-1]["round_time_s"] - statistics.median(r["round_time_s"] for r in train)
+    return extra / data_examples / per_trained
+
+
+def run_cohort(overrides: list[str], checkout: Path, tmp: Path, examples: int | None) -> Measured:
+    """``python -m sim OVERRIDES`` from ``checkout``, in its own process."""
+    out = Path(tempfile.mkdtemp(dir=tmp))
+    command = [sys.executable, "-m", "sim", *overrides, f"output_dir={out}/run"]
+    wall, peak, processes = measured_process(command, checkout, out / "log.txt")
+    history = [json.loads(line) for line in (out / "run" / "metrics.jsonl").open()]
+    times = [record["round_time_s"] for record in history]
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    with np.load(out / "run" / "checkpoints" / "checkpoint.npz") as checkpoint:
+        params = checkpoint["params"]
+    ratio = eval_ratio(history, examples) if examples else None
+    return Measured(
+        timed_median(times), wall, peak, processes, params, summary["params_sha256"], ratio
+    )
+
+
+def run_floor_process(workload: str, args: argparse.Namespace, tmp: Path) -> Measured:
+    """The floor in its own process (this script with ``--floor-of``)."""
+    out = Path(tempfile.mkdtemp(dir=tmp))
+    command = [sys.executable, __file__, *sys.argv[1:], "--floor-of", workload, "--out", str(out)]
+    wall, peak, processes = measured_process(command, Path.cwd(), out / "log.txt")
+    result = np.load(out / "floor.npz")
+    sha = hashlib.sha256(result["params"].tobytes()).hexdigest()
+    return Measured(
+        timed_median(list(result["times"])), wall, peak, processes, result["params"], sha
+    )
+
+
+def floor_main(workload: Workload, args: argparse.Namespace) -> None:
+    """``--floor-of``: run the floor here and save its times and parameters."""
+    torch.set_num_threads(args.floor_threads)
+    times, params, _ = run_floor([*workload.overrides, *common_overrides(args)], args.rounds)
+    np.savez(Path(args.out) / "floor.npz", times=np.array(times), params=params)
+
+
+def common_overrides(args: argparse.Namespace) -> list[str]:
     rounds = args.rounds
-    common = [
+    return [
         f"seed={args.seed}",
         f"protocol.rounds={rounds}",
         f"protocol.eval_every={rounds}",
-        "protocol.eval_clients=10",
+        f"protocol.eval_clients={EVAL_CLIENTS}",
         "protocol.checkpoint_every=0",
         "progress=false",
+        f"cluster.num_cpus={RAY_CPUS}",
     ]
-    print(f"\n{workload.title}", flush=True)
-    floor_name = f"floor: plain PyTorch, 1 process, {args.floor_threads} torch thread(s)"
-    times, floor_params = run_floor([*workload.overrides, *common], rounds)
-    medians = {floor_name: timed_median(times)}
-    print(f"  {floor_name}: {medians[floor_name]:.4f} s/round", flush=True)
-    differences = {}
-    for name, extra in workload.variants.items():
-        output = f"output_dir={tmp}/{workload.key}_{len(medians)}"
-        times, params = run_cohort([*workload.overrides, *common, *extra, output], rounds)
-        medians[name] = timed_median(times)
-        differences[name] = float(np.abs(params - floor_params).max())
-        print(f"  {name}: {medians[name]:.4f} s/round", flush=True)
 
-    floor = medians[floor_name]
-    print(
-        f"\n  time per round: median of rounds 2..{rounds - 1} of {rounds} (round 1 warms up, "
-        f"round {rounds} evaluates)\n  Ray {RAY_CPUS} CPUs, Cohort workers 1 torch thread each; "
-        "sequential clients_per_task 5 (the config default)"
+
+EVAL_CLIENTS = 10  # clients whose own data the last round evaluates (with the test set)
+
+
+def evaluated_examples(overrides: list[str]) -> int:
+    """Examples the evaluation round evaluates: the test set and the evaluated clients' data."""
+    cfg = sim.compose(overrides)
+    data = build_component("env", cfg.env).load(seeding.rng(cfg.seed, "env"))
+    chosen = seeding.rng(cfg.seed, "eval_clients").choice(
+        data.num_clients, EVAL_CLIENTS, replace=False
     )
-    width = max(len(name) for name in medians)
-    print(f"  {'variant':<{width}}  {'s/round':>8}  {'/ floor':>8}  {'max |params - floor|':>20}")
-    for name, seconds in medians.items():
-        diff = f"{differences[name]:.2e}" if name in differences else "-"
-        print(f"  {name:<{width}}  {seconds:8.4f}  {seconds / floor:7.2f}x  {diff:>20}")
+    return len(data.test_y) + int(data.client_sizes()[chosen].sum())
 
-    print("  targets (issue 'Simulation speed'):")
+
+def ratio_line(name: str, value: float, target: float, at_most: bool = True) -> str:
+    met = value <= target if at_most else value >= target
+    sign = "<=" if at_most else ">="
+    return f"    {name}: {value:.2f}   target {sign} {target}   {'met' if met else 'MISSED'}"
+
+
+def bench(workload: Workload, args: argparse.Namespace, tmp: Path) -> None:
+    overrides = [*workload.overrides, *common_overrides(args)]
+    if workload.key == "default":
+        overrides = ["progress=false"]
+    print(f"\n{workload.title}", flush=True)
+    results: dict[str, Measured] = {}
+    floor_name = f"floor: plain PyTorch, 1 process, {args.floor_threads} torch thread(s)"
+    if workload.floor:
+        results[floor_name] = run_floor_process(workload.key, args, tmp)
+        print(f"  {floor_name}: done", flush=True)
+    examples = evaluated_examples(overrides) if workload.key == "w1" else None
+    checkouts = {"": Path.cwd()}
+    if args.baseline:
+        checkouts = {"before: ": Path(args.baseline), "after:  ": Path.cwd()}
+    for name, extra in workload.variants.items():
+        for label, checkout in checkouts.items():
+            results[label + name] = run_cohort([*overrides, *extra], checkout, tmp, examples)
+            print(f"  {label + name}: done", flush=True)
+
+    floor = results.get(floor_name)
+    width = max(len(name) for name in results)
+    print(
+        f"\n  s/round: median of rounds 2..{args.rounds - 1} of {args.rounds}; wall: process "
+        "start to exit; memory: peak PSS of the process tree; Ray 2 CPUs, 1 torch thread a worker"
+    )
+    header = f"  {'contender':<{width}}  {'s/round':>8} {'wall s':>7} {'GiB':>5} {'procs':>5}"
+    if floor:
+        header += f"  {'round/fl':>8} {'wall/fl':>7} {'mem/fl':>6}  {'max|p - floor|':>14}"
+    print(header + ("  eval/train" if examples else "") + "  params sha256")
+    for name, m in results.items():
+        line = f"  {name:<{width}}  {m.round_s:8.4f} {m.wall_s:7.1f} {m.peak_gib:5.2f}"
+        line += f" {m.processes:5d}"
+        if floor:
+            diff = np.abs(m.params - floor.params).max() if name != floor_name else 0.0
+            line += (
+                f"  {m.round_s / floor.round_s:7.2f}x {m.wall_s / floor.wall_s:6.2f}x "
+                f"{m.peak_gib / floor.peak_gib:5.2f}x  {diff:14.2e}"
+            )
+        if examples:
+            line += f"  {m.eval_ratio:10.2f}" if m.eval_ratio is not None else f"  {'-':>10}"
+        print(line + f"  {m.sha256[:12]}")
+
+    print("  targets (issue 'Fixed costs'; the 'after' figures):")
+    after = {
+        name.removeprefix("after:  "): m
+        for name, m in results.items()
+        if not name.startswith("before: ")
+    }
+    if workload.key == "default":
+        m = after["cohort `python -m sim`"]
+        print(ratio_line("wall s", m.wall_s, TARGETS["default wall s"]))
+        if args.baseline:
+            same = results["before: cohort `python -m sim`"].sha256 == m.sha256
+            print(f"    params_sha256 as before: {'yes' if same else 'NO'}")
+        return
     if workload.key == "w1":
-        ratio = medians["cohort sequential, 2 workers"] / floor
+        m = after["cohort sequential, 2 workers"]
         print(
-            f"    Cohort 2 workers / floor = {ratio:.2f}x   target <= {W1_TARGET}x   "
-            f"{verdict(ratio <= W1_TARGET)}"
+            ratio_line(
+                "s/round 2 workers / floor",
+                m.round_s / floor.round_s,
+                TARGETS["w1 s/round 2 workers"],
+            )
+        )
+        print(
+            ratio_line(
+                "wall 2 workers / floor", m.wall_s / floor.wall_s, TARGETS["w1 wall 2 workers"]
+            )
+        )
+        print(
+            ratio_line(
+                "memory 2 workers / floor",
+                m.peak_gib / floor.peak_gib,
+                TARGETS["w1 memory 2 workers"],
+            )
+        )
+        print(
+            ratio_line(
+                "evaluation / training per example",
+                m.eval_ratio,
+                TARGETS["evaluation / training per example"],
+            )
         )
         return
-    for name in workload.variants:
-        if name.startswith("cohort sequential"):
-            overhead_ms = (medians[name] - floor) / workload.clients_per_round * 1e3
+    for name, m in after.items():
+        if "vectorized" in name:
+            short = name.removeprefix("cohort ")
             print(
-                f"    overhead per client, {name.removeprefix('cohort ')}: {overhead_ms:.3f} ms"
-                f"   target <= {W2_OVERHEAD_TARGET_MS} ms   "
-                f"{verdict(overhead_ms <= W2_OVERHEAD_TARGET_MS)}"
+                ratio_line(
+                    f"s/round {short} / floor",
+                    m.round_s / floor.round_s,
+                    TARGETS["w2 s/round vectorized"],
+                )
             )
-    for name in workload.variants:
-        if name.startswith("cohort vectorized"):
-            speedup = floor / medians[name]
             print(
-                f"    speed-up floor / {name.removeprefix('cohort ')}: {speedup:.2f}x"
-                f"   target >= {VECTOR_TARGET}x   {verdict(speedup >= VECTOR_TARGET)}"
+                ratio_line(
+                    f"memory {short} / floor",
+                    m.peak_gib / floor.peak_gib,
+                    TARGETS["w2 memory vectorized"],
+                )
             )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", choices=("w1", "w2", "both"), default="both")
+    parser.add_argument("--workload", choices=("default", "w1", "w2", "all"), default="all")
     parser.add_argument("--rounds", type=int, default=None, help="default 5 (--quick: 3)")
+    parser.add_argument("--baseline", help="another checkout: its Cohort runs beside this one's")
     parser.add_argument("--floor-threads", type=int, default=1)
     parser.add_argument("--max-samples", type=int, default=200, help="W2: examples per client")
     parser.add_argument(
@@ -277,6 +449,8 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--floor-of", help=argparse.SUPPRESS)  # internal: run one floor
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rounds is None:
         args.rounds = 3 if args.quick else 5
@@ -284,27 +458,25 @@ def main() -> None:
         parser.error("--rounds: need >= 3 (rounds 2..R-1 are timed)")
     if args.floor_threads < 1:
         parser.error("--floor-threads: must be >= 1")
-    chosen = ["w1", "w2"] if args.workload == "both" else [args.workload]
-    torch.set_num_threads(args.floor_threads)  # the floor runs in this process
+    if args.baseline and not (Path(args.baseline) / "sim" / "__main__.py").is_file():
+        parser.error(f"--baseline: {args.baseline} is not a Cohort checkout")
+    specs = workloads(args)
+    if args.floor_of:
+        floor_main(specs[args.floor_of], args)
+        return
+    chosen = ["default", "w1", "w2"] if args.workload == "all" else [args.workload]
     print(
         f"fl_throughput: {args.rounds} rounds, seed {args.seed}, floor torch threads "
-        f"{args.floor_threads}, Ray {RAY_CPUS} CPUs, {os.cpu_count()} cores here"
+        f"{args.floor_threads}, Ray {RAY_CPUS} CPUs, {os.cpu_count()} cores here, load average "
+        f"{os.getloadavg()[0]:.2f}"
+        + (f", baseline {args.baseline}" if args.baseline else "")
         + ("  [--quick: tiny sizes, a smoke test; the numbers mean nothing]" if args.quick else ""),
         flush=True,
     )
-    ray.init(
-        num_cpus=RAY_CPUS,
-        include_dashboard=False,
-        logging_level="ERROR",
-        _node_ip_address="127.0.0.1",
-    )
-    try:
-        specs = workloads(args)
-        with tempfile.TemporaryDirectory() as tmp:
-            for key in chosen:
-                bench(specs[key], args, tmp)
-    finally:
-        ray.shutdown()
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in chosen:
+            bench(specs[key], args, Path(tmp))
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Model specs: dataclasses whose ``build(input_shape, num_classes)`` returns a fresh module.
 
-Parameter initialisation is PyTorch's default; the caller seeds torch.
+Parameter initialisation is PyTorch's default; the caller seeds torch. torch is imported by
+``build`` only: a driver composes and checks these specs without it (``check``, where a spec has
+one, refuses an input it cannot take).
 """
 
 from __future__ import annotations
@@ -8,10 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import pairwise
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from sim import checks
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass
@@ -19,6 +23,8 @@ class LogisticRegression:
     """Multinomial logistic regression: flatten, then one linear layer (softmax in the loss)."""
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        from torch import nn
+
         return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
 
 
@@ -29,6 +35,8 @@ class LinearRegression:
     bias: bool = False
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        from torch import nn
+
         return nn.Sequential(
             nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes, self.bias)
         )
@@ -45,6 +53,8 @@ class MLP:
             raise ValueError(f"hidden: widths must be >= 1 (got {list(self.hidden)})")
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        from torch import nn
+
         widths = [math.prod(input_shape), *self.hidden]
         layers: list[nn.Module] = [nn.Flatten()]
         for width_in, width_out in pairwise(widths):
@@ -68,16 +78,24 @@ class CNN:
             raise ValueError(f"channels: must be non-empty, each >= 1 (got {list(self.channels)})")
         checks.at_least(self, 1, "hidden")
 
-    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    def check(self, input_shape: tuple[int, ...], num_classes: int) -> None:
+        """Refuse an input that is not an image large enough for the poolings."""
         if len(input_shape) != 3:
             raise ValueError(f"input_shape: CNN needs (C, H, W) (got {tuple(input_shape)})")
-        in_channels, height, width = input_shape
+        _, height, width = input_shape
         depth = len(self.channels)
         if height >> depth < 1 or width >> depth < 1:
             raise ValueError(
                 f"input_shape: {depth} poolings leave no pixels of {height}x{width} "
                 f"(got {tuple(input_shape)})"
             )
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        from torch import nn
+
+        self.check(input_shape, num_classes)
+        in_channels, height, width = input_shape
+        depth = len(self.channels)
         layers: list[nn.Module] = []
         for c_in, c_out in pairwise([in_channels, *self.channels]):
             layers += [nn.Conv2d(c_in, c_out, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]

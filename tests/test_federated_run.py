@@ -90,3 +90,28 @@ def test_python_api_takes_a_composed_config(ray_session, tmp_path):
     cfg = compose(["protocol.rounds=2", "progress=false", f"output_dir={tmp_path / 'run'}"])
     result = sim.run(cfg)
     assert result.config["protocol"]["rounds"] == 2 and len(result.history) == 2
+
+
+def test_driver_and_server_of_a_federated_run_import_no_torch():
+    """The driver composes, checks and prepares a run, and the server actor unpickles the
+    algorithms, without torch (2 s and 150 MB a process): only client workers train."""
+    import subprocess
+    import sys
+
+    code = (
+        "import pickle, sys\n"
+        "import sim.__main__\n"
+        "from sim.interfaces.protocol import Setup\n"
+        "from sim.runtime.config import COMPONENTS, build_component\n"
+        "from sim.runtime.run import compose\n"
+        "for overrides in ([], ['algorithm=fedprox'], ['algorithm=fedpa', 'model=linear',"
+        " 'env=least_squares'], ['env=fashion_mnist', 'model=cnn', 'env.train_subset=1000',"
+        " 'env.num_clients=10']):\n"
+        "    cfg = compose(overrides)\n"
+        "    parts = {g: build_component(g, cfg[g]) for g in COMPONENTS if cfg[g] is not None}\n"
+        "    build_component('protocol', cfg.protocol).prepare(Setup(parts, 0, None))\n"
+        "    pickle.loads(pickle.dumps(parts['algorithm']))\n"
+        "import sim.protocols.federated.server\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

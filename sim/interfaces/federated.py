@@ -82,7 +82,9 @@ class Environment(Protocol):
 
 @runtime_checkable
 class ModelSpec(Protocol):
-    """A model config object (a dataclass named by ``_target_`` in ``conf/model``)."""
+    """A model config object (a dataclass named by ``_target_`` in ``conf/model``). It may also
+    have ``check(input_shape, num_classes)``, raising ``ValueError`` for an input it cannot take:
+    the driver calls it before Ray starts (``build`` runs in the workers)."""
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module: ...
 

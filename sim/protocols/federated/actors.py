@@ -1,6 +1,9 @@
 """The federated protocol's client workers and their work: tasks of virtual clients
 (pre-aggregated) and evaluation blocks. The server is :mod:`sim.protocols.federated.server`.
 
+torch (:mod:`sim.training.model`) is imported inside the workers' code only: the driver imports
+this module to create the workers, and never trains.
+
 Each round the cohort is cut into fixed tasks of ``clients_per_task`` clients, in client-id
 order; a worker returns, per task, the weighted sum of its clients' deltas and their metrics, and
 the server adds the task sums in task order. The cut does not depend on the number of workers,
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import ray
@@ -29,7 +32,9 @@ from sim.interfaces.federated import (
 )
 from sim.protocols.federated.server import TaskResult
 from sim.runtime.workers import WorkerGroup, actor_device, balance
-from sim.training.model import ClientData, ClientModel, per_example_eval
+
+if TYPE_CHECKING:
+    from sim.training.model import ClientModel
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,8 @@ def run_task(
     ``engine`` ``"sequential"`` calls ``client_update`` client by client, ``"vectorized"`` calls
     ``client_update_batch`` once for the task; the rest is the same for both.
     """
+    from sim.training.model import ClientData
+
     check_client_engine(engine, algorithm)
     datas = [
         ClientData.gather(data.x, data.y, data.client_indices(client), model.device)
@@ -154,10 +161,21 @@ class ClientWorker:
         num_cpus: float,
         engine: str = "sequential",
     ) -> None:
+        from sim.training import model
+
         device = actor_device(num_cpus)
         self.data, self.algorithm, self.seed, self.engine = data, algorithm, seed, engine
-        module = model_spec.build(data.input_shape, data.num_classes)
-        self.model = ClientModel(module, device, data.task)
+        self.model_spec, self.training = model_spec, model
+        self.model = model.ClientModel(self.build(), device, data.task)
+
+    def build(self) -> Any:
+        """A fresh module of the model spec for this population (torch's default init)."""
+        return self.model_spec.build(self.data.input_shape, self.data.num_classes)
+
+    def initial_params(self, torch_seed: int) -> np.ndarray:
+        """The run's initial flat parameters, drawn with ``torch_seed`` (the driver imports no
+        torch: the first worker makes them)."""
+        return self.training.initial_params(self.build, torch_seed)
 
     def placement(self) -> tuple[str, str]:
         """The Ray node this worker runs on and its torch device (the group also waits on this
@@ -181,7 +199,7 @@ class ClientWorker:
         """Per-example loss and correctness on test examples ``[start, stop)``."""
         self.model.set_flat(params)
         test_x, test_y = self.data.test_x[start:stop], self.data.test_y[start:stop]
-        return per_example_eval(self.model, test_x, test_y)
+        return self.training.per_example_eval(self.model, test_x, test_y)
 
     def evaluate_clients(self, params: np.ndarray, clients: np.ndarray) -> np.ndarray:
         """Accuracy of the global model on each client's own (training) data."""
@@ -189,7 +207,8 @@ class ClientWorker:
         accuracy = np.empty(len(clients))
         for i, client in enumerate(clients):
             rows = np.sort(self.data.client_indices(client))
-            _, correct = per_example_eval(self.model, self.data.x[rows], self.data.y[rows])
+            x, y = self.data.x[rows], self.data.y[rows]
+            _, correct = self.training.per_example_eval(self.model, x, y)
             accuracy[i] = correct.mean() if len(correct) else np.nan
         return accuracy
 

@@ -40,7 +40,6 @@ from sim.protocols.federated.actors import (
 from sim.protocols.federated.server import Server
 from sim.runtime.progress import progress_line
 from sim.runtime.workers import WorkerGroup, group_size, wait_started, worker_capacity
-from sim.training.model import initial_params
 
 HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's marker resource of the head node
 CURVES = ("test_accuracy", "test_loss", "distance_to_optimum")
@@ -147,7 +146,7 @@ class RoundJob:
     model_spec: ModelSpec
     algorithm: FederatedAlgorithm
     seed: int
-    state: ServerState
+    state: ServerState | None  # None: fresh parameters, made by the first worker
     start_round: int
     history: list[dict[str, Any]]
     cohort_size: int
@@ -165,8 +164,8 @@ class RoundJob:
         algorithm: FederatedAlgorithm,
         **loop: Any,
     ) -> RoundJob:
-        """The job from the server state of ``setup.start``, or from fresh parameters drawn
-        from the run's ``init`` stream."""
+        """The job from the server state of ``setup.start``, or (``state`` None) from fresh
+        parameters that the first worker draws from the run's ``init`` stream."""
         if setup.start is not None:
             arrays, meta = setup.start
             opt_state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
@@ -178,14 +177,13 @@ class RoundJob:
                 )
             history = meta["history"]
         else:
+            check = getattr(model_spec, "check", None)  # a spec's own torch-free check
             try:
-                params = initial_params(
-                    lambda: model_spec.build(data.input_shape, data.num_classes),
-                    seeding.torch_seed(setup.seed, "init"),
-                )
+                if check is not None:
+                    check(data.input_shape, data.num_classes)
             except ValueError as error:
                 raise ConfigError(f"model: {error}") from None
-            state, start_round, history = algorithm.server_init(params), 0, []
+            state, start_round, history = None, 0, []
         return cls(
             schedule, data, model_spec, algorithm, setup.seed, state, start_round, history, **loop
         )
@@ -217,6 +215,10 @@ class RoundJob:
             spawn, num_workers, lambda: worker_capacity(cluster.worker), cluster=cluster
         )
         wait_started([server], "server", cluster)
+        if self.state is None:
+            torch_seed = seeding.torch_seed(self.seed, "init")
+            [(params,)] = group.run("initial_params", [(torch_seed,)])
+            ray.get(server.set_params.remote(params))
         history = list(self.history)
         context.begin(history)  # only now: every check that can refuse the run has passed
         params_ref = server.params.remote()  # the global parameters the next round starts from

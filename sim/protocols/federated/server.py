@@ -42,8 +42,12 @@ def combine(results: list[TaskResult]) -> tuple[np.ndarray | None, float]:
 class Server:
     """Holds the global state; combines task sums and applies the algorithm's server update."""
 
-    def __init__(self, algorithm: FederatedAlgorithm, state: ServerState) -> None:
-        self.algorithm, self.state = algorithm, state
+    def __init__(self, algorithm: FederatedAlgorithm, state: ServerState | None) -> None:
+        self.algorithm, self.state = algorithm, state  # None until set_params
+
+    def set_params(self, params: np.ndarray) -> None:
+        """Start from fresh parameters: the algorithm's initial server state for them."""
+        self.state = self.algorithm.server_init(params)
 
     def params(self) -> np.ndarray:
         return self.state.params
