@@ -92,9 +92,10 @@ def test_python_api_takes_a_composed_config(ray_session, tmp_path):
     assert result.config["protocol"]["rounds"] == 2 and len(result.history) == 2
 
 
-def test_driver_and_server_of_a_federated_run_import_no_torch():
-    """The driver composes, checks and prepares a run, and the server actor unpickles the
-    algorithms, without torch (2 s and 150 MB a process): only client workers train."""
+def test_drivers_and_the_federated_server_import_no_torch():
+    """The driver composes, checks and prepares a federated, active or retraining run, and the
+    federated server unpickles the algorithms, without torch (2 s and 150 MB a process): only
+    the workers train."""
     import subprocess
     import sys
 
@@ -106,7 +107,8 @@ def test_driver_and_server_of_a_federated_run_import_no_torch():
         "from sim.runtime.run import compose\n"
         "for overrides in ([], ['algorithm=fedprox'], ['algorithm=fedpa', 'model=linear',"
         " 'env=least_squares'], ['env=fashion_mnist', 'model=cnn', 'env.train_subset=1000',"
-        " 'env.num_clients=10']):\n"
+        " 'env.num_clients=10'], ['algorithm=margin', 'env=tabular'],"
+        " ['algorithm=retrain', 'env=spam']):\n"
         "    cfg = compose(overrides)\n"
         "    parts = {g: build_component(g, cfg[g]) for g in COMPONENTS if cfg[g] is not None}\n"
         "    build_component('protocol', cfg.protocol).prepare(Setup(parts, 0, None))\n"

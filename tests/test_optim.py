@@ -37,11 +37,11 @@ def test_unknown_optimizer_names_the_field():
 
 
 @pytest.mark.parametrize(("momentum", "weight_decay"), [(0.0, 0.0), (0.9, 0.0), (0.5, 1e-2)])
-def test_client_sgd_equals_torch_sgd_bit_for_bit(momentum, weight_decay):
+def test_client_sgd_and_adamw_equal_torch_bit_for_bit(momentum, weight_decay):
     import torch
     import torch.nn.functional as F
 
-    from sim.training.sgd import SGD
+    from sim.training.sgd import SGD, AdamW
 
     def trained(make_optimizer):
         torch.manual_seed(0)
@@ -62,19 +62,23 @@ def test_client_sgd_equals_torch_sgd_bit_for_bit(momentum, weight_decay):
     ours = trained(lambda params: SGD(params, **options))
     theirs = trained(lambda params: torch.optim.SGD(params, **options))
     assert torch.equal(ours, theirs)
+    adamw = {"lr": 0.01, "weight_decay": weight_decay}
+    ours = trained(lambda params: AdamW(params, **adamw))
+    theirs = trained(lambda params: torch.optim.AdamW(params, **adamw))
+    assert torch.equal(ours, theirs)
 
 
-def test_client_sgd_does_not_import_torch_compiler_stack():
-    """torch.optim's constructor imports torch._dynamo (about 2 s); the clients' SGD must not."""
+def test_written_out_optimizers_do_not_import_torch_compiler_stack():
+    """torch.optim's constructor imports torch._dynamo (about 2 s); ours must not."""
     import subprocess
     import sys
 
     code = (
         "import sys, torch\n"
-        "from sim.training.sgd import SGD\n"
+        "from sim.training.sgd import SGD, AdamW\n"
         "m = torch.nn.Linear(3, 2)\n"
-        "o = SGD(m.parameters(), lr=0.1, momentum=0.9)\n"
-        "m(torch.ones(1, 3)).sum().backward(); o.step(); o.zero_grad()\n"
+        "for o in (SGD(m.parameters(), lr=0.1, momentum=0.9), AdamW(m.parameters(), lr=0.1)):\n"
+        "    m(torch.ones(1, 3)).sum().backward(); o.step(); o.zero_grad()\n"
         "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -112,7 +112,7 @@ def run_config(
         cluster = OmegaConf.to_object(cfg.cluster)
         if cluster.mode == "remote" and not ray.is_initialized():
             remote_address(cluster)
-        with ray_session(cluster):
+        with ray_session(cluster, worker_setup=getattr(protocol, "ray_train", False)):
             check_roles(cluster, getattr(protocol, "roles", ROLES))
             outcome = job.run(Context(cfg.seed, cluster, run_dir, config, cfg.progress))
         history = outcome.history

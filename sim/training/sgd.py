@@ -1,6 +1,7 @@
 """Local minibatch training: epochs of shuffled minibatches with any torch optimizer, the model's
 loss plus an optional :data:`~sim.interfaces.federated.LossTerm` of the parameters (e.g.
-FedProx's proximal term); and :class:`SGD`, the clients' optimizer. Pure torch; no Ray here."""
+FedProx's proximal term); and the optimizers :class:`SGD` (the clients') and :class:`AdamW`
+(the pool learner's). Pure torch; no Ray here."""
 
 from __future__ import annotations
 
@@ -56,10 +57,57 @@ class SGD:
             param.add_(grad, alpha=-self.lr)
 
 
+class AdamW:
+    """Adam with decoupled weight decay (Loshchilov & Hutter, "Decoupled Weight Decay
+    Regularization", ICLR 2019, Algorithm 2), computed exactly as ``torch.optim.AdamW`` computes
+    it (its single-tensor update; no AMSGrad), so the numbers are bit for bit the same
+    (tests/test_optim.py). Written out for the reason :class:`SGD` is."""
+
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
+        self.params = list(params)
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.first = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.second = [
+            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
+        ]
+        self.steps = [0] * len(self.params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for param in self.params:
+            param.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Per parameter with a gradient, at its step t: ``p *= 1 - lr wd``;
+        ``m = lerp(m, g, 1 - b1)``; ``v = b2 v + (1 - b2) g^2``;
+        ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
+        beta1, beta2 = self.betas
+        for i, param in enumerate(self.params):
+            grad = param.grad
+            if grad is None:
+                continue
+            self.steps[i] += 1
+            step = self.steps[i]
+            if self.weight_decay != 0:
+                param.mul_(1 - self.lr * self.weight_decay)
+            self.first[i].lerp_(grad, 1 - beta1)
+            self.second[i].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            step_size = self.lr / (1 - beta1**step)
+            denom = (self.second[i].sqrt() / (1 - beta2**step) ** 0.5).add_(self.eps)
+            param.addcdiv_(self.first[i], denom, value=-step_size)
+
+
 def train_epochs(
     model: ClientModel,
     data: ClientData,
-    optimizer: torch.optim.Optimizer | SGD,
+    optimizer: torch.optim.Optimizer | SGD | AdamW,
     *,
     epochs: int,
     batch_size: int,

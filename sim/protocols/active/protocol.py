@@ -31,8 +31,6 @@ from sim.protocols.active.oracle import Oracle, OracleDesk
 from sim.protocols.federated.actors import split_range
 from sim.runtime.progress import progress_line
 from sim.runtime.workers import actor_device, wait_started
-from sim.training.learner import expose
-from sim.training.model import ClientModel, accuracy
 
 CURVES = ("test_accuracy",)
 
@@ -100,6 +98,8 @@ def _fit(
     round_index: int,
     init: np.ndarray | None,
 ):
+    from sim.training.model import accuracy  # torch: in the task's process, not the driver's
+
     device = actor_device(context.num_cpus)
     tick = time.perf_counter()
     model, loss = context.learner.fit(
@@ -121,6 +121,9 @@ def _fit(
 
 
 def _expose(view: PoolView, context: RoundContext, params: np.ndarray, start: int, stop: int):
+    from sim.training.learner import expose
+    from sim.training.model import ClientModel
+
     model = ClientModel(
         context.learner.build(view.x.shape[1], view.num_classes), actor_device(context.num_cpus)
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import ray
@@ -34,7 +34,9 @@ from sim.protocols.retraining.metrics import churn_metrics
 from sim.runtime.progress import progress_line
 from sim.runtime.workers import actor_device, wait_started
 from sim.training.learner import expose
-from sim.training.model import ClientModel
+
+if TYPE_CHECKING:
+    from sim.training.model import ClientModel
 
 CURVES = ("test_accuracy", "churn")
 
@@ -108,6 +110,8 @@ class BaseModel:
     """The teacher: the base model, answering its class probabilities for training rows."""
 
     def __init__(self, data: PoolData, learner: Learner, params: np.ndarray) -> None:
+        from sim.training.model import ClientModel  # torch: in the actor, not the driver
+
         module = learner.build(data.x.shape[1], data.num_classes)
         self.model = ClientModel(module, actor_device(1))
         self.model.set_flat(params)

@@ -103,6 +103,7 @@ class TeacherStudent:
 
     resumable: ClassVar[tuple[str, ...]] = ()
     roles: ClassVar[tuple[str, ...]] = ("worker", "teacher")  # the cluster roles it places
+    ray_train: ClassVar[bool] = True  # its workers quiet Ray Train's logs (session.WORKER_SETUP)
 
     steps: int = 200
     batch_size: int = 16
