@@ -189,10 +189,13 @@ class RoundJob:
         )
 
     def run(self, context: RunContext) -> Outcome:
-        cluster, schedule, data = context.cluster, self.schedule, self.data
+        cluster, schedule = context.cluster, self.schedule
         tasks_per_round = math.ceil(self.cohort_size / self.clients_per_task)
         num_workers = group_size(cluster.worker, cluster.num_workers, tasks_per_round)
-        data_ref = ray.put(data)
+        # The population once, in the object store: from here on the driver reads it there too
+        # (zero-copy views) and lets its own copy go.
+        data_ref = ray.put(self.data)
+        self.data = data = ray.get(data_ref)
 
         def spawn() -> Any:
             return ClientWorker.options(**cluster.worker.ray_options()).remote(
