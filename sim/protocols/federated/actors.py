@@ -4,10 +4,10 @@
 torch (:mod:`sim.training.model`) is imported inside the workers' code only: the driver imports
 this module to create the workers, and never trains.
 
-Each round the cohort is cut into fixed tasks of ``clients_per_task`` clients, in client-id
-order; a worker returns, per task, the weighted sum of its clients' deltas and their metrics, and
-the server adds the task sums in task order. The cut does not depend on the number of workers,
-so neither do the numbers.
+Each round the cohort is cut into tasks by client size (:func:`split_tasks`); a worker returns,
+per task, the weighted sum of its clients' deltas (in client-id order) and their metrics, and the
+server adds the task sums in task order. The cut does not depend on the number of workers, so
+neither do the numbers.
 """
 
 from __future__ import annotations

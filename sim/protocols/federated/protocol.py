@@ -1,8 +1,9 @@
 """The federated protocol (FedAvg, FedProx, FedPA, ...): a server actor, a group of client-worker
 actors, and the round loop.
 
-Each round: the cohort, a pure function of ``(seed, round)``, is cut into fixed tasks of
-``clients_per_task`` clients; the workers run the algorithm's client updates and return one
+Each round: the cohort, a pure function of ``(seed, round)``, is cut into
+``ceil(cohort / clients_per_task)`` tasks by client size (:func:`~.actors.split_tasks`), spread
+over the workers by their cost; the workers run the algorithm's client updates and return one
 pre-aggregated sum per task; the server adds them in task order and applies the algorithm's
 server update; every ``eval_every`` rounds the global model is evaluated on the test set and on
 the clients' own data. Results do not depend on the number of workers. The population lives once
