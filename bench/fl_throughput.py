@@ -176,17 +176,22 @@ def floor_local_sgd(
     batch_size: int,
     lr: float,
 ) -> None:
-    """Plain minibatch SGD with cross-entropy, shuffling each epoch with the client's rng."""
-    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
+    """Plain minibatch SGD with cross-entropy, shuffling each epoch with the client's rng. The
+    step is ``p -= lr * grad`` by hand: a ``torch.optim`` optimizer would add its 2 s import of
+    ``torch._dynamo`` to the floor's wall time."""
+    params = list(module.parameters())
     module.train()
     for _ in range(epochs):
         permutation = torch.from_numpy(rng.permutation(len(y)))
         for start in range(0, len(y), batch_size):
             take = permutation[start : start + batch_size]
             loss = F.cross_entropy(module(x[take]), y[take])
-            optimizer.zero_grad(set_to_none=True)
+            for param in params:
+                param.grad = None
             loss.backward()
-            optimizer.step()
+            with torch.no_grad():
+                for param in params:
+                    param.add_(param.grad, alpha=-lr)
 
 
 def run_floor(overrides: list[str], rounds: int) -> tuple[list[float], np.ndarray, int]:
@@ -244,7 +249,8 @@ def measured_process(command: list[str], cwd: Path, log: Path) -> tuple[float, f
     processes. Fails with the command's last output if it fails."""
     start = time.perf_counter()
     with log.open("w") as out:
-        env = {**os.environ, "PYTHONPATH": str(cwd)}  # Ray's workers import this checkout too
+        path = os.pathsep.join(filter(None, [str(cwd), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}  # Ray's workers import this checkout too
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         peak = processes = 0
         while proc.poll() is None:

@@ -95,7 +95,8 @@ def test_the_pool_gives_up_on_a_call_whose_worker_always_dies(ray_session):
 def test_a_worker_killed_mid_round_changes_nothing(ray_session, tmp_path, monkeypatch):
     clean = sim.run([*COMMON, f"output_dir={tmp_path / 'clean'}"])
     assert sum(r["worker_restarts"] for r in clean.history) == 0
-    # 4 tasks a round on 2 workers: the 5th is round 2's first, and worker 0 also gets the 7th.
+    # 4 tasks a round on 2 workers: the 5th is round 2's first (the tasks are spread by cost, so
+    # which worker gets which later task depends on the clients' sizes).
     # The first evaluation (round 2) has one test block, on worker 0, which then gets the first
     # block of clients.
     kills = kill_at(monkeypatch, {"run": 5, "evaluate_test": 1})

@@ -108,7 +108,7 @@ def test_drivers_and_the_federated_server_import_no_torch():
         "for overrides in ([], ['algorithm=fedprox'], ['algorithm=fedpa', 'model=linear',"
         " 'env=least_squares'], ['env=fashion_mnist', 'model=cnn', 'env.train_subset=1000',"
         " 'env.num_clients=10'], ['algorithm=margin', 'env=tabular'],"
-        " ['algorithm=retrain', 'env=spam']):\n"
+        " ['algorithm=retrain', 'env=spam'], ['experiment=covering']):\n"
         "    cfg = compose(overrides)\n"
         "    parts = {g: build_component(g, cfg[g]) for g in COMPONENTS if cfg[g] is not None}\n"
         "    build_component('protocol', cfg.protocol).prepare(Setup(parts, 0, None))\n"

@@ -83,9 +83,9 @@ class RunConfig:
 
 
 class LazySchema(ConfigNode):
-    """The schema ``schema/<group>/<name>`` of a plug-in YAML, built when a composition first
-    loads it: the plug-in's class (and what its module imports, torch for most) is imported only
-    by a run that uses it, not by every start of ``python -m sim``."""
+    """The schema ``schema/<group>/<name>`` of a plug-in YAML, built when a composition loads it
+    (Hydra loads a copy and sets its node): the plug-in's class, and what its module imports, is
+    imported only by a run that uses it, not by every start of ``python -m sim``."""
 
     def __init__(self, name: str, group: str, target: str) -> None:
         self.name, self.group, self.package, self.provider = name, group, None, "cohort"

@@ -216,9 +216,11 @@ def ray_session(cluster: ClusterConfig, worker_setup: bool = True) -> Iterator[N
     try:
         yield
     finally:
-        if cluster.mode == "local":
-            _stop_autoscaler_monitor()
-        ray.shutdown()
+        try:
+            if cluster.mode == "local":
+                _stop_autoscaler_monitor()
+        finally:
+            ray.shutdown()
 
 
 def _stop_autoscaler_monitor() -> None:

@@ -1,5 +1,6 @@
-"""Run in every Ray worker process at its start (``worker_process_setup_hook``). Standard library
-only: it is imported by every worker, before any task, so it must cost nothing."""
+"""Run in every Ray worker process at its start (``worker_process_setup_hook``) in the jobs that
+ask for it (those that run Ray Train: ``sim.runtime.session.start_ray``). Standard library only:
+it is imported by every worker, before any task, so it must cost nothing."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
 """Worker actors: how many fit the cluster, the torch device and threads inside one, and a group
 of them that outlives its members.
 
-Calls are spread round-robin over the workers. A call whose worker died (killed, crashed, or lost
-with its node) is re-run on a replacement started with the same constructor, or, when the cluster
-no longer has room for one, on the remaining workers. The calls must be deterministic functions
-of their arguments (the client tasks are: of seed, round and clients), so a re-run gives the same
-result and a run with failures ends where a fault-free one does.
+Calls are spread round-robin over the workers, or by their costs when given. A call whose worker
+died (killed, crashed, or lost with its node) is re-run on a replacement started with the same
+constructor, or, when the cluster no longer has room for one, on the remaining workers. The calls
+must be deterministic functions of their arguments (the client tasks are: of seed, round and
+clients), so a re-run gives the same result and a run with failures ends where a fault-free one
+does.
 """
 
 from __future__ import annotations

@@ -14,13 +14,25 @@ from sim.interfaces.federated import LossTerm
 from sim.training.model import ClientData, ClientModel
 
 
-class SGD:
+class WrittenOut:
+    """What the written-out optimizers share: their parameters, and ``zero_grad`` (gradients
+    always set to None, as ``torch.optim`` does by default)."""
+
+    def __init__(self, params: Iterable[torch.nn.Parameter]) -> None:
+        self.params = list(params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for param in self.params:
+            param.grad = None
+
+
+class SGD(WrittenOut):
     """Minibatch SGD with momentum (dampening 0, no Nesterov) and L2 weight decay, computed
-    exactly as ``torch.optim.SGD`` computes it (its single-tensor update, the one it takes for
-    CPU tensors; its CUDA foreach path does the same elementwise arithmetic), so the numbers are
-    bit for bit the same (tests/test_optim.py). Written out because constructing a
-    ``torch.optim`` optimizer imports ``torch._dynamo``, about 2 s of CPU in every process, which
-    each client worker paid in its first round."""
+    exactly as ``torch.optim.SGD`` computes it for CPU tensors (its single-tensor update), so the
+    numbers are bit for bit the same (tests/test_optim.py, on CPU; on CUDA torch takes its
+    foreach path, the same elementwise arithmetic, untested here). Written out because
+    constructing a ``torch.optim`` optimizer imports ``torch._dynamo``, about 2 s of CPU in every
+    process, which each client worker paid in its first round."""
 
     def __init__(
         self,
@@ -29,13 +41,9 @@ class SGD:
         momentum: float = 0.0,
         weight_decay: float = 0.0,
     ) -> None:
-        self.params = list(params)
+        super().__init__(params)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for param in self.params:
-            param.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
@@ -57,7 +65,7 @@ class SGD:
             param.add_(grad, alpha=-self.lr)
 
 
-class AdamW:
+class AdamW(WrittenOut):
     """Adam with decoupled weight decay (Loshchilov & Hutter, "Decoupled Weight Decay
     Regularization", ICLR 2019, Algorithm 2), computed exactly as ``torch.optim.AdamW`` computes
     it (its single-tensor update; no AMSGrad), so the numbers are bit for bit the same
@@ -71,17 +79,13 @@ class AdamW:
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
     ) -> None:
-        self.params = list(params)
+        super().__init__(params)
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.first = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         self.second = [
             torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
         ]
         self.steps = [0] * len(self.params)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for param in self.params:
-            param.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
@@ -107,7 +111,7 @@ class AdamW:
 def train_epochs(
     model: ClientModel,
     data: ClientData,
-    optimizer: torch.optim.Optimizer | SGD | AdamW,
+    optimizer: torch.optim.Optimizer | WrittenOut,
     *,
     epochs: int,
     batch_size: int,

@@ -55,9 +55,10 @@ def check_client_engine(engine: str, algorithm: Any = None) -> None:
 def split_tasks(
     cohort: np.ndarray, sizes: np.ndarray, clients_per_task: int, engine: str = "sequential"
 ) -> list[np.ndarray]:
-    """The round's tasks: ``ceil(len(cohort) / clients_per_task)`` of them, each listing its
-    clients in id order. A function of the cohort and the clients' ``sizes`` (examples) alone,
-    never of the workers, so the task sums and their fixed-order total are too.
+    """The round's tasks: ``ceil(len(cohort) / clients_per_task)`` of them (fewer if clients
+    with no examples would leave some empty), each listing its clients in id order. A function
+    of the cohort and the clients' ``sizes`` (examples) alone, never of the workers, so the task
+    sums and their fixed-order total are too.
 
     ``sequential``: tasks of about equal examples (:func:`~sim.runtime.workers.balance` over the
     clients' sizes), so that no task sets the round's time. ``vectorized``: the clients sorted
@@ -72,7 +73,7 @@ def split_tasks(
     else:
         owner = np.array(balance(cohort_sizes.tolist(), num_tasks))
         tasks = [cohort[owner == t] for t in range(num_tasks)]
-    return [np.sort(task) for task in tasks]
+    return [np.sort(task) for task in tasks if len(task)]
 
 
 def task_cost(sizes: np.ndarray, task: np.ndarray, engine: str) -> float:
@@ -161,12 +162,12 @@ class ClientWorker:
         num_cpus: float,
         engine: str = "sequential",
     ) -> None:
-        from sim.training import model
+        from sim.training.model import ClientModel
 
         device = actor_device(num_cpus)
         self.data, self.algorithm, self.seed, self.engine = data, algorithm, seed, engine
-        self.model_spec, self.training = model_spec, model
-        self.model = model.ClientModel(self.build(), device, data.task)
+        self.model_spec = model_spec
+        self.model = ClientModel(self.build(), device, data.task)
 
     def build(self) -> Any:
         """A fresh module of the model spec for this population (torch's default init)."""
@@ -175,7 +176,9 @@ class ClientWorker:
     def initial_params(self, torch_seed: int) -> np.ndarray:
         """The run's initial flat parameters, drawn with ``torch_seed`` (the driver imports no
         torch: the first worker makes them)."""
-        return self.training.initial_params(self.build, torch_seed)
+        from sim.training.model import initial_params
+
+        return initial_params(self.build, torch_seed)
 
     def placement(self) -> tuple[str, str]:
         """The Ray node this worker runs on and its torch device (the group also waits on this
@@ -197,18 +200,22 @@ class ClientWorker:
 
     def evaluate_test(self, params: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, ...]:
         """Per-example loss and correctness on test examples ``[start, stop)``."""
+        from sim.training.model import per_example_eval
+
         self.model.set_flat(params)
         test_x, test_y = self.data.test_x[start:stop], self.data.test_y[start:stop]
-        return self.training.per_example_eval(self.model, test_x, test_y)
+        return per_example_eval(self.model, test_x, test_y)
 
     def evaluate_clients(self, params: np.ndarray, clients: np.ndarray) -> np.ndarray:
         """Accuracy of the global model on each client's own (training) data."""
+        from sim.training.model import per_example_eval
+
         self.model.set_flat(params)
         accuracy = np.empty(len(clients))
         for i, client in enumerate(clients):
             rows = np.sort(self.data.client_indices(client))
             x, y = self.data.x[rows], self.data.y[rows]
-            _, correct = self.training.per_example_eval(self.model, x, y)
+            _, correct = per_example_eval(self.model, x, y)
             accuracy[i] = correct.mean() if len(correct) else np.nan
         return accuracy
 

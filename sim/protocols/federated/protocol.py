@@ -95,11 +95,12 @@ def load_population(env: Environment, seed: int) -> FederatedData:
 @dataclass
 class Federated(RoundSchedule):
     """Cross-device federated learning: ``clients_per_round`` clients a round (None: all of
-    them), in tasks of ``clients_per_task``; ``client_engine`` sequential or vectorized;
+    them), in ``ceil(clients_per_round / clients_per_task)`` tasks cut by client size;
+    ``client_engine`` sequential or vectorized;
     client accuracy measured on ``eval_clients`` clients (None: all)."""
 
     clients_per_round: int | None = 10
-    clients_per_task: int = 5  # aggregation unit: fixed, so sums do not depend on #workers
+    clients_per_task: int = 5  # sets the tasks a round; they never depend on #workers
     client_engine: str = "sequential"
     eval_clients: int | None = None
 
@@ -194,9 +195,11 @@ class RoundJob:
         tasks_per_round = math.ceil(self.cohort_size / self.clients_per_task)
         num_workers = group_size(cluster.worker, cluster.num_workers, tasks_per_round)
         # The population once, in the object store: from here on the driver reads it there too
-        # (zero-copy views) and lets its own copy go.
+        # (zero-copy views) and lets its own copy go; not through Ray Client, where a get copies.
         data_ref = ray.put(self.data)
-        self.data = data = ray.get(data_ref)
+        if not ray.util.client.ray.is_connected():
+            self.data = ray.get(data_ref)
+        data = self.data
 
         def spawn() -> Any:
             return ClientWorker.options(**cluster.worker.ray_options()).remote(

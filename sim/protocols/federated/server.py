@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TaskResult:
-    """A worker's pre-aggregated output for one task (a fixed slice of the cohort)."""
+    """A worker's pre-aggregated output for one task (a fixed subset of the cohort)."""
 
     weighted_sum: np.ndarray  # sum_i w_i delta_i, float64
     weight: float  # sum_i w_i over the clients kept
