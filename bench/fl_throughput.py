@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tree_memory import kib, tree
+from tree_memory import watch
 
 import sim
 from sim import seeding
@@ -252,16 +252,11 @@ def measured_process(command: list[str], cwd: Path, log: Path) -> tuple[float, f
         path = os.pathsep.join(filter(None, [str(cwd), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": path}  # Ray's workers import this checkout too
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        peak = processes = 0
-        while proc.poll() is None:
-            pids = tree(proc.pid)
-            processes = max(processes, len(pids))
-            peak = max(peak, sum(kib(pid, "Pss", "smaps_rollup") for pid in pids))
-            time.sleep(0.2)
+        peak = watch(proc, every=0.2)
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{log.read_text()[-3000:]}")
-    return wall, peak * 1024 / GIB, processes
+    return wall, peak.pss_kib * 1024 / GIB, peak.processes
 
 
 def eval_ratio(history: list[dict], data_examples: int) -> float:

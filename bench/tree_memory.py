@@ -15,6 +15,7 @@ import contextlib
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 GIB = 2**30
@@ -54,6 +55,29 @@ def name(pid: int) -> str:
         return "?"
 
 
+@dataclass
+class Peak:
+    """What :func:`watch` saw: the tree's peak PSS, its most processes, and the process with the
+    largest peak RSS (KiB, name)."""
+
+    pss_kib: int = 0
+    processes: int = 0
+    largest: tuple[int, str] = (0, "")
+
+
+def watch(proc: subprocess.Popen, every: float) -> Peak:
+    """Sample ``proc``'s process tree every ``every`` seconds until it exits."""
+    peak = Peak()
+    while proc.poll() is None:
+        pids = tree(proc.pid)
+        peak.processes = max(peak.processes, len(pids))
+        peak.pss_kib = max(peak.pss_kib, sum(kib(p, "Pss", "smaps_rollup") for p in pids))
+        for pid in pids:
+            peak.largest = max(peak.largest, (kib(pid, "VmHWM", "status"), name(pid)))
+        time.sleep(every)
+    return peak
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--every", type=float, default=0.5, help="seconds between samples")
@@ -62,20 +86,12 @@ def main() -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     start = time.perf_counter()
     proc = subprocess.Popen(command)
-    peak_total = processes = 0
-    largest = (0, "")  # (peak RSS in KiB, process name)
-    while proc.poll() is None:
-        pids = tree(proc.pid)
-        processes = max(processes, len(pids))
-        peak_total = max(peak_total, sum(kib(p, "Pss", "smaps_rollup") for p in pids))
-        for pid in pids:
-            largest = max(largest, (kib(pid, "VmHWM", "status"), name(pid)))
-        time.sleep(args.every)
+    peak = watch(proc, args.every)
     wall = time.perf_counter() - start
     print(
         f"tree_memory: exit {proc.returncode}, {wall:.1f} s; peak PSS of the process tree "
-        f"{peak_total * 1024 / GIB:.2f} GiB (up to {processes} processes); largest process "
-        f"{largest[1]!r}, peak RSS {largest[0] * 1024 / GIB:.2f} GiB",
+        f"{peak.pss_kib * 1024 / GIB:.2f} GiB (up to {peak.processes} processes); largest process "
+        f"{peak.largest[1]!r}, peak RSS {peak.largest[0] * 1024 / GIB:.2f} GiB",
         file=sys.stderr,
     )
     return proc.returncode

@@ -93,9 +93,7 @@ class LazySchema(ConfigNode):
 
     @property  # type: ignore[override]
     def node(self) -> DictConfig:
-        if self._node is None:
-            self._node = OmegaConf.create(schema_of(self.target))
-        return self._node
+        return OmegaConf.create(schema_of(self.target)) if self._node is None else self._node
 
     @node.setter
     def node(self, value: DictConfig) -> None:
