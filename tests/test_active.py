@@ -76,6 +76,27 @@ def test_resume_gives_identical_results(ray_session, tmp_path):
     np.testing.assert_array_equal(resumed.params, whole.params)
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["algorithm=cluster_margin", "algorithm.clusters=8", "algorithm.margin_factor=3"],
+        ["algorithm=iwes", "learner=ensemble"],
+    ],
+    ids=["stateful", "weighted"],
+)
+def test_stateful_and_weighted_selectors_resume_exactly(ray_session, tmp_path, extra):
+    extra = [*extra, "protocol.budget=40"]  # selections in rounds 1-3; cut after round 2
+    whole = run(tmp_path, *extra, name="whole")
+    state_made = [r for r in whole.history if "state_time_s" in r]
+    assert len(state_made) == ("algorithm=cluster_margin" in extra)  # once, in round 1
+    cut = run(tmp_path, *extra, "protocol.max_rounds=2", name="cut")
+    resumed = run(tmp_path, *extra, "resume=true", name="cut")
+    assert not any("state_time_s" in r for r in resumed.history[2:])  # the state was restored
+    assert _comparable(resumed.history) == _comparable(whole.history)
+    np.testing.assert_array_equal(resumed.params, whole.params)
+    assert len(cut.history) == 2
+
+
 def label_hashes(n: int) -> set[str]:
     """SHA-256 of every integer array of shape (n,) that any live Python object refers to."""
     arrays = (o for o in gc.get_referents(*gc.get_objects()) if type(o) is np.ndarray)
@@ -124,7 +145,7 @@ def test_selector_process_never_sees_hidden_labels(ray_session, tmp_path):
     assert len(findings) == 2 and result.history[-1]["labels"] == 30
     for found in findings:
         assert found["pid"] != os.getpid()  # it ran in a Ray worker, not in the driver
-        assert found["outputs_fields"] == ["embeddings", "probabilities"]
+        assert found["outputs_fields"] == ["embeddings", "members", "probabilities"]
         assert found["pool_data_objects"] == 0
         assert secret not in found["label_hashes"]
         assert found["known_labels"] == found["revealed"]  # only what the oracle revealed

@@ -62,16 +62,21 @@ class PoolEnvironment(Protocol):
 
 @dataclass(frozen=True)
 class LearnerOutputs:
-    """What a selector sees of the learner on (a block of) the pool."""
+    """What a selector sees of the learner on (a block of) the pool. A learner of several models
+    (:attr:`Learner.models` > 1) gives their mean probabilities, the first model's embeddings,
+    and each model's probabilities in ``members``."""
 
     probabilities: np.ndarray  # (n, classes) float32, rows sum to 1
     embeddings: np.ndarray  # (n, width) float32: the last hidden layer's activations
+    members: np.ndarray | None = None  # (n, models, classes) float32, or None for one model
 
     @classmethod
     def concatenate(cls, blocks: list[LearnerOutputs]) -> LearnerOutputs:
+        members = [b.members for b in blocks]
         return cls(
             np.concatenate([b.probabilities for b in blocks]),
             np.concatenate([b.embeddings for b in blocks]),
+            None if any(m is None for m in members) else np.concatenate(members),
         )
 
     def __len__(self) -> int:
@@ -83,11 +88,19 @@ class Learner(Protocol):
     """The model trained on the revealed labels (a dataclass named in ``conf/learner``).
 
     ``fit`` trains from ``init`` (flat parameters) or a fresh initialisation from ``torch_seed``
-    and returns ``(model, loss)``; ``expose`` gives its :class:`LearnerOutputs` on pool rows.
-    ``warm_start``: whether the next round starts from this round's parameters.
+    and returns ``(model, loss)``; with ``weights`` (n,) each example's loss counts that many
+    times (importance weighting). ``build`` makes the torch module that the flat parameters
+    fill; ``sim.training.learner.expose`` gives its :class:`LearnerOutputs` on pool rows.
+    ``warm_start``: whether the next round starts from this round's parameters. ``models``: how
+    many models it trains (their outputs are ``LearnerOutputs.members``).
     """
 
     warm_start: bool
+
+    @property
+    def models(self) -> int: ...
+
+    def build(self, num_features: int, num_classes: int) -> Any: ...
 
     def fit(
         self,
@@ -98,6 +111,7 @@ class Learner(Protocol):
         torch_seed: int,
         init: np.ndarray | None = None,
         device: Any = "cpu",
+        weights: np.ndarray | None = None,
     ) -> tuple[Any, float]: ...
 
 
@@ -112,10 +126,51 @@ class Selector(Protocol):
         labels: np.ndarray,
         batch_size: int,
         rng: np.random.Generator,
-    ) -> np.ndarray:
-        """``batch_size`` distinct unlabeled pool indices. ``labeled`` is the (n,) bool mask;
-        ``labels`` the (n,) revealed labels, -1 where unlabeled."""
+    ) -> np.ndarray | WeightedSelection:
+        """``batch_size`` distinct unlabeled pool indices (or a :class:`WeightedSelection`).
+        ``labeled`` is the (n,) bool mask; ``labels`` the (n,) revealed labels, -1 where
+        unlabeled. A selector that needs several models' outputs says how many in a
+        ``models_needed`` attribute; the protocol refuses a learner with fewer."""
         ...
+
+
+@dataclass(frozen=True)
+class WeightedSelection:
+    """A selector's answer with an importance weight per chosen point: the learner's loss counts
+    each of these examples ``weight`` times in every later round (the seed set and unweighted
+    selections count once)."""
+
+    indices: np.ndarray  # (k,) int pool indices
+    weights: np.ndarray  # (k,) float, > 0
+
+
+@runtime_checkable
+class StatefulSelector(Selector, Protocol):
+    """A selector that keeps state across rounds, e.g. a clustering of the pool computed once.
+
+    The protocol calls ``initial_state`` once, in the first round that selects (on that round's
+    learner outputs), keeps the returned arrays (and checkpoints them, so a resumed run
+    continues with the same state), and passes them to every ``select`` as ``state``; ``select``
+    returns the chosen indices (or a :class:`WeightedSelection`) and the state for the next
+    round."""
+
+    def initial_state(
+        self,
+        outputs: LearnerOutputs,
+        labeled: np.ndarray,
+        labels: np.ndarray,
+        rng: np.random.Generator,
+    ) -> dict[str, np.ndarray]: ...
+
+    def select(  # type: ignore[override]
+        self,
+        outputs: LearnerOutputs,
+        labeled: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        rng: np.random.Generator,
+        state: dict[str, np.ndarray],
+    ) -> tuple[np.ndarray | WeightedSelection, dict[str, np.ndarray]]: ...
 
 
 def lowest_unlabeled(scores: np.ndarray, labeled: np.ndarray, k: int) -> np.ndarray:

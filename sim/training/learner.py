@@ -6,7 +6,7 @@ learner's config without it. No Ray here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -30,6 +30,8 @@ class MLPLearner:
     from the previous round's parameters).
     """
 
+    models: ClassVar[int] = 1
+
     width: int = 128
     depth: int = 2
     epochs: int = 50
@@ -43,7 +45,12 @@ class MLPLearner:
         checks.positive(self, "lr")
         checks.at_least(self, 0, "weight_decay")
 
-    def build(self, num_features: int, num_classes: int) -> nn.Sequential:
+    def build(self, num_features: int, num_classes: int) -> nn.Module:
+        """The module that :meth:`fit` trains and the flat parameters fill."""
+        return self.network(num_features, num_classes)
+
+    def network(self, num_features: int, num_classes: int) -> nn.Sequential:
+        """One MLP."""
         from torch import nn
 
         layers: list[nn.Module] = []
@@ -63,15 +70,17 @@ class MLPLearner:
         torch_seed: int,
         init: np.ndarray | None = None,
         device: torch.device | str = "cpu",
+        weights: np.ndarray | None = None,
     ) -> tuple[ClientModel, float]:
         """Train on ``(x, y)``; returns the model and the mean minibatch loss of the last epoch.
-        ``y``: class labels (n,), or (n, classes) target weights (soft cross-entropy)."""
+        ``y``: class labels (n,), or (n, classes) target weights (soft cross-entropy);
+        ``weights``: (n,) importance weights of the examples' losses, or None (all 1)."""
         import torch
 
         from sim.training.model import ClientData, ClientModel, initial_params
         from sim.training.sgd import AdamW, train_epochs
 
-        build = lambda: self.build(x.shape[1], num_classes)  # noqa: E731
+        build = lambda: self.network(x.shape[1], num_classes)  # noqa: E731
         model = ClientModel(build(), device)
         model.set_flat(init if init is not None else initial_params(build, torch_seed))
         data = ClientData(
@@ -79,6 +88,9 @@ class MLPLearner:
             torch.tensor(
                 y, dtype=torch.int64 if y.ndim == 1 else torch.float32, device=model.device
             ),
+            None
+            if weights is None
+            else torch.tensor(weights, dtype=torch.float32, device=model.device),
         )
         optimizer = AdamW(model.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         losses = train_epochs(
@@ -87,22 +99,87 @@ class MLPLearner:
         return model, losses[-1]
 
 
+@dataclass
+class EnsembleLearner(MLPLearner):
+    """``size`` MLPs (the fields of :class:`MLPLearner`), each from its own initialisation and
+    shuffles, trained on the same (weighted) examples: the learner of several models that
+    disagreement selectors need (IWeS, Citovsky et al., ICLR 2023, Section 3: two models from
+    different initialisations). Its outputs are the members' mean probabilities, the first
+    member's embeddings, and every member's probabilities; an ensemble of one is the MLP."""
+
+    size: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks.at_least(self, 1, "size")
+
+    @property
+    def models(self) -> int:  # type: ignore[override]
+        return self.size
+
+    def build(self, num_features: int, num_classes: int) -> nn.Module:
+        from sim.training.model import Ensemble
+
+        return Ensemble([self.network(num_features, num_classes) for _ in range(self.size)])
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        num_classes: int,
+        rng: np.random.Generator,
+        torch_seed: int,
+        init: np.ndarray | None = None,
+        device: torch.device | str = "cpu",
+        weights: np.ndarray | None = None,
+    ) -> tuple[ClientModel, float]:
+        """Fit each member (member 0 from ``torch_seed`` and ``rng``, member i from seeds derived
+        from them); returns the ensemble and its members' mean last-epoch loss."""
+        from sim.training.model import ClientModel, Ensemble
+
+        shuffles = [rng, *rng.spawn(self.size - 1)]  # spawning leaves rng's own stream as it is
+        inits = [None] * self.size if init is None else np.split(init, self.size)
+        members, losses = [], []
+        for i in range(self.size):
+            seed = torch_seed if i == 0 else member_seed(torch_seed, i)
+            model, loss = super().fit(
+                x, y, num_classes, shuffles[i], seed, inits[i], device, weights
+            )
+            members.append(model.module)
+            losses.append(loss)
+        return ClientModel(Ensemble(members), device), float(np.mean(losses))
+
+
+def member_seed(torch_seed: int, member: int) -> int:
+    """Member ``member``'s torch seed in an ensemble whose first member uses ``torch_seed``."""
+    return int(np.random.SeedSequence([torch_seed, member]).generate_state(1)[0])
+
+
 def expose(model: ClientModel, x: np.ndarray, block: int = 8192) -> LearnerOutputs:
-    """Class probabilities and penultimate embeddings of ``model`` (a Sequential) on ``x``."""
+    """Class probabilities and penultimate embeddings of ``model`` (a Sequential, or an
+    :class:`~sim.training.model.Ensemble` of them: see :class:`LearnerOutputs`) on ``x``."""
     import torch
     import torch.nn.functional as F
 
+    from sim.training.model import Ensemble
+
     model.module.eval()
-    body, head = model.module[:-1], model.module[-1]
-    probabilities, embeddings = [], []
+    nets = list(model.module.members) if isinstance(model.module, Ensemble) else [model.module]
+    head = nets[0][-1]
+    members, embeddings = [], []
     with torch.no_grad():
         for start in range(0, len(x), block):
-            hidden = body(torch.tensor(x[start : start + block], device=model.device))
-            probabilities.append(F.softmax(head(hidden), dim=1).cpu().numpy())
-            embeddings.append(hidden.cpu().numpy())
-    width = head.in_features
-    if not probabilities:
-        return LearnerOutputs(
-            np.zeros((0, head.out_features), np.float32), np.zeros((0, width), np.float32)
-        )
-    return LearnerOutputs(np.concatenate(probabilities), np.concatenate(embeddings))
+            xb = torch.tensor(x[start : start + block], device=model.device)
+            hidden = [net[:-1](xb) for net in nets]
+            probs = [F.softmax(net[-1](h), dim=1) for net, h in zip(nets, hidden, strict=True)]
+            members.append(torch.stack(probs, dim=1).cpu().numpy())
+            embeddings.append(hidden[0].cpu().numpy())
+    if not members:
+        members = [np.zeros((0, len(nets), head.out_features), np.float32)]
+        embeddings = [np.zeros((0, head.in_features), np.float32)]
+    per_model = np.concatenate(members)
+    return LearnerOutputs(
+        np.ascontiguousarray(per_model[:, 0]) if len(nets) == 1 else per_model.mean(axis=1),
+        np.concatenate(embeddings),
+        per_model if len(nets) > 1 else None,
+    )

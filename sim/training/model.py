@@ -57,12 +57,28 @@ def initial_params(build: Callable[[], nn.Module], seed: int) -> np.ndarray:
         return ClientModel(build()).get_flat()
 
 
+class Ensemble(nn.Module):
+    """Several classifiers as one module (one flat parameter vector, member after member);
+    its output is the log of their mean class probabilities, so the cross-entropy and the
+    accuracy of :func:`per_example_eval` are the ensemble's."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logs = torch.stack([F.log_softmax(member(x), dim=1) for member in self.members])
+        return torch.logsumexp(logs, dim=0) - np.log(len(self.members))
+
+
 @dataclass(frozen=True)
 class ClientData:
-    """One client's examples as tensors on the worker's device."""
+    """One client's examples as tensors on the worker's device; ``weight`` (n,), if given, is
+    each example's importance weight in the loss (see :func:`sim.training.sgd.train_epochs`)."""
 
     x: torch.Tensor
     y: torch.Tensor
+    weight: torch.Tensor | None = None
 
     @classmethod
     def gather(
@@ -75,12 +91,13 @@ class ClientData:
 
     def batches(
         self, batch_size: int, rng: np.random.Generator
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of shuffled minibatches (the last one may be smaller)."""
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """One epoch of shuffled minibatches ``(x, y, weight or None)``; the last may be
+        smaller."""
         permutation = torch.from_numpy(rng.permutation(len(self))).to(self.x.device)
         for start in range(0, len(self), batch_size):
             take = permutation[start : start + batch_size]
-            yield self.x[take], self.y[take]
+            yield self.x[take], self.y[take], None if self.weight is None else self.weight[take]
 
 
 @torch.no_grad()

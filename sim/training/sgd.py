@@ -120,7 +120,9 @@ def train_epochs(
     on_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """``epochs`` passes over ``data`` in minibatches shuffled by ``rng``, one ``optimizer`` step
-    each, minimising the model's loss plus ``loss_term(params, params at the start)``.
+    each, minimising the model's loss plus ``loss_term(params, params at the start)``. With
+    ``data.weight`` the loss is the minibatch mean of ``weight * loss``, the importance-weighted
+    empirical risk (IWeS, Citovsky et al., ICLR 2023, the weighted objective of Algorithm 1).
 
     Returns each epoch's mean minibatch loss (the model's loss, without ``loss_term``).
     ``on_step(step)`` runs after every optimizer step (1, 2, ...), e.g. to collect SGD iterates.
@@ -131,8 +133,14 @@ def train_epochs(
     epoch_losses, steps = [], 0
     for _ in range(epochs):
         total, batches = torch.zeros((), device=model.device), 0
-        for xb, yb in data.batches(batch_size, rng):
-            loss = model.loss(model.module(xb), yb)
+        for xb, yb, wb in data.batches(batch_size, rng):
+            output = model.module(xb)
+            # importance-weighted empirical risk: the minibatch mean of weight * loss
+            loss = (
+                model.loss(output, yb)
+                if wb is None
+                else (model.loss(output, yb, reduction="none") * wb).mean()
+            )
             objective = loss if loss_term is None else loss + loss_term(params, start)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()

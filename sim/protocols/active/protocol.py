@@ -6,6 +6,12 @@ Ray tasks spread over the cluster) -> the selector picks ``batch_size`` unlabele
 oracles label them; until the budget is spent. Learner and selector run in Ray worker processes
 that receive only the label-free :class:`~sim.interfaces.active.PoolView` and the revealed
 labels.
+
+Two plug-in points beyond a plain selector: a selector may keep state across rounds
+(:class:`~sim.interfaces.active.StatefulSelector`: computed once on the first selecting round's
+outputs, then handed to each ``select`` and checkpointed), and may weight what it chooses
+(:class:`~sim.interfaces.active.WeightedSelection`: the learner's loss counts each chosen
+example that many times from then on).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from sim.interfaces.active import (
     PoolEnvironment,
     PoolView,
     Selector,
+    StatefulSelector,
+    WeightedSelection,
 )
 from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.protocols.active.oracle import Oracle, OracleDesk
@@ -72,6 +80,12 @@ class Active:
             "algorithm", Selector, "a selector (algorithm=margin, entropy, ...)", "active"
         )
         learner = setup.component("learner", Learner, "a learner (learner=mlp)", "active")
+        needed = getattr(selector, "models_needed", 1)
+        if learner.models < needed:
+            raise ConfigError(
+                f"learner: algorithm {type(selector).__name__} needs a learner of {needed} "
+                f"models (learner=ensemble learner.size={needed}; got {learner.models})"
+            )
         try:
             env.locate()  # fail here, with the way to get the data, not inside an oracle actor
         except FileNotFoundError as error:
@@ -97,6 +111,7 @@ def _fit(
     labels: np.ndarray,
     round_index: int,
     init: np.ndarray | None,
+    weights: np.ndarray | None,
 ):
     from sim.training.model import accuracy  # torch: in the task's process, not the driver's
 
@@ -110,6 +125,7 @@ def _fit(
         seeding.torch_seed(context.seed, "learner_init", round_index),
         init,
         device,
+        weights,
     )
     train_time = time.perf_counter() - tick
     metrics = {
@@ -137,22 +153,40 @@ def _select(
     labels: np.ndarray,
     batch_size: int,
     round_index: int,
+    state: dict[str, np.ndarray] | None,
     *blocks: LearnerOutputs,
 ):
+    """The selector's answer as ``(indices, weights or None, next state or None, seconds)``;
+    a stateful selector's state is made here on its first call (timed apart: ``state_s``)."""
     outputs = LearnerOutputs.concatenate(list(blocks))
     labeled = np.zeros(len(outputs), bool)
     labeled[labeled_indices] = True
     full_labels = np.full(len(outputs), -1, np.int64)
     full_labels[labeled_indices] = labels
-    rng = seeding.rng(context.seed, "select", round_index)
-    tick = time.perf_counter()
-    chosen = context.selector.select(outputs, labeled, full_labels, batch_size, rng)
-    return np.asarray(chosen), time.perf_counter() - tick
+    selector = context.selector
+    seconds: dict[str, float] = {}
+    if isinstance(selector, StatefulSelector):
+        if state is None:
+            tick = time.perf_counter()
+            rng = seeding.rng(context.seed, "selector_state")
+            state = selector.initial_state(outputs, labeled, full_labels, rng)
+            seconds["state_time_s"] = time.perf_counter() - tick
+        rng = seeding.rng(context.seed, "select", round_index)
+        tick = time.perf_counter()
+        chosen, state = selector.select(outputs, labeled, full_labels, batch_size, rng, state)
+    else:
+        rng = seeding.rng(context.seed, "select", round_index)
+        tick = time.perf_counter()
+        chosen = selector.select(outputs, labeled, full_labels, batch_size, rng)
+    seconds["select_time_s"] = time.perf_counter() - tick
+    if isinstance(chosen, WeightedSelection):
+        return np.asarray(chosen.indices), np.asarray(chosen.weights), state, seconds
+    return np.asarray(chosen), None, state, seconds
 
 
 fit_task = ray.remote(num_returns=2)(_fit)
 expose_task = ray.remote(_expose)
-select_task = ray.remote(num_returns=2)(_select)
+select_task = ray.remote(num_returns=4)(_select)
 
 
 def check_selection(chosen: np.ndarray, labeled: np.ndarray, k: int, name: str) -> np.ndarray:
@@ -170,15 +204,34 @@ def check_selection(chosen: np.ndarray, labeled: np.ndarray, k: int, name: str) 
     return chosen.astype(np.int64)
 
 
+def check_weights(weights: np.ndarray, k: int, name: str) -> np.ndarray:
+    """A weighted selection's weights: ``k`` finite positive numbers."""
+    weights = np.asarray(weights, np.float64)
+    if weights.shape != (k,) or not (np.isfinite(weights).all() and (weights > 0).all()):
+        raise CohortError(
+            f"algorithm {name}: a WeightedSelection needs {k} finite weights > 0 "
+            f"(got {weights!r:.120})"
+        )
+    return weights
+
+
 @dataclass
 class ActiveState:
-    """Where an active run stands: the labels revealed so far, in the order they came."""
+    """Where an active run stands: the labels revealed so far, in the order they came, with
+    their importance weights once a selector has weighted any (None: all 1)."""
 
     indices: np.ndarray  # (m,) int64 pool indices
     labels: np.ndarray  # (m,) int64 their revealed labels
     params: np.ndarray | None = None  # the last learner's parameters (warm start)
+    weights: np.ndarray | None = None  # (m,) float64 importance weights, or None: all 1
 
-    def extend(self, indices: np.ndarray, labels: np.ndarray) -> None:
+    def extend(
+        self, indices: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+    ) -> None:
+        if weights is not None or self.weights is not None:
+            old = np.ones(len(self.indices)) if self.weights is None else self.weights
+            new = np.ones(len(indices)) if weights is None else weights
+            self.weights = np.concatenate([old, new])
         self.indices = np.concatenate([self.indices, indices])
         self.labels = np.concatenate([self.labels, labels])
 
@@ -187,6 +240,7 @@ PROGRESS = (
     ("test_accuracy", "test_acc {:.4f}"),
     ("train_time_s", "train {:.2f}s"),
     ("select_time_s", "select {:.3f}s"),
+    ("state_time_s", "state {:.2f}s"),
 )
 
 
@@ -236,11 +290,18 @@ class ActiveJob:
             )
             state = ActiveState(np.sort(first), np.zeros(0, np.int64))
             state.labels = desk.label(state.indices)
-            round_index, history = 0, []
+            round_index, history, selector_state = 0, [], {}
         else:
             arrays, meta = self.start
             desk.restore({k: v for k, v in arrays.items() if k.startswith("oracle/")})
-            state = ActiveState(arrays["indices"], arrays["labels"], arrays.get("params"))
+            state = ActiveState(
+                arrays["indices"], arrays["labels"], arrays.get("params"), arrays.get("weights")
+            )
+            selector_state = {
+                k.removeprefix("selector/"): v
+                for k, v in arrays.items()
+                if k.startswith("selector/")
+            }
             round_index, history = meta["round"], meta["history"]
             if history and "selected" not in history[-1]:
                 raise CohortError("resume: this run already spent its label budget")
@@ -257,12 +318,20 @@ class ActiveJob:
         context.begin(history)  # only now: every check that can refuse the run has passed
         name = type(self.selector).__name__
         params = state.params
+        # a stateful selector's state: a Ray reference between rounds, fetched to checkpoint
+        state_ref = ray.put(selector_state) if selector_state else None
         while True:
             round_index += 1
             tick = time.perf_counter()
             init = state.params if learner.warm_start else None
             params_ref, metrics_ref = fit_task.options(**options).remote(
-                view_ref, round_context, state.indices, state.labels, round_index, init
+                view_ref,
+                round_context,
+                state.indices,
+                state.labels,
+                round_index,
+                init,
+                state.weights,
             )
             record: dict[str, Any] = {"round": round_index, "labels": len(state.indices)}
             remaining = min(settings.budget, pool_size) - len(state.indices)
@@ -274,13 +343,17 @@ class ActiveJob:
                     )
                     for lo, hi in split_range(pool_size, settings.score_block)
                 ]
-                chosen_ref, seconds_ref = select_task.options(**options).remote(
-                    round_context, state.indices, state.labels, k, round_index, *blocks
+                chosen_ref, weights_ref, state_ref, seconds_ref = select_task.options(
+                    **options
+                ).remote(
+                    round_context, state.indices, state.labels, k, round_index, state_ref, *blocks
                 )
-                chosen, seconds = ray.get([chosen_ref, seconds_ref])
+                chosen, weights, seconds = ray.get([chosen_ref, weights_ref, seconds_ref])
                 chosen = check_selection(chosen, desk.revealed, k, name)
-                state.extend(chosen, desk.label(chosen))
-                record.update(selected=k, select_time_s=seconds)
+                if weights is not None:
+                    weights = check_weights(weights, k, name)
+                state.extend(chosen, desk.label(chosen), weights)
+                record.update(selected=k, **seconds)
             params = ray.get(params_ref)
             state.params = params if learner.warm_start else None
             record.update(ray.get(metrics_ref))
@@ -299,6 +372,11 @@ class ActiveJob:
                 arrays = {"indices": state.indices, "labels": state.labels, **desk.state()}
                 if state.params is not None:
                     arrays["params"] = state.params
+                if state.weights is not None:
+                    arrays["weights"] = state.weights
+                if state_ref is not None:
+                    selector_arrays = ray.get(state_ref) or {}
+                    arrays.update({f"selector/{k}": v for k, v in selector_arrays.items()})
                 context.save(arrays, round_index, history)
             if stop:
                 steps = f"{len(history)} rounds, {history[-1]['labels']} labels"

@@ -1,0 +1,116 @@
+"""IWeS: importance-weighted subset selection.
+
+Citovsky, DeSalvo, Kumar, Ramalingam, Rostamizadeh & Wang, "Leveraging Importance Weights in
+Subset Selection", ICLR 2023 (arXiv 2301.12052), Algorithm 1. The models are retrained once per
+batch (the protocol's round); within a batch, examples are visited one at a time in random order
+and each is taken with its probability ``p(x)``; a taken example gets the importance weight
+``min(1 / p(x), weight_cap)``, and the learner's loss counts it that many times (the protocol
+hands the weights to ``Learner.fit``).
+
+Two sampling probabilities (Section 3):
+- entropy-based disagreement of two models ``f, g`` trained from different initialisations
+  (``learner=ensemble``), ``p(x) = min(1, sum_y |f_y log2 f_y - g_y log2 g_y|)``;
+- entropy only, one model: ``p(x) = H(f(x)) / log2(classes)``.
+
+Every ``p`` is floored at ``floor`` so that a batch fills in a bounded number of passes over the
+pool (an addition: the paper's model-certain points have ``p`` near 0 and are never taken).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim import checks
+from sim.interfaces.active import LearnerOutputs, WeightedSelection
+
+VARIANTS = ("disagreement", "entropy")
+
+
+def plogp2(p: np.ndarray) -> np.ndarray:
+    """``p log2 p`` elementwise, 0 where ``p`` is 0."""
+    p = np.asarray(p, np.float64)
+    return np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
+
+
+def disagreement_probability(f: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``min(1, sum_y |f_y log2 f_y - g_y log2 g_y|)`` per row of two models' (n, classes)
+    probabilities."""
+    return np.minimum(1.0, np.abs(plogp2(f) - plogp2(g)).sum(axis=1))
+
+
+def entropy_probability(f: np.ndarray) -> np.ndarray:
+    """``H(f(x)) / log2(classes)`` per row: the entropy normalised to [0, 1]."""
+    classes = f.shape[1]
+    if classes < 2:
+        return np.zeros(len(f))
+    return np.clip(-plogp2(f).sum(axis=1) / np.log2(classes), 0.0, 1.0)
+
+
+def importance_sample(
+    p: np.ndarray, candidates: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``k`` of ``candidates`` (pool indices; ``p`` their probabilities) taken one at a time:
+    each pass visits the not-yet-taken ones in a fresh random order and takes each with its
+    probability, until ``k`` are taken. Returns positions into ``candidates``, in the order
+    taken. Needs ``p > 0``."""
+    if k > len(candidates):
+        raise ValueError(f"importance_sample: {k} asked from {len(candidates)} candidates")
+    if len(p) and not p.min() > 0:
+        raise ValueError("importance_sample: every probability must be > 0")
+    remaining = np.arange(len(candidates))
+    taken: list[np.ndarray] = []
+    count = 0
+    while count < k:
+        order = remaining[rng.permutation(len(remaining))]
+        accepted = order[rng.random(len(order)) < p[order]][: k - count]
+        taken.append(accepted)
+        count += len(accepted)
+        remaining = np.setdiff1d(remaining, accepted, assume_unique=True)
+    return np.concatenate(taken) if taken else np.zeros(0, np.int64)
+
+
+@dataclass
+class IWeS:
+    """IWeS (module docstring): ``variant`` ``disagreement`` (needs ``learner=ensemble``, two
+    models) or ``entropy`` (one model); weights ``min(1/p, weight_cap)``; ``p`` floored at
+    ``floor``."""
+
+    variant: str = "disagreement"
+    weight_cap: float = 10.0
+    floor: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant: must be one of {VARIANTS} (got {self.variant!r})")
+        checks.at_least(self, 1, "weight_cap")
+        checks.positive(self, "floor")
+        checks.in_interval(self, 0, 1, "floor", closed=True)
+
+    @property
+    def models_needed(self) -> int:
+        return 2 if self.variant == "disagreement" else 1
+
+    def probabilities(self, outputs: LearnerOutputs) -> np.ndarray:
+        """Every pool point's sampling probability, floored."""
+        if self.variant == "disagreement":
+            if outputs.members is None or outputs.members.shape[1] < 2:
+                raise ValueError("IWeS disagreement needs two models' outputs (learner=ensemble)")
+            p = disagreement_probability(outputs.members[:, 0], outputs.members[:, 1])
+        else:
+            p = entropy_probability(outputs.probabilities)
+        return np.maximum(p, self.floor)
+
+    def select(
+        self,
+        outputs: LearnerOutputs,
+        labeled: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        rng: np.random.Generator,
+    ) -> WeightedSelection:
+        candidates = np.flatnonzero(~labeled)
+        p = self.probabilities(outputs)[candidates]
+        taken = importance_sample(p, candidates, batch_size, rng)
+        return WeightedSelection(candidates[taken], np.minimum(1.0 / p[taken], self.weight_cap))
