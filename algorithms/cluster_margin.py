@@ -115,21 +115,31 @@ def exact_hac(x: np.ndarray, threshold: float | None = None, clusters: int | Non
     return canonical(flat)
 
 
-def cell_distances(x: np.ndarray, cell: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
+def cell_distances(
+    x: np.ndarray, cell: np.ndarray, cells: int, block: int = 65536
+) -> tuple[np.ndarray, np.ndarray]:
     """The cells' sizes and their (cells, cells) root-mean-square point distances:
     ``E||x - y||^2 = ||c_i - c_j||^2 + s_i^2 + s_j^2`` for ``x`` in cell i, ``y`` in cell j,
-    centroids ``c`` and mean squared distances to the centroid ``s^2`` (exact)."""
+    centroids ``c`` and mean squared distances to the centroid ``s^2`` (exact). Sums run in
+    float64 over blocks of ``block`` rows, so a float32 ``x`` is never copied whole."""
     from scipy import sparse
 
-    x = np.asarray(x, np.float64)
-    members = sparse.csr_matrix((np.ones(len(x)), (cell, np.arange(len(x)))), (cells, len(x)))
-    sizes = np.asarray(members.sum(axis=1)).ravel()
-    centroids = (members @ x) / sizes[:, None]
-    spread = (members @ (x**2).sum(axis=1)) / sizes - (centroids**2).sum(axis=1)
+    sizes = np.bincount(cell, minlength=cells).astype(np.float64)
+    sums = np.zeros((cells, x.shape[1]))
+    squares = np.zeros(cells)
+    for start in range(0, len(x), block):
+        rows = np.asarray(x[start : start + block], np.float64)
+        ids = cell[start : start + block]
+        members = sparse.csr_matrix(
+            (np.ones(len(ids)), (ids, np.arange(len(ids)))), (cells, len(ids))
+        )
+        sums += members @ rows
+        squares += np.bincount(ids, weights=(rows**2).sum(axis=1), minlength=cells)
+    centroids = sums / sizes[:, None]
+    spread = np.maximum(squares / sizes - (centroids**2).sum(axis=1), 0.0)
     squared = (centroids**2).sum(axis=1)
     between = squared[:, None] + squared[None, :] - 2.0 * centroids @ centroids.T
-    rms = np.maximum(between, 0.0) + np.maximum(spread, 0.0)[:, None] + np.maximum(spread, 0.0)
-    return sizes, np.sqrt(rms)
+    return sizes, np.sqrt(np.maximum(between, 0.0) + spread[:, None] + spread[None, :])
 
 
 def two_level_hac(
@@ -138,7 +148,7 @@ def two_level_hac(
     clusters: int | None = None,
     micro_clusters: int = 4096,
     seed: int = 0,
-    iterations: int = 20,
+    iterations: int = 10,
 ) -> np.ndarray:
     """Average-linkage HAC over k-means cells (module docstring): faiss k-means with
     ``micro_clusters`` centroids (seeded by ``seed``), :func:`average_linkage` over the
@@ -197,7 +207,7 @@ class ClusterMargin:
     margin_factor: float = 10.0
     exact_limit: int = 20000
     micro_clusters: int = 4096
-    kmeans_iterations: int = 20
+    kmeans_iterations: int = 10
 
     def __post_init__(self) -> None:
         if (self.epsilon is None) == (self.clusters is None):
