@@ -264,6 +264,13 @@ def test_derived_metrics_at_rounds_and_rounds_to_target() -> None:
     assert derived_metrics(run, "test_accuracy", (), 0.9) == {}  # never reached: no value
     # Distances: lower is better.
     assert derived_metrics(run, "distance_to_optimum", (), 1.0) == {"rounds_to_1": 3.0}
+    labels = [{"labels": 10, "test_accuracy": 0.5}, {"labels": 20, "test_accuracy": 0.9}]
+    by_labels = Run(Path("."), {}, {}, {}, labels, None, 2)
+    assert derived_metrics(by_labels, "test_accuracy", (), 0.85, x="labels") == {
+        "labels_to_0.85": 20.0  # an x already plural keeps its name
+    }
+    with_area = derived_metrics(by_labels, "test_accuracy", (), None, x="labels", area=True)
+    assert with_area == {"test_accuracy_area": 0.7}  # (0.5 + 0.9) / 2 over [10, 20]
 
 
 def run_with_curve(name: str, seed: int, losses: list[float]) -> Run:

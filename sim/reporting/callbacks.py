@@ -75,8 +75,11 @@ class MultirunReport(Callback):
         scatter: str | None = None,
         slope: str | None = None,
         hold: bool = False,
+        area: bool = False,
     ) -> None:
         self.arguments = ["--metric", metric, "--at-rounds", at_rounds, "--x", x]
+        if area:
+            self.arguments.append("--area")
         if match is not None:
             self.arguments += ["--match", match]
         if target is not None:

@@ -169,11 +169,16 @@ def steps_to_match(
     return matches
 
 
+def plural(x: str) -> str:
+    """``rounds`` for ``round``; ``labels`` stays ``labels``."""
+    return x if x.endswith("s") else f"{x}s"
+
+
 def format_matches(matches: Sequence[Match], baseline: str, metric: str, x: str) -> str:
     """Markdown: final value per group and the x (and fraction) at which it matches the baseline."""
     lines = [
         f"{metric}: final value, and the first {x} at which each group's mean curve reaches "
-        f"the mean final value of {baseline} (fraction of {baseline}'s {x}s)",
+        f"the mean final value of {baseline} (fraction of {baseline}'s {plural(x)})",
         "",
         f"| group | final {metric} | {x} to match {baseline} | fraction |",
         "|---|---:|---:|---:|",
@@ -191,17 +196,21 @@ def derived_metrics(
     at_rounds: Sequence[int] = (),
     target: float | None = None,
     x: str = "round",
+    area: bool = False,
 ) -> dict[str, float]:
     """``metric`` at the given values of ``x`` (``metric@R``), and the first ``x`` at which it
-    reaches ``target`` (``<x>s_to_<target>``, e.g. ``rounds_to_0.8``: >= for accuracies, <= for
-    losses, distances and errors); a run that never reaches the target has no value, so the
-    table's n counts the runs that did."""
+    reaches ``target`` (``<x>s_to_<target>``, e.g. ``rounds_to_0.8``, ``labels_to_0.85``: >= for
+    accuracies, <= for losses, distances and errors); a run that never reaches the target has
+    no value, so the table's n counts the runs that did. With ``area``, also the curve's mean
+    height over its ``x`` range (``<metric>_area``, :func:`area_under_curve`)."""
     xs, values = series(run.history, metric, x)
     derived = {f"{metric}@{r}": float(values[xs == r][0]) for r in at_rounds if r in xs}
     if target is not None:
         reached = values <= target if lower_is_better(metric) else values >= target
         if reached.any():
-            derived[f"{x}s_to_{target:g}"] = float(xs[reached][0])
+            derived[f"{plural(x)}_to_{target:g}"] = float(xs[reached][0])
+    if area and len(xs):
+        derived[f"{metric}_area"] = area_under_curve(run.history, metric, x)
     return derived
 
 
@@ -273,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--x", default="round", help="x axis of the curves (e.g. labels)")
     parser.add_argument(
+        "--area", action="store_true", help="tabulate the mean height of --metric over --x"
+    )
+    parser.add_argument(
         "--hold",
         action="store_true",
         help="in the curves, a run that ended early holds its last value (e.g. coverage)",
@@ -331,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run,
             final={
                 **run.final,
-                **derived_metrics(run, args.metric, at_rounds, args.target, args.x),
+                **derived_metrics(run, args.metric, at_rounds, args.target, args.x, args.area),
             },
         )
         for run in runs

@@ -157,26 +157,25 @@ def _select(
     *blocks: LearnerOutputs,
 ):
     """The selector's answer as ``(indices, weights or None, next state or None, seconds)``;
-    a stateful selector's state is made here on its first call (timed apart: ``state_s``)."""
+    a stateful selector's state is made here on its first call (timed apart: ``state_time_s``)."""
     outputs = LearnerOutputs.concatenate(list(blocks))
     labeled = np.zeros(len(outputs), bool)
     labeled[labeled_indices] = True
     full_labels = np.full(len(outputs), -1, np.int64)
     full_labels[labeled_indices] = labels
     selector = context.selector
+    stateful = isinstance(selector, StatefulSelector)
     seconds: dict[str, float] = {}
-    if isinstance(selector, StatefulSelector):
-        if state is None:
-            tick = time.perf_counter()
-            rng = seeding.rng(context.seed, "selector_state")
-            state = selector.initial_state(outputs, labeled, full_labels, rng)
-            seconds["state_time_s"] = time.perf_counter() - tick
-        rng = seeding.rng(context.seed, "select", round_index)
+    if stateful and state is None:
         tick = time.perf_counter()
+        rng = seeding.rng(context.seed, "selector_state")
+        state = selector.initial_state(outputs, labeled, full_labels, rng)
+        seconds["state_time_s"] = time.perf_counter() - tick
+    rng = seeding.rng(context.seed, "select", round_index)
+    tick = time.perf_counter()
+    if stateful:
         chosen, state = selector.select(outputs, labeled, full_labels, batch_size, rng, state)
     else:
-        rng = seeding.rng(context.seed, "select", round_index)
-        tick = time.perf_counter()
         chosen = selector.select(outputs, labeled, full_labels, batch_size, rng)
     seconds["select_time_s"] = time.perf_counter() - tick
     if isinstance(chosen, WeightedSelection):
