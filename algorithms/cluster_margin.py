@@ -14,7 +14,10 @@ pool into ``micro_clusters`` cells, and exact average linkage runs over the cell
 their sizes (:func:`average_linkage`), starting from the root-mean-square distance between
 two cells' points (:func:`cell_distances`, exact from their centroids and spreads). It is exact
 when every cell is one point; its agreement with exact HAC otherwise is measured in
-``bench/cluster_margin.py``.
+``bench/cluster_margin.py``, cut into a number of clusters and at a distance. A distance cut
+differs more: a cell's points merge at height 0 and root-mean-square distances exceed mean ones,
+so one ``epsilon`` gives other clusters on either side of ``exact_limit``; a cut into
+``clusters`` keeps its meaning, and suits pools beyond ``exact_limit`` better.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from sim import checks
 from sim.interfaces.active import LearnerOutputs, lowest_unlabeled
 
 
-def average_linkage(distances: np.ndarray, sizes: np.ndarray | None = None) -> np.ndarray:
+def average_linkage(
+    distances: np.ndarray, sizes: np.ndarray | None = None, overwrite: bool = False
+) -> np.ndarray:
     """Average-linkage (UPGMA) merges of ``m`` nodes of ``sizes`` points each (1 if None),
     from their (m, m) average distances; rows ``(a, b, height)`` in the order found.
 
@@ -36,10 +41,12 @@ def average_linkage(distances: np.ndarray, sizes: np.ndarray | None = None) -> n
     follows nearest neighbours until two are each other's and merges them; valid because average
     linkage is reducible. A merged node's distances follow Lance-Williams,
     ``d(k, a+b) = (n_a d(k, a) + n_b d(k, b)) / (n_a + n_b)``, which weights every point alike.
-    O(m^2) time and memory, each step one O(m) array operation.
+    O(m^2) time and memory, each step one O(m) array operation; ``overwrite`` works in
+    ``distances`` (float64) instead of a copy. With tied distances it may build another valid
+    average-linkage tree than scipy's (ties are broken differently).
     """
     m = len(distances)
-    d = np.array(distances, dtype=np.float64)  # a copy: rows are overwritten
+    d = distances if overwrite else np.array(distances, dtype=np.float64)  # rows are overwritten
     np.fill_diagonal(d, np.inf)
     size = np.ones(m) if sizes is None else np.asarray(sizes, np.float64).copy()
     active = np.ones(m, bool)
@@ -138,8 +145,14 @@ def cell_distances(
     centroids = sums / sizes[:, None]
     spread = np.maximum(squares / sizes - (centroids**2).sum(axis=1), 0.0)
     squared = (centroids**2).sum(axis=1)
-    between = squared[:, None] + squared[None, :] - 2.0 * centroids @ centroids.T
-    return sizes, np.sqrt(np.maximum(between, 0.0) + spread[:, None] + spread[None, :])
+    rms = centroids @ centroids.T  # one (cells, cells) array, filled in place
+    rms *= -2.0
+    rms += squared[:, None]
+    rms += squared[None, :]
+    np.maximum(rms, 0.0, out=rms)
+    rms += spread[:, None]
+    rms += spread[None, :]
+    return sizes, np.sqrt(rms, out=rms)
 
 
 def two_level_hac(
@@ -172,7 +185,12 @@ def two_level_hac(
         cell = kmeans.index.search(x32, 1)[1].ravel()
     used, cell = np.unique(cell, return_inverse=True)  # drop empty cells
     sizes, distances = cell_distances(x32, cell, len(used))
-    merges = average_linkage(distances, sizes)
+    if clusters is not None and clusters > len(used):
+        raise ValueError(
+            f"clusters: {clusters} asked from {len(used)} k-means cells; a cell's points always "
+            "share a cluster (raise micro_clusters)"
+        )
+    merges = average_linkage(distances, sizes, overwrite=True)
     return canonical(cut(merges, len(used), threshold, clusters)[cell])
 
 
@@ -216,8 +234,15 @@ class ClusterMargin:
         checks.at_least(self, 1, "clusters", optional=True)
         checks.at_least(self, 1, "margin_factor")
         checks.at_least(self, 2, "exact_limit", "micro_clusters")
+        if self.exact_limit > 30000:  # scipy: n^2 / 2 float64 distances; 3.1 GiB at 20,000
+            raise ValueError(f"exact_limit: must be <= 30000 (got {self.exact_limit})")
+        if self.clusters is not None and self.clusters > self.micro_clusters:
+            raise ValueError(
+                f"clusters: must be <= micro_clusters {self.micro_clusters} (a k-means cell's "
+                f"points share a cluster; got {self.clusters})"
+            )
         checks.at_least(self, 1, "kmeans_iterations")
-        if self.micro_clusters > 16384:  # its distances take micro_clusters^2 * 8 bytes
+        if self.micro_clusters > 16384:  # two (cells, cells) float64 arrays: 4 GiB at 16,384
             raise ValueError(f"micro_clusters: must be <= 16384 (got {self.micro_clusters})")
 
     def cluster(self, embeddings: np.ndarray, rng: np.random.Generator) -> np.ndarray:

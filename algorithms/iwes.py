@@ -10,7 +10,8 @@ hands the weights to ``Learner.fit``).
 Two sampling probabilities (Section 3):
 - entropy-based disagreement of two models ``f, g`` trained from different initialisations
   (``learner=ensemble``), ``p(x) = min(1, sum_y |f_y log2 f_y - g_y log2 g_y|)``;
-- entropy only, one model: ``p(x) = H(f(x)) / log2(classes)``.
+- entropy only, one model: ``p(x) = H(f(x)) / log2(classes)`` (with ``learner=ensemble``,
+  ``f`` is the members' mean probabilities).
 
 Every ``p`` is floored at ``floor`` so that a batch fills in a bounded number of passes over the
 pool (an addition: the paper's model-certain points have ``p`` near 0 and are never taken).

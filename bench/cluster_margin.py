@@ -18,7 +18,8 @@ and Fashion-MNIST's 60,000 training images projected on their first 64 principal
    10^6).
 2. Agreement: adjusted Rand index of the two-level clustering against exact HAC on the same
    ``--agreement`` points, per cut (10, 100, 1,000 clusters, with the exact tree's distance
-   threshold for each), over 3 k-means seeds.
+   threshold epsilon for each), over 3 k-means seeds: the two-level tree cut into the same
+   number of clusters, and cut at the same epsilon (with the clusters that gives).
 3. Selection: ``ClusterMargin.select`` of k_t = 100,000 from 10^6 points (k_m = 10 k_t: every
    unlabeled point), next to margin's own selection of the same batch.
 """
@@ -124,7 +125,10 @@ def agreement_table(n: int) -> None:
     from sklearn.metrics import adjusted_rand_score
 
     print(f"\n2. agreement with exact HAC, {n} points: adjusted Rand index over k-means seeds 0-2")
-    print(f"{'data':<22} {'clusters':>8} {'epsilon':>8}  {'ARI (3 seeds)':<22} {'mean':>6}")
+    print(
+        f"{'data':<22} {'clusters':>8} {'epsilon':>8}  {'ARI, cut into clusters':<22} {'mean':>6}"
+        f"  {'ARI, cut at epsilon':<22} {'mean':>6}  two-level clusters at epsilon"
+    )
     sets = {"mixture": mixture(n, seed=1), "Fashion-MNIST PCA-64": fashion_mnist_pca(n)}
     for name, x in sets.items():
         if x is None:
@@ -133,16 +137,26 @@ def agreement_table(n: int) -> None:
         tree = linkage(x.astype(np.float64), method="average")
         for clusters in (10, 100, 1000):
             exact = fcluster(tree, clusters, criterion="maxclust")
-            epsilon = tree[len(x) - clusters - 1, 2]  # the height of the last merge kept
-            scores = [
+            # between the last merge kept and the first one not: exact HAC cut there has
+            # exactly that many clusters
+            epsilon = tree[len(x) - clusters - 1 : len(x) - clusters + 1, 2].mean()
+            by_count = [
                 adjusted_rand_score(exact, two_level_hac(x, clusters=clusters, seed=s))
                 for s in range(3)
             ]
-            shown = " ".join(f"{s:.3f}" for s in scores)
+            at_epsilon = [two_level_hac(x, threshold=epsilon, seed=s) for s in range(3)]
+            by_distance = [adjusted_rand_score(exact, labels) for labels in at_epsilon]
+            found = " ".join(str(labels.max() + 1) for labels in at_epsilon)
             print(
-                f"{name:<22} {clusters:>8} {epsilon:>8.2f}  {shown:<22} {np.mean(scores):>6.3f}",
+                f"{name:<22} {clusters:>8} {epsilon:>8.2f}  {show(by_count)}  {show(by_distance)}"
+                f"  {found}",
                 flush=True,
             )
+
+
+def show(scores: list[float]) -> str:
+    """Three scores and their mean, in the agreement table's columns."""
+    return f"{' '.join(f'{s:.3f}' for s in scores):<22} {np.mean(scores):>6.3f}"
 
 
 def selection_table() -> None:

@@ -43,6 +43,11 @@ def api_error(overrides, tmp_path):
             "algorithm.epsilon: set exactly one of epsilon and clusters",
         ),
         (["algorithm=cluster_margin", "algorithm.micro_clusters=100000"], "must be <= 16384"),
+        (["algorithm=cluster_margin", "algorithm.exact_limit=100000"], "must be <= 30000"),
+        (
+            ["algorithm=cluster_margin", "algorithm.clusters=5000"],
+            "algorithm.clusters: must be <= micro_clusters 4096",
+        ),
         (["algorithm=iwes", "algorithm.variant=margin"], "algorithm.variant: must be one of"),
         (["algorithm=iwes", "algorithm.floor=0"], "algorithm.floor: must be > 0"),
         (["algorithm=iwes"], "learner: algorithm IWeS needs a learner of 2 models"),

@@ -66,6 +66,12 @@ def test_cluster_margin_takes_round_robin_over_the_smallest_margins():
     assert state["clusters"] is clusters
 
 
+def test_two_level_refuses_more_clusters_than_cells():
+    x = np.random.default_rng(8).normal(size=(500, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="60 asked from 50 k-means cells"):
+        two_level_hac(x, clusters=60, micro_clusters=50)
+
+
 def test_cluster_margin_needs_exactly_one_cut():
     with pytest.raises(ValueError, match="exactly one"):
         ClusterMargin(epsilon=1.0, clusters=3)
