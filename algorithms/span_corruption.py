@@ -26,12 +26,13 @@ def random_segmentation(items: int, segments: int, rng: np.random.Generator) -> 
 
 
 def noise_counts(length: int, noise_density: float, mean_span: float) -> tuple[int, int]:
-    """``(noise tokens, noise spans)`` of a sequence of ``length`` tokens, as T5 rounds them: at
-    least one noise token and one non-noise token (for length >= 2), at least one span."""
+    """``(noise tokens, noise spans)`` of a sequence of ``length`` (>= 2) tokens, as T5 rounds
+    them: at least one noise and one kept token, at least one span, and no more spans than
+    either kind of token can fill."""
     noise = int(round(length * noise_density))
     noise = min(max(noise, 1), length - 1)
     spans = max(int(round(noise / mean_span)), 1)
-    return noise, spans
+    return noise, min(spans, noise, length - noise)
 
 
 def random_spans_noise_mask(
@@ -43,7 +44,6 @@ def random_spans_noise_mask(
     if length < 2:
         raise ValueError(f"span corruption needs at least 2 tokens (got {length})")
     noise, spans = noise_counts(length, noise_density, mean_span)
-    spans = min(spans, noise, length - noise)
     noise_lengths = random_segmentation(noise, spans, rng)
     kept_lengths = random_segmentation(length - noise, spans, rng)
     interleaved = np.stack([kept_lengths, noise_lengths], axis=1).ravel()
@@ -101,8 +101,7 @@ def input_and_target_lengths(
     (T5's ``random_spans_helper``)."""
 
     def lengths(tokens: int) -> tuple[int, int]:
-        noise = int(round(tokens * noise_density))
-        spans = int(round(noise / mean_span))
+        noise, spans = noise_counts(tokens, noise_density, mean_span)  # as corrupt() counts
         return tokens - noise + spans + 1, noise + spans + 1
 
     tokens = inputs_length

@@ -21,6 +21,11 @@ from sim import checks
 KeyValues = tuple[torch.Tensor, torch.Tensor]  # one block's cached keys and values (B, H, T, D)
 
 
+def mlp(width: int) -> nn.Sequential:
+    """The blocks' feed-forward layer: ``width -> 4 width -> width`` with GELU."""
+    return nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+
 class Block(nn.Module):
     """``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
 
@@ -30,9 +35,7 @@ class Block(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
-        self.mlp = nn.Sequential(
-            nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
-        )
+        self.mlp = mlp(width)
 
     def forward(
         self, x: torch.Tensor, past: KeyValues | None = None

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from envs.gpt import mlp
 from sim import checks
 
 
@@ -47,10 +48,6 @@ class Attention(nn.Module):
         mask = None if key_padding is None else ~key_padding[:, None, None, :]
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.proj(attended.transpose(1, 2).reshape(batch, length, width))
-
-
-def mlp(width: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
 
 class EncoderBlock(nn.Module):
