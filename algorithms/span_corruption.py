@@ -15,7 +15,14 @@ vocabulary), where T5 counts down from the end of its vocabulary.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sim import checks
 
 
 def random_segmentation(items: int, segments: int, rng: np.random.Generator) -> np.ndarray:
@@ -111,3 +118,106 @@ def input_and_target_lengths(
     if noise_density == 0.5 and targets > lengths(tokens)[0]:
         tokens, targets = tokens - 1, targets - 1
     return tokens, targets
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The ids an encoder-decoder pre-trained by span corruption uses: the corpus's ``text``
+    ids (``eos`` among them: the corpus's end-of-text, 0), then ``sentinels`` sentinel ids, the
+    decoder's start id and a mask id (SpacTor's generator input)."""
+
+    text: int
+    sentinels: int
+    eos: int = 0
+
+    @property
+    def first_sentinel(self) -> int:
+        return self.text
+
+    @property
+    def start(self) -> int:
+        return self.text + self.sentinels
+
+    @property
+    def mask(self) -> int:
+        return self.start + 1
+
+    @property
+    def size(self) -> int:
+        return self.mask + 1
+
+
+def decoder_inputs(targets: np.ndarray, start: int) -> np.ndarray:
+    """Teacher forcing: the targets shifted right by one, after the start id."""
+    return np.concatenate([np.full((len(targets), 1), start, targets.dtype), targets[:, :-1]], 1)
+
+
+def span_batch(
+    rows: np.ndarray,
+    noise_density: float,
+    mean_span: float,
+    vocab: Vocabulary,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Span-corrupted examples from raw token ``rows`` (batch, raw tokens): ``inputs``,
+    ``targets`` and ``decoder_inputs``, int64, one row per example."""
+    pairs = [
+        corrupt(row, noise_density, mean_span, vocab.first_sentinel, vocab.eos, rng) for row in rows
+    ]
+    targets = np.stack([p[1] for p in pairs]).astype(np.int64)
+    return {
+        "inputs": np.stack([p[0] for p in pairs]).astype(np.int64),
+        "targets": targets,
+        "decoder_inputs": decoder_inputs(targets, vocab.start),
+    }
+
+
+@dataclass
+class SpanCorruption:
+    """Plain span-corruption pre-training (T5; the SpacTor paper's baseline): the decoder
+    predicts the dropped spans, cross-entropy averaged over the target tokens."""
+
+    noise_density: float = 0.15
+    mean_span: float = 3.0
+
+    def __post_init__(self) -> None:
+        checks.in_interval(self, 0, 1, "noise_density")
+        checks.at_least(self, 1, "mean_span")
+
+    def lengths(self, inputs_length: int) -> tuple[int, int, int, int]:
+        """``(raw tokens, inputs, targets, sentinels)`` per example: the most raw tokens whose
+        corrupted inputs fit in ``inputs_length``, and the lengths they corrupt into."""
+        raw, targets = input_and_target_lengths(inputs_length, self.noise_density, self.mean_span)
+        noise, spans = noise_counts(raw, self.noise_density, self.mean_span)
+        return raw, raw - noise + spans + 1, targets, spans
+
+    def check_steps(self, steps: int) -> None:
+        """Any number of steps will do."""
+
+    def auxiliary(self, spec: Any, vocab: Vocabulary) -> torch.nn.Module | None:
+        """Modules trained beside the encoder-decoder (none)."""
+        return None
+
+    def batch(
+        self, rows: np.ndarray, vocab: Vocabulary, step: int, steps: int, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """The step's corrupted examples (:func:`span_batch`)."""
+        return span_batch(rows, self.noise_density, self.mean_span, vocab, rng)
+
+    def loss(
+        self, model: Any, auxiliary: Any, batch: dict[str, torch.Tensor], step: int, steps: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The objective and its named parts (``sc_loss``)."""
+        sc = span_loss(model(batch["inputs"], batch["decoder_inputs"]), batch["targets"])
+        return sc, {"sc_loss": sc.detach()}
+
+    def step_flops(self, spec: Any, vocab: Vocabulary, inputs_length: int, step: int, steps: int):
+        """Training FLOPs of one example at ``step``: 3x the forward pass (the backward pass
+        costs twice the forward; Kaplan et al. 2020, Section 2.1)."""
+        _, inputs, targets, _ = self.lengths(inputs_length)
+        return 3 * spec.forward_flops(vocab.size, inputs, targets)
+
+
+def span_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the decoder's logits ``(batch, T, vocab)`` against ``targets``."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())

@@ -120,7 +120,15 @@ class T5Model(nn.Module):
     ) -> torch.Tensor:
         """Next-token logits ``(batch, target length, vocab)`` of the decoder, which reads
         ``decoder_inputs`` causally and the encoded ``inputs`` whole."""
-        memory = self.encode(inputs, padding)
+        return self.decode(self.encode(inputs, padding), decoder_inputs, padding)
+
+    def decode(
+        self,
+        memory: torch.Tensor,
+        decoder_inputs: torch.Tensor,
+        padding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The decoder's next-token logits given the encoder's output ``memory``."""
         x = self._positions(decoder_inputs, self.decoder_position)
         for block in self.decoder:
             x = block(x, memory, padding)
@@ -148,3 +156,22 @@ class T5:
         return T5Model(
             vocab_size, self.context, self.layers, self.decoder_layers, self.width, self.heads
         )
+
+    def forward_flops(self, vocab_size: int, inputs: int, targets: int) -> float:
+        """FLOPs (2 per multiply-accumulate) of one example's forward pass through the matrix
+        products, ``inputs`` encoder and ``targets`` decoder tokens: the encoder
+        (:func:`encoder_flops`); per decoder block 14 w^2 per target token, 2 w^2 per input token
+        (the cross-attention's keys and values), 2 T^2 w (causal: the mask skips no work) and
+        2 T L w; the output layer V w per target token. Norms, softmax and biases are left out;
+        ``torch``'s ``FlopCounterMode`` counts the same products (see the tests)."""
+        w, n, t = self.width, inputs, targets
+        decoder = self.decoder_layers * (
+            14 * w * w * t + 2 * w * w * n + 2 * t * t * w + 2 * t * n * w
+        )
+        return encoder_flops(w, self.layers, n) + 2.0 * (decoder + vocab_size * w * t)
+
+
+def encoder_flops(width: int, layers: int, tokens: int) -> float:
+    """FLOPs of ``layers`` encoder blocks over ``tokens`` tokens: per block 12 w^2 multiply-adds
+    per token (attention 4 w^2, MLP 8 w^2) and 2 L^2 w for attention's scores and sums."""
+    return 2.0 * layers * (12 * width * width * tokens + 2 * tokens * tokens * width)

@@ -21,9 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue as queue_module
-import tempfile
-import threading
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -48,6 +45,7 @@ from sim.protocols.teacher_student.teacher import Teacher
 from sim.protocols.teacher_student.trainer import LoopSettings, train_loop
 from sim.runtime.progress import progress_line
 from sim.runtime.workers import group_size, wait_started
+from sim.training.ray_train import RayTrainer
 
 CURVES = ("validation_loss", "validation_bits_per_byte", "train_loss")
 PROGRESS = (
@@ -235,7 +233,7 @@ class TeacherStudentJob:
             held_out=None,
             held_out_prompt=0,
         )
-        trainer = RayTrainer(cluster, workers)
+        trainer = RayTrainer(cluster, workers, train_loop)
         plan = self.algorithm.generation()
         asks_teacher = settings.held_out.prompts > 0 or any(
             self.algorithm.teacher_weight(step, settings.steps) > 0
@@ -294,7 +292,7 @@ class TeacherStudentJob:
             held_out=None if held_out is None else held_out["train_loop"],
             held_out_prompt=settings.held_out.prompt_length,
         )
-        trainer.fit(config, on_record, on_checkpoint)
+        trainer.fit(config, {"record": on_record, "checkpoint": on_checkpoint})
         curves = CURVES
         if held_out is not None:
             print(f"final measures on {settings.held_out.prompts} held-out prompts", flush=True)
@@ -416,7 +414,9 @@ class TeacherStudentJob:
             start_step=0,
             start=None,
         )
-        trainer.fit(config, on_record, lambda step, arrays: state.update(arrays))
+        trainer.fit(
+            config, {"record": on_record, "checkpoint": lambda step, arrays: state.update(arrays)}
+        )
         weights = {k.removeprefix("model/"): torch.tensor(v) for k, v in state.items()
                    if k.startswith("model/")}  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -436,60 +436,3 @@ class TeacherStudentJob:
         scores = ray.get(teacher.scores.remote(candidates, self.algorithm))
         np.save(path, scores)
         return scores
-
-
-class RayTrainer:
-    """Runs :func:`~sim.protocols.teacher_student.trainer.train_loop` on Ray Train workers and
-    hands rank 0's records and checkpoints to the driver's callbacks as they come."""
-
-    def __init__(self, cluster: Any, workers: int) -> None:
-        self.cluster, self.workers = cluster, workers
-
-    def fit(self, config: dict, on_record: Any, on_checkpoint: Any) -> None:
-        from ray.train import LoggingConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
-        from ray.util.queue import Queue
-
-        worker = self.cluster.worker
-        resources = {"CPU": worker.num_cpus, **worker.resources}
-        if worker.num_gpus:
-            resources["GPU"] = worker.num_gpus
-        inbox = Queue(actor_options={"num_cpus": 0})
-        storage = tempfile.mkdtemp(prefix="cohort-train-")
-        trainer = TorchTrainer(
-            train_loop,
-            train_loop_config={**config, "queue": inbox},
-            scaling_config=ScalingConfig(
-                num_workers=self.workers,
-                use_gpu=worker.num_gpus > 0,
-                resources_per_worker=resources,
-            ),
-            run_config=RunConfig(
-                storage_path=storage,
-                name="student",
-                logging_config=LoggingConfig(log_level="WARNING"),  # not every worker's start
-            ),
-        )
-        failure: list[BaseException] = []
-
-        def fit() -> None:
-            try:
-                trainer.fit()
-            except BaseException as error:  # handed to the driver's thread below
-                failure.append(error)
-
-        thread = threading.Thread(target=fit, daemon=True)
-        thread.start()
-        while thread.is_alive() or not inbox.empty():
-            try:
-                item = inbox.get(timeout=0.2)
-            except queue_module.Empty:
-                continue
-            if item[0] == "record":
-                on_record(item[1])
-            else:
-                on_checkpoint(item[1], item[2])
-        thread.join()
-        ray.kill(inbox.actor)
-        if failure:
-            raise CohortError(f"training failed: {failure[0]}") from failure[0]

@@ -94,7 +94,7 @@ def load_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, arrays:
     )
 
 
-def _all_reduce(values: list[float], world: int) -> list[float]:
+def all_reduce_sums(values: list[float], world: int) -> list[float]:
     """Sum ``values`` over the workers."""
     tensor = torch.tensor(values, dtype=torch.float64)
     if world > 1:
@@ -239,7 +239,7 @@ def train_loop(config: dict[str, Any]) -> None:
         agreed = [0.0, 0.0, 0.0]
         if held_out is not None:
             agreed = agreement_sums(module, held_out, config["held_out_prompt"], device)
-        loss_sum, count, train_sum, steps_seen, waited_all, seen_generated, *agreed = _all_reduce(
+        loss_sum, count, train_sum, steps_seen, waited_all, seen_generated, *agreed = all_reduce_sums(
             [loss_sum, count, sum(train_losses), len(train_losses), waited, trained_generated,
              *agreed],
             world,

@@ -1,0 +1,243 @@
+"""The pre-training protocol: an encoder-decoder (``model``, e.g. ``model=t5``) pre-trained on a
+corpus (``env=text``) by an objective (``algorithm``: ``span_corruption``, ``spactor``, ...) on
+Ray Train (:mod:`.loop`), then fine-tuned from its snapshots on downstream proxy tasks
+(:mod:`.downstream`) as Ray tasks (``cluster.worker`` resources each) — a snapshot's fine-tunings
+are submitted as it arrives and run as workers free up.
+
+Records: every ``eval_every`` steps the pre-training figures (train loss and the objective's
+parts, validation span-corruption loss on the same corrupted validation windows for every run,
+cumulative training FLOPs, tokens per second); after pre-training one record per snapshot with
+its step, FLOPs and downstream scores (``documents_accuracy``, ``infill_exact_match``). The last
+record, the run's final figures, is the last snapshot's, with the final validation loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import ray
+
+from algorithms.span_corruption import Vocabulary
+from sim import checks
+from sim.errors import CohortError, ConfigError
+from sim.interfaces.pretraining import EncoderDecoderSpec, PretrainingObjective
+from sim.interfaces.protocol import Outcome, RunContext, Setup
+from sim.interfaces.teacher_student import TextEnvironment
+from sim.protocols.pretraining import downstream
+from sim.protocols.pretraining.downstream import SCORES, Downstream
+from sim.protocols.pretraining.loop import PretrainSettings, pretrain_loop
+from sim.protocols.teacher_student.data import window_starts
+from sim.runtime.progress import progress_line
+from sim.runtime.workers import group_size
+from sim.training.ray_train import RayTrainer
+
+CURVES = ("validation_loss", "train_loss", *SCORES.values())
+PROGRESS = (
+    ("train_loss", "train_loss {:.4f}"),
+    ("sc_loss", "sc {:.4f}"),
+    ("rtd_loss", "rtd {:.4f}"),
+    ("mlm_loss", "mlm {:.4f}"),
+    ("validation_loss", "val_sc {:.4f}"),
+    ("flops", "{:.3g} FLOPs"),
+    ("tokens_per_s", "{:.0f} tok/s"),
+    *((score, score + " {:.4f}") for score in SCORES.values()),
+)
+
+
+@dataclass
+class Pretraining:
+    """Pre-training for ``steps`` steps of ``batch_size`` examples whose corrupted inputs are
+    ``inputs_length`` tokens (None: the model's context); AdamW at T5's inverse-square-root
+    schedule after ``warmup_steps``; evaluations every ``eval_every`` steps on ``eval_windows``
+    validation windows; checkpoints every ``checkpoint_every``; then ``downstream``."""
+
+    resumable: ClassVar[tuple[str, ...]] = ()
+    roles: ClassVar[tuple[str, ...]] = ("worker",)
+    ray_train: ClassVar[bool] = True
+
+    steps: int = 400
+    batch_size: int = 32
+    inputs_length: int | None = None
+    lr: float = 1e-3
+    warmup_steps: int = 40
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    eval_every: int = 50
+    eval_windows: int = 64
+    checkpoint_every: int = 100
+    downstream: Downstream = field(default_factory=Downstream)
+
+    def __post_init__(self) -> None:
+        checks.at_least(self, 1, "steps", "batch_size", "eval_every", "eval_windows")
+        checks.at_least(self, 1, "checkpoint_every")
+        checks.at_least(self, 2, "inputs_length", optional=True)
+        checks.at_least(self, 0, "warmup_steps", "weight_decay", "grad_clip")
+        checks.positive(self, "lr")
+        if self.checkpoint_every % self.eval_every:
+            raise ValueError(
+                f"checkpoint_every: must be a multiple of eval_every {self.eval_every} "
+                f"(got {self.checkpoint_every})"
+            )
+
+    def snapshot_steps(self) -> tuple[int, ...]:
+        """The steps whose model is fine-tuned; each must be an evaluation step."""
+        steps = sorted({round(a * self.steps) for a in self.downstream.at})
+        off = [s for s in steps if s == 0 or (s % self.eval_every and s != self.steps)]
+        if off:
+            raise ConfigError(
+                f"protocol.downstream.at: steps {off} of {self.steps} are not evaluation steps "
+                f"(multiples of protocol.eval_every {self.eval_every}, or the last)"
+            )
+        return tuple(steps)
+
+    def prepare(self, setup: Setup) -> PretrainingJob:
+        name = "pretraining"
+        corpus = setup.component("env", TextEnvironment, "a text corpus (env=text)", name)
+        spec = setup.component("model", EncoderDecoderSpec, "an encoder-decoder (model=t5)", name)
+        objective = setup.component(
+            "algorithm", PretrainingObjective, "a pre-training objective (algorithm=spactor)", name
+        )
+        length = self.inputs_length or spec.context
+        if length > spec.context:
+            raise ConfigError(
+                f"protocol.inputs_length: {length} tokens exceed the model's context "
+                f"{spec.context} (model.context)"
+            )
+        raw, _, targets, sentinels = objective.lengths(length)
+        if targets > spec.context:
+            raise ConfigError(
+                f"algorithm: targets of {targets} tokens exceed the model's context {spec.context}"
+            )
+        try:
+            objective.check_steps(self.steps)
+            objective.auxiliary(spec, Vocabulary(257, 1))  # its shape's checks, before Ray
+        except ValueError as error:
+            raise ConfigError(f"algorithm.{error}") from None
+        snapshots = self.snapshot_steps()
+        try:
+            streams = corpus.token_streams()
+        except FileNotFoundError as error:
+            raise CohortError(f"env: {error}") from None
+        vocab = Vocabulary(streams.vocab_size, sentinels)
+        held_out = [
+            doc for split in (streams.validation, streams.test)
+            for doc in downstream.split_at(split, vocab.eos)
+        ]  # fmt: skip
+        try:
+            data = downstream.task_data(
+                held_out, raw, self.downstream.test_fraction, self.downstream.documents
+            )
+        except ValueError as error:
+            raise ConfigError(f"protocol.downstream: {error}") from None
+        vocab = Vocabulary(streams.vocab_size, sentinels)
+        if setup.start is not None:
+            raise CohortError(
+                "resume: protocol=pretraining does not resume (its snapshots for fine-tuning are "
+                "not checkpointed); start the run afresh"
+            )
+        return PretrainingJob(self, streams, spec, objective, setup.seed, vocab, length,
+                              snapshots, data)  # fmt: skip
+
+
+@dataclass
+class PretrainingJob:
+    settings: Pretraining
+    streams: Any  # envs.text.TokenStreams
+    spec: Any
+    objective: Any
+    seed: int
+    vocab: Vocabulary
+    inputs_length: int
+    snapshots: tuple[int, ...]
+    data: downstream.TaskData
+
+    def run(self, context: RunContext) -> Outcome:
+        cluster, settings, streams = context.cluster, self.settings, self.streams
+        workers = group_size(cluster.worker, cluster.num_workers or 1, max_useful=1)
+        if settings.batch_size % workers:
+            raise ConfigError(
+                f"protocol.batch_size: {settings.batch_size} examples do not split over "
+                f"{workers} workers (cluster.num_workers)"
+            )
+        raw = self.objective.lengths(self.inputs_length)[0]
+        eval_starts = window_starts(len(streams.validation), raw - 1)[: settings.eval_windows]
+        history: list[dict[str, Any]] = []
+        context.begin(history)
+        final: dict[str, np.ndarray] = {}
+        data_ref = ray.put(self.data)
+        task = ray.remote(downstream.finetune).options(**cluster.worker.ray_options())
+        pending: dict[int, dict[str, Any]] = {}
+
+        def show(record: dict[str, Any], head: str) -> None:
+            context.record(record, progress_line(head, record, PROGRESS, tail=("tokens", "{} tok")))
+
+        def on_record(record: dict[str, Any]) -> None:
+            history.append(record)
+            show(record, f"[step {record['step']:>{len(str(settings.steps))}}/{settings.steps}]")
+
+        def on_snapshot(step: int, arrays: dict[str, np.ndarray]) -> None:
+            ref = ray.put(arrays)
+            pending[step] = {
+                name: task.remote(
+                    name,
+                    self.spec,
+                    self.vocab,
+                    ref,
+                    data_ref,
+                    settings.downstream,
+                    (self.objective.noise_density, self.objective.mean_span),
+                    self.seed,
+                )  # fmt: skip
+                for name in settings.downstream.tasks
+            }
+
+        def on_checkpoint(step: int, flops: float, arrays: dict[str, np.ndarray]) -> None:
+            context.save(arrays, step, history)
+            final.update(arrays)
+
+        config = dict(
+            settings=PretrainSettings(
+                steps=settings.steps,
+                batch_size=settings.batch_size,
+                inputs_length=self.inputs_length,
+                lr=settings.lr,
+                warmup_steps=settings.warmup_steps,
+                weight_decay=settings.weight_decay,
+                grad_clip=settings.grad_clip,
+                eval_every=settings.eval_every,
+                checkpoint_every=settings.checkpoint_every,
+                snapshots=self.snapshots,
+                threads=1,
+                seed=self.seed,
+            ),
+            objective=self.objective,
+            spec=self.spec,
+            vocab=self.vocab,
+            train=ray.put(streams.train),
+            validation=ray.put(streams.validation),
+            candidates=window_starts(len(streams.train), raw - 1),
+            eval_starts=eval_starts,
+            start=None,
+            start_step=0,
+            start_flops=0.0,
+        )
+        RayTrainer(cluster, workers, pretrain_loop).fit(
+            config, {"record": on_record, "snapshot": on_snapshot, "checkpoint": on_checkpoint}
+        )
+        at_step = {r["step"]: r for r in history}
+        tasks = ", ".join(settings.downstream.tasks)
+        print(f"fine-tuning {len(pending)} snapshots on {tasks}", flush=True)
+        for step in sorted(pending):
+            scores = {SCORES[name]: float(ray.get(ref)) for name, ref in pending[step].items()}
+            record = {"step": step, "tokens": at_step[step]["tokens"],
+                      "flops": at_step[step]["flops"], **scores}  # fmt: skip
+            if step == settings.steps:
+                record["validation_loss"] = at_step[step]["validation_loss"]
+            history.append(record)
+            show(record, f"[downstream, step {step}]")
+        params = np.concatenate(
+            [v.ravel() for k, v in sorted(final.items()) if k.startswith("model/model.")]
+        )
+        return Outcome(params, history, CURVES, "step", f"{settings.steps} steps")

@@ -1,0 +1,70 @@
+"""Ray Train (``TorchTrainer``, DDP; gloo on CPU, NCCL on GPU) as the protocols use it: a
+training loop runs on ``workers`` workers of ``cluster.worker`` resources and sends what the
+driver must see (records, checkpoints, snapshots) through a queue as ``(kind, *args)`` items;
+the driver hands each to its handler as it comes."""
+
+from __future__ import annotations
+
+import queue as queue_module
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from sim.errors import CohortError
+
+
+class RayTrainer:
+    """Runs ``loop`` (a ``train_loop_per_worker`` whose config gets a ``queue``) on Ray Train
+    workers and calls ``handlers[kind](*args)`` for every item rank 0 puts on the queue."""
+
+    def __init__(self, cluster: Any, workers: int, loop: Callable[[dict], None]) -> None:
+        self.cluster, self.workers, self.loop = cluster, workers, loop
+
+    def fit(self, config: dict, handlers: dict[str, Callable[..., None]]) -> None:
+        from ray.train import LoggingConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+        from ray.util.queue import Queue
+
+        worker = self.cluster.worker
+        resources = {"CPU": worker.num_cpus, **worker.resources}
+        if worker.num_gpus:
+            resources["GPU"] = worker.num_gpus
+        inbox = Queue(actor_options={"num_cpus": 0})
+        storage = tempfile.mkdtemp(prefix="cohort-train-")
+        trainer = TorchTrainer(
+            self.loop,
+            train_loop_config={**config, "queue": inbox},
+            scaling_config=ScalingConfig(
+                num_workers=self.workers,
+                use_gpu=worker.num_gpus > 0,
+                resources_per_worker=resources,
+            ),
+            run_config=RunConfig(
+                storage_path=storage,
+                name=self.loop.__name__,
+                logging_config=LoggingConfig(log_level="WARNING"),  # not every worker's start
+            ),
+        )
+        failure: list[BaseException] = []
+
+        def fit() -> None:
+            try:
+                trainer.fit()
+            except BaseException as error:  # handed to the driver's thread below
+                failure.append(error)
+
+        thread = threading.Thread(target=fit, daemon=True)
+        thread.start()
+        while thread.is_alive() or not inbox.empty():
+            try:
+                kind, *args = inbox.get(timeout=0.2)
+            except queue_module.Empty:
+                continue
+            handlers[kind](*args)
+        thread.join()
+        ray.kill(inbox.actor)
+        if failure:
+            raise CohortError(f"training failed: {failure[0]}") from failure[0]
