@@ -58,3 +58,86 @@ def test_loss_switches_to_span_corruption_at_tau():
     assert loss_weights(0, 0, 50.0, 1.0) == (1.0, 0.0, 0.0)  # tau = 0: plain span corruption
     with pytest.raises(ValueError, match=">= 0"):
         loss_weights(-1, 3, 50.0, 1.0)
+
+
+# The hybrid objective on a model: what trains when, and what the SC stage keeps.
+
+import torch  # noqa: E402
+
+from algorithms.spactor import MaskedLM, SpacTor, sample  # noqa: E402
+from algorithms.span_corruption import SpanCorruption, Vocabulary  # noqa: E402
+from envs.t5 import T5  # noqa: E402
+
+SPEC = T5(layers=1, decoder_layers=1, width=32, heads=2, context=40)
+VOCAB = Vocabulary(text=60, sentinels=8)
+
+
+def batch_of(objective, step, steps=10, seed=0):
+    rows = np.random.default_rng(1).integers(1, 60, (4, objective.lengths(32)[0]))
+    arrays = objective.batch(rows, VOCAB, step, steps, np.random.default_rng(seed))
+    return arrays, {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+def test_the_hybrid_keeps_span_corruptions_examples_and_adds_the_generators():
+    spactor, plain = SpacTor(tau=0.5), SpanCorruption()
+    for step in (0, 7):
+        hybrid, _ = batch_of(spactor, step)
+        sc, _ = batch_of(plain, step)
+        for key in ("inputs", "targets", "decoder_inputs"):
+            np.testing.assert_array_equal(hybrid[key], sc[key])
+        assert ("mask" in hybrid) == (step < 5)
+    hybrid, _ = batch_of(spactor, 0)
+    np.testing.assert_array_equal(hybrid["generator_inputs"] == VOCAB.mask, hybrid["mask"])
+    assert (hybrid["inputs"][hybrid["mask"]] < VOCAB.first_sentinel).all()
+
+
+def test_before_tau_every_part_trains_and_after_it_the_loss_is_span_corruption():
+    torch.manual_seed(0)
+    objective = SpacTor(tau=0.5)
+    model, auxiliary = SPEC.build(VOCAB.size), objective.auxiliary(SPEC, VOCAB)
+    _, early = batch_of(objective, 2)
+    loss, parts = objective.loss(model, auxiliary, early, 2, 10)
+    loss.backward()
+    assert set(parts) == {"sc_loss", "rtd_loss", "mlm_loss", "replaced_fraction", "rtd_accuracy"}
+    expected = parts["sc_loss"] + 50 * parts["rtd_loss"] + parts["mlm_loss"]
+    torch.testing.assert_close(loss.detach(), expected)
+    assert 0 < parts["replaced_fraction"] < 0.2  # most samples of an untrained generator differ
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in auxiliary.parameters())
+    model.zero_grad(), auxiliary.zero_grad(set_to_none=True)
+    _, late = batch_of(objective, 5)
+    loss, parts = objective.loss(model, auxiliary, late, 5, 10)
+    plain, _ = SpanCorruption().loss(model, None, late, 5, 10)
+    assert set(parts) == {"sc_loss"} and torch.equal(loss, plain)
+    loss.backward()
+    assert all(p.grad is None for p in auxiliary.parameters())
+
+
+def test_the_generator_predicts_text_ids_and_samples_by_the_cdf():
+    generator = MaskedLM(VOCAB, 40, layers=1, width=8, heads=1)
+    at = torch.zeros(2, 10, dtype=torch.bool)
+    at[0, 3] = at[1, 7] = True
+    assert generator(torch.randint(0, VOCAB.size, (2, 10)), at).shape == (2, VOCAB.text)
+    certain = torch.full((3, 5), -1e9)
+    certain[torch.arange(3), torch.tensor([4, 0, 2])] = 0.0
+    assert sample(certain, torch.tensor([0.0, 0.5, 0.999])).tolist() == [4, 0, 2]
+    uniform = torch.zeros(4, 5)  # probabilities 0.2 each: u in [0.2 k, 0.2 (k + 1)) gives k
+    assert sample(uniform, torch.tensor([0.05, 0.25, 0.65, 0.95])).tolist() == [0, 1, 3, 4]
+
+
+def test_flops_of_the_hybrid_stage_add_the_generator_and_the_head():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    objective = SpacTor(tau=0.5, generator_scale=0.5)
+    raw, inputs, targets, spans = objective.lengths(32)
+    sc = 3 * SPEC.forward_flops(VOCAB.size, inputs, targets)
+    assert objective.step_flops(SPEC, VOCAB, 32, 5, 10) == sc
+    masked = round(0.15 * (inputs - spans - 1))
+    generator = objective.auxiliary(SPEC, VOCAB)["generator"]
+    at = torch.zeros(1, inputs, dtype=torch.bool)
+    at[0, :masked] = True
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        generator(torch.randint(0, VOCAB.size, (1, inputs)), at)
+    head = 2 * SPEC.width * inputs
+    hybrid = objective.step_flops(SPEC, VOCAB, 32, 4, 10)
+    assert hybrid == sc + 3 * (counter.get_total_flops() + head)

@@ -57,3 +57,16 @@ def test_shared_embedding_and_context(model):
         model(torch.zeros(1, 17, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="heads: must divide"):
         T5(width=30, heads=4)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 32, 2, 30, 7), (2, 3, 64, 4, 40, 12)])
+def test_forward_flops_count_what_torch_counts(shape):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    layers, decoder_layers, width, heads, inputs, targets = shape
+    spec = T5(layers, decoder_layers, width, heads, context=64)
+    model = spec.build(300)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(torch.randint(0, 300, (1, inputs)), torch.randint(0, 300, (1, targets)))
+    assert spec.forward_flops(300, inputs, targets) == counter.get_total_flops()

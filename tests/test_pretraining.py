@@ -1,0 +1,126 @@
+"""The pre-training protocol: T5's schedule, the held-out tasks' data and scoring, a short run of
+SpacTor end to end (records, the switch at tau in the FLOPs, the fine-tuned snapshots), and bad
+input refused before anything runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sim
+from algorithms.spactor import SpacTor
+from algorithms.span_corruption import Vocabulary
+from envs.t5 import T5
+from sim.errors import ConfigError
+from sim.protocols.pretraining.downstream import span_matches, split_at, task_data
+from sim.protocols.pretraining.loop import inverse_sqrt_rate
+from tests.conftest import ensure_ray
+
+TINY = [
+    "algorithm=spactor",
+    "algorithm.tau=0.5",
+    "env.vocab_size=512",
+    "model.layers=1",
+    "model.decoder_layers=1",
+    "model.width=32",
+    "model.heads=2",
+    "model.context=32",
+    "protocol.steps=8",
+    "protocol.eval_every=2",
+    "protocol.checkpoint_every=4",
+    "protocol.batch_size=4",
+    "protocol.warmup_steps=2",
+    "protocol.eval_windows=8",
+    "protocol.downstream.at=[0.5,1.0]",
+    "protocol.downstream.steps=2",
+    "protocol.downstream.batch_size=4",
+    "progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def lm_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("lm")
+
+
+def test_inverse_square_root_schedule_by_hand():
+    rates = [inverse_sqrt_rate(step, 1.0, 4) for step in (0, 2, 3, 15, 63)]
+    assert rates == [0.25, 0.75, 1.0, 0.5, 0.25]
+
+
+def test_documents_split_into_train_and_test_passages():
+    stream = np.r_[np.arange(1, 31), 0, np.arange(40, 45), 0, np.arange(50, 70), 0]
+    documents = split_at(stream, 0)
+    assert [len(d) for d in documents] == [30, 5, 20]
+    data = task_data(documents, 5, 0.2, None)  # the 5-token document has one passage: left out
+    assert data.classes == 2
+    np.testing.assert_array_equal(data.train_labels, [0, 0, 0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(data.test_labels, [0, 1])
+    np.testing.assert_array_equal(data.test, [np.arange(26, 31), np.arange(65, 70)])
+    assert task_data([*documents, documents[0]], 5, 0.2, 2).classes == 2  # the first 2 kept
+    with pytest.raises(ValueError, match="the tasks need 2"):
+        task_data(documents, 20, 0.2, None)
+    every = task_data(documents, 5, 0.99, None)  # a document keeps one training passage
+    np.testing.assert_array_equal(every.train_labels, [0, 1])
+
+
+def test_span_exact_match_by_hand():
+    s0, s1, s2, eos = 100, 101, 102, 0
+    targets = np.array([[s0, 5, 6, s1, 7, s2, 8, 9, eos]])
+    predicted = np.array([[s0, 5, 6, s1, 7, 3, s2, 8, 9]])  # span 1 has an extra token
+    assert span_matches(predicted, targets, 100, eos) == (2, 3)
+    stops = np.array([[s0, 5, 6, eos, s1, 7, s2, 8, 9]])  # nothing after eos counts
+    assert span_matches(stops, targets, 100, eos) == (1, 3)
+    assert span_matches(targets, targets, 100, eos) == (3, 3)
+
+
+def test_a_short_spactor_run_end_to_end(lm_cache, tmp_path):
+    ensure_ray()
+    result = sim.run([*TINY, f"env.cache_dir={lm_cache}", f"output_dir={tmp_path / 'run'}"])
+    pretraining, downstream = result.history[:4], result.history[4:]
+    assert [r["step"] for r in pretraining] == [2, 4, 6, 8]
+    assert [r["step"] for r in downstream] == [4, 8]
+    assert all("rtd_loss" in r for r in pretraining[:2])  # steps 0-3: the hybrid (tau = 4)
+    assert not any("rtd_loss" in r for r in pretraining[2:])
+    assert pretraining[-1]["validation_loss"] < pretraining[0]["validation_loss"]
+    # FLOPs: the hybrid's steps cost the generator and the head besides SC's
+    objective, spec = SpacTor(tau=0.5), T5(1, 1, 32, 2, 32)
+    sentinels = objective.lengths(32)[3]
+    vocab = Vocabulary(512, sentinels)
+    per_step = [4 * objective.step_flops(spec, vocab, 32, step, 8) for step in range(8)]
+    np.testing.assert_allclose([r["flops"] for r in pretraining], np.cumsum(per_step)[1::2])
+    assert per_step[0] > per_step[7]
+    for record in downstream:
+        assert 0 <= record["documents_accuracy"] <= 1 and 0 <= record["infill_exact_match"] <= 1
+    assert result.history[-1]["validation_loss"] == pretraining[-1]["validation_loss"]
+    assert (result.output_dir / "checkpoints" / "checkpoint.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["protocol.inputs_length=64"], "protocol.inputs_length: 64 tokens exceed the model's"),
+        (["protocol.downstream.at=[0.3]"], r"protocol.downstream.at: steps \[2\] of 8 are not"),
+        (["algorithm.generator_scale=0.01"], "algorithm.generator_scale: 0.01 of width 32"),
+        (["model=gpt"], "needs an encoder-decoder"),
+        (["protocol.downstream.batch_size=5000"], "protocol.downstream.batch_size: 5000"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_runs(lm_cache, tmp_path, extra, needle):
+    with pytest.raises(ConfigError, match=needle):
+        sim.run([*TINY, *extra, f"env.cache_dir={lm_cache}", f"output_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow  # about 40 s: in `pytest -m slow` (the suite's 15-minute budget)
+def test_one_and_two_workers_give_the_same_run(lm_cache, tmp_path):
+    # The global batch, its corruption and the generator's uniforms are drawn on the whole batch,
+    # so the worker count changes only the float rounding of the all-reduced gradients.
+    ensure_ray()
+    runs = [
+        sim.run([*TINY, f"cluster.num_workers={n}", f"env.cache_dir={lm_cache}",
+                 f"output_dir={tmp_path / str(n)}"])  # fmt: skip
+        for n in (1, 2)
+    ]
+    curves = [[r["validation_loss"] for r in run.history[:4]] for run in runs]
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-4)
