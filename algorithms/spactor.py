@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.span_corruption import SpanCorruption, Vocabulary, span_loss
+from algorithms.span_corruption import SpanCorruption
 from envs.t5 import EncoderBlock, encoder_flops
 from sim import checks
+from sim.training.span_corruption import Vocabulary, span_loss
 
 
 def mask_for_generator(
@@ -97,7 +98,7 @@ def sample(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """One id per row of ``logits``, by inverting the softmax's CDF at ``uniforms`` (drawn on the
     whole batch in numpy: the samples do not depend on how the batch is split over workers)."""
     cdf = torch.softmax(logits.float(), dim=-1).cumsum(-1)
-    ids = torch.searchsorted(cdf, uniforms.float().unsqueeze(-1)).squeeze(-1)
+    ids = torch.searchsorted(cdf, uniforms.float().unsqueeze(-1), right=True).squeeze(-1)
     return ids.clamp(max=logits.shape[-1] - 1)
 
 

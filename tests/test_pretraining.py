@@ -9,11 +9,11 @@ import pytest
 
 import sim
 from algorithms.spactor import SpacTor
-from algorithms.span_corruption import Vocabulary
 from envs.t5 import T5
 from sim.errors import ConfigError
 from sim.protocols.pretraining.downstream import span_matches, split_at, task_data
 from sim.protocols.pretraining.loop import inverse_sqrt_rate
+from sim.training.span_corruption import Vocabulary
 from tests.conftest import ensure_ray
 
 TINY = [
@@ -118,8 +118,14 @@ def test_one_and_two_workers_give_the_same_run(lm_cache, tmp_path):
     # so the worker count changes only the float rounding of the all-reduced gradients.
     ensure_ray()
     runs = [
-        sim.run([*TINY, f"cluster.num_workers={n}", f"env.cache_dir={lm_cache}",
-                 f"output_dir={tmp_path / str(n)}"])  # fmt: skip
+        sim.run(
+            [
+                *TINY,
+                f"cluster.num_workers={n}",
+                f"env.cache_dir={lm_cache}",
+                f"output_dir={tmp_path / str(n)}",
+            ]
+        )  # fmt: skip
         for n in (1, 2)
     ]
     curves = [[r["validation_loss"] for r in run.history[:4]] for run in runs]

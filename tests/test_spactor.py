@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from algorithms.spactor import (
+    MaskedLM,
+    SpacTor,
     hybrid_loss,
     loss_weights,
     mask_for_generator,
     replace_tokens,
     rtd_labels,
+    sample,
 )
-from algorithms.span_corruption import corrupt
+from algorithms.span_corruption import SpanCorruption
+from envs.t5 import T5
+from sim.training.span_corruption import Vocabulary, corrupt
 
 SENTINEL, EOS = 1000, 999
 
@@ -61,12 +67,6 @@ def test_loss_switches_to_span_corruption_at_tau():
 
 
 # The hybrid objective on a model: what trains when, and what the SC stage keeps.
-
-import torch  # noqa: E402
-
-from algorithms.spactor import MaskedLM, SpacTor, sample  # noqa: E402
-from algorithms.span_corruption import SpanCorruption, Vocabulary  # noqa: E402
-from envs.t5 import T5  # noqa: E402
 
 SPEC = T5(layers=1, decoder_layers=1, width=32, heads=2, context=40)
 VOCAB = Vocabulary(text=60, sentinels=8)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from algorithms.span_corruption import (
+from sim.training.span_corruption import (
     corrupt,
     input_and_target_lengths,
     random_segmentation,
@@ -74,7 +74,7 @@ def test_by_hand():
     # inputs 0 1 <0> 4 5 <1> and targets <0> 2 3 <1> 6 7 (before eos)
     tokens = np.arange(8)
     noise = np.array([0, 0, 1, 1, 0, 0, 1, 1], bool)
-    from algorithms.span_corruption import sentinel_spans
+    from sim.training.span_corruption import sentinel_spans
 
     np.testing.assert_array_equal(sentinel_spans(tokens, noise, SENTINEL), [0, 1, 1000, 4, 5, 1001])
     np.testing.assert_array_equal(

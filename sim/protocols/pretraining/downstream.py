@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from algorithms.span_corruption import Vocabulary, span_batch, span_loss
 from sim import checks, seeding
+from sim.training.span_corruption import Vocabulary, span_batch, span_loss
 
 TASKS = ("documents", "infill")
 SCORES = {"documents": "documents_accuracy", "infill": "infill_exact_match"}
@@ -81,8 +81,8 @@ def task_data(
     documents: list[np.ndarray], length: int, test_fraction: float, limit: int | None
 ) -> TaskData:
     """Each document's consecutive ``length``-token passages, the first ``1 - test_fraction``
-    for training and the rest (at least one) for testing; documents with fewer than two passages
-    are left out, then the first ``limit`` kept."""
+    for training and the rest for testing (at least one of each); documents with fewer than two
+    passages are left out, then the first ``limit`` kept."""
     kept = [d for d in documents if len(d) // length >= 2][:limit]
     if len(kept) < 2:
         raise ValueError(
@@ -92,7 +92,7 @@ def task_data(
     parts: dict[str, list] = {"train": [], "train_labels": [], "test": [], "test_labels": []}
     for label, doc in enumerate(kept):
         passages = doc[: len(doc) // length * length].reshape(-1, length).astype(np.int64)
-        tests = max(1, int(round(test_fraction * len(passages))))
+        tests = min(max(1, int(round(test_fraction * len(passages)))), len(passages) - 1)
         for split, rows in (("train", passages[:-tests]), ("test", passages[-tests:])):
             parts[split].append(rows)
             parts[f"{split}_labels"].append(np.full(len(rows), label))

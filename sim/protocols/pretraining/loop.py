@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from algorithms.span_corruption import span_batch, span_loss
 from sim import seeding
 from sim.protocols.teacher_student.data import shard, step_windows, window_tokens
 from sim.protocols.teacher_student.trainer import (
@@ -31,6 +30,7 @@ from sim.protocols.teacher_student.trainer import (
     model_arrays,
     state_arrays,
 )
+from sim.training.span_corruption import span_batch, span_loss
 
 
 @dataclass(frozen=True)

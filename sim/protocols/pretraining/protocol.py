@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 import numpy as np
 import ray
 
-from algorithms.span_corruption import Vocabulary
 from sim import checks
 from sim.errors import CohortError, ConfigError
 from sim.interfaces.pretraining import EncoderDecoderSpec, PretrainingObjective
@@ -28,10 +27,11 @@ from sim.interfaces.teacher_student import TextEnvironment
 from sim.protocols.pretraining import downstream
 from sim.protocols.pretraining.downstream import SCORES, Downstream
 from sim.protocols.pretraining.loop import PretrainSettings, pretrain_loop
+from sim.protocols.ray_train import RayTrainer
 from sim.protocols.teacher_student.data import window_starts
 from sim.runtime.progress import progress_line
 from sim.runtime.workers import group_size
-from sim.training.ray_train import RayTrainer
+from sim.training.span_corruption import Vocabulary
 
 CURVES = ("validation_loss", "train_loss", *SCORES.values())
 PROGRESS = (
@@ -131,7 +131,11 @@ class Pretraining:
             )
         except ValueError as error:
             raise ConfigError(f"protocol.downstream: {error}") from None
-        vocab = Vocabulary(streams.vocab_size, sentinels)
+        if len(data.train) < self.downstream.batch_size:
+            raise ConfigError(
+                f"protocol.downstream.batch_size: {self.downstream.batch_size} is more than the "
+                f"tasks' {len(data.train)} training passages"
+            )
         if setup.start is not None:
             raise CohortError(
                 "resume: protocol=pretraining does not resume (its snapshots for fine-tuning are "

@@ -39,13 +39,13 @@ from sim.interfaces.teacher_student import (
     StudentAlgorithm,
     TextEnvironment,
 )
+from sim.protocols.ray_train import RayTrainer
 from sim.protocols.teacher_student import generation
 from sim.protocols.teacher_student.data import window_starts
 from sim.protocols.teacher_student.teacher import Teacher
 from sim.protocols.teacher_student.trainer import LoopSettings, train_loop
 from sim.runtime.progress import progress_line
 from sim.runtime.workers import group_size, wait_started
-from sim.training.ray_train import RayTrainer
 
 CURVES = ("validation_loss", "validation_bits_per_byte", "train_loss")
 PROGRESS = (

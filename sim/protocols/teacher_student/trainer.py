@@ -239,11 +239,10 @@ def train_loop(config: dict[str, Any]) -> None:
         agreed = [0.0, 0.0, 0.0]
         if held_out is not None:
             agreed = agreement_sums(module, held_out, config["held_out_prompt"], device)
-        loss_sum, count, train_sum, steps_seen, waited_all, seen_generated, *agreed = all_reduce_sums(
-            [loss_sum, count, sum(train_losses), len(train_losses), waited, trained_generated,
-             *agreed],
-            world,
-        )  # fmt: skip
+        sums = [loss_sum, count, sum(train_losses), len(train_losses), waited, trained_generated]
+        loss_sum, count, train_sum, steps_seen, waited_all, seen_generated, *agreed = (
+            all_reduce_sums([*sums, *agreed], world)
+        )
         if rank == 0:
             record = {
                 "step": done,
