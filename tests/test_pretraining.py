@@ -4,6 +4,10 @@ input refused before anything runs."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+
 import numpy as np
 import pytest
 
@@ -14,7 +18,7 @@ from sim.errors import ConfigError
 from sim.protocols.pretraining.downstream import span_matches, split_at, task_data
 from sim.protocols.pretraining.loop import inverse_sqrt_rate
 from sim.training.span_corruption import Vocabulary
-from tests.conftest import ensure_ray
+from tests.conftest import ensure_ray, start_cli, wait_for_rounds
 
 TINY = [
     "algorithm=spactor",
@@ -92,6 +96,7 @@ def test_a_short_spactor_run_end_to_end(lm_cache, tmp_path):
     assert per_step[0] > per_step[7]
     for record in downstream:
         assert 0 <= record["documents_accuracy"] <= 1 and 0 <= record["infill_exact_match"] <= 1
+        assert 0 < record["infill_loss"] < np.log(600)
     assert result.history[-1]["validation_loss"] == pretraining[-1]["validation_loss"]
     assert (result.output_dir / "checkpoints" / "checkpoint.npz").exists()
 
@@ -130,3 +135,26 @@ def test_one_and_two_workers_give_the_same_run(lm_cache, tmp_path):
     ]
     curves = [[r["validation_loss"] for r in run.history[:4]] for run in runs]
     np.testing.assert_allclose(curves[0], curves[1], rtol=1e-4)
+
+
+@pytest.mark.slow  # about 60 s: in `pytest -m slow`
+def test_resume_after_sigkill_gives_the_same_run(lm_cache, tmp_path):
+    ensure_ray()
+    common = [*TINY, f"env.cache_dir={lm_cache}", "protocol.steps=40",
+              "protocol.downstream.at=[0.1,1.0]"]  # fmt: skip
+    run_dir = tmp_path / "killed"
+    proc = start_cli(*common, f"hydra.run.dir={run_dir}", start_new_session=True)
+    logged = wait_for_rounds(proc, run_dir / "metrics.jsonl", 3, timeout=240)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and 2 <= logged < 20, proc.stderr.read()[-2000:]
+    resumed = sim.run([*common, "resume=true", f"output_dir={run_dir}"])
+    whole = sim.run([*common, f"output_dir={tmp_path / 'whole'}"])
+
+    def figures(history):
+        keys = ("step", "validation_loss", "flops", "documents_accuracy", "infill_loss")
+        return [tuple(r.get(k) for k in keys) for r in history]
+
+    assert figures(resumed.history) == figures(whole.history)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert figures([json.loads(x) for x in lines]) == figures(whole.history)

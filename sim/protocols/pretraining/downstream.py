@@ -10,8 +10,9 @@ its test data. Tasks, text-to-text as in T5:
   first ``model.context`` tokens), trained with the whole model. Score: ``documents_accuracy``.
 - ``infill``: span corruption of the passages; the training passages are corrupted afresh at
   every step, the test passages once, the same for every run (stream ``(0, "infill_test")``).
-  Score: ``infill_exact_match``, the fraction of the test spans whose greedy decoding is exactly
-  right (:func:`span_matches`).
+  Scores: ``infill_exact_match``, the fraction of the test spans whose greedy decoding is exactly
+  right (:func:`span_matches`), and ``infill_loss``, the decoder's cross-entropy on the test
+  targets (nats per target token, teacher-forced): the smoother of the two at small scale.
 
 Every fine-tuning starts from a pre-training snapshot with the same budget (``steps`` steps of
 ``batch_size``, AdamW at a constant ``lr``) and the same data order for a given seed (stream
@@ -31,7 +32,7 @@ from sim import checks, seeding
 from sim.training.span_corruption import Vocabulary, span_batch, span_loss
 
 TASKS = ("documents", "infill")
-SCORES = {"documents": "documents_accuracy", "infill": "infill_exact_match"}
+SCORES = ("documents_accuracy", "infill_exact_match", "infill_loss")
 
 
 @dataclass
@@ -146,8 +147,8 @@ def finetune(
     settings: Downstream,
     corruption: tuple[float, float],
     seed: int,
-) -> float:
-    """Fine-tune the snapshot ``arrays`` (``model/<name>``) on ``task``; its test score."""
+) -> dict[str, float]:
+    """Fine-tune the snapshot ``arrays`` (``model/<name>``) on ``task``; its test scores."""
     torch.set_num_threads(1)
     model = spec.build(vocab.size)
     model.load_state_dict({k.removeprefix("model/"): torch.tensor(v) for k, v in arrays.items()})
@@ -171,8 +172,8 @@ def finetune(
         optimizer.step()
     model.eval()
     if task == "documents":
-        return documents_accuracy(model, head, data)
-    return infill_exact_match(model, vocab, data, corruption)
+        return {"documents_accuracy": documents_accuracy(model, head, data)}
+    return infill_scores(model, vocab, data, corruption)
 
 
 def classify(model: Any, head: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -192,16 +193,20 @@ def documents_accuracy(model: Any, head: torch.nn.Module, data: TaskData, block:
 
 
 @torch.no_grad()
-def infill_exact_match(
+def infill_scores(
     model: Any, vocab: Vocabulary, data: TaskData, corruption: tuple[float, float], block: int = 64
-) -> float:
-    """Fraction of the test passages' spans that greedy decoding gets exactly right."""
+) -> dict[str, float]:
+    """Exact match of greedy decoding over the test passages' spans, and the teacher-forced
+    loss on their targets."""
     batch = span_batch(data.test, *corruption, vocab, seeding.rng(0, "infill_test"))
     right = total = 0
+    loss = 0.0
     for begin in range(0, len(data.test), block):
-        inputs = torch.tensor(batch["inputs"][begin : begin + block])
-        targets = batch["targets"][begin : begin + block]
-        predicted = greedy_decode(model, inputs, targets.shape[1], vocab.start).numpy()
-        matched = span_matches(predicted, targets, vocab.first_sentinel, vocab.eos)
+        part = {k: torch.tensor(v[begin : begin + block]) for k, v in batch.items()}
+        targets = part["targets"]
+        logits = model(part["inputs"], part["decoder_inputs"])
+        loss += float(span_loss(logits, targets)) * targets.numel()
+        predicted = greedy_decode(model, part["inputs"], targets.shape[1], vocab.start)
+        matched = span_matches(predicted.numpy(), targets.numpy(), vocab.first_sentinel, vocab.eos)
         right, total = right + matched[0], total + matched[1]
-    return right / total
+    return {"infill_exact_match": right / total, "infill_loss": loss / batch["targets"].size}

@@ -178,5 +178,5 @@ def pretrain_loop(config: dict[str, Any]) -> None:
             if done in settings.snapshots:
                 queue.put(("snapshot", done, model_arrays(module.model)))
             if done % settings.checkpoint_every == 0 or done == settings.steps:
-                queue.put(("checkpoint", done, flops, state_arrays(module, optimizer)))
+                queue.put(("checkpoint", done, state_arrays(module, optimizer)))
         sums, counts, tick = {}, {}, time.perf_counter()

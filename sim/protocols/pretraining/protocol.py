@@ -7,8 +7,13 @@ are submitted as it arrives and run as workers free up.
 Records: every ``eval_every`` steps the pre-training figures (train loss and the objective's
 parts, validation span-corruption loss on the same corrupted validation windows for every run,
 cumulative training FLOPs, tokens per second); after pre-training one record per snapshot with
-its step, FLOPs and downstream scores (``documents_accuracy``, ``infill_exact_match``). The last
+its step, FLOPs and downstream scores (``documents_accuracy``, ``infill_exact_match``,
+``infill_loss``). The last
 record, the run's final figures, is the last snapshot's, with the final validation loss.
+
+Checkpoints (every ``checkpoint_every`` steps) hold the model, the auxiliary modules, the
+optimizer and the snapshots taken so far; a resumed run continues the same batches and
+corruptions and fine-tunes every snapshot (its config must be the checkpoint's).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from sim.runtime.progress import progress_line
 from sim.runtime.workers import group_size
 from sim.training.span_corruption import Vocabulary
 
-CURVES = ("validation_loss", "train_loss", *SCORES.values())
+CURVES = ("validation_loss", "train_loss", *SCORES)
 PROGRESS = (
     ("train_loss", "train_loss {:.4f}"),
     ("sc_loss", "sc {:.4f}"),
@@ -42,7 +47,7 @@ PROGRESS = (
     ("validation_loss", "val_sc {:.4f}"),
     ("flops", "{:.3g} FLOPs"),
     ("tokens_per_s", "{:.0f} tok/s"),
-    *((score, score + " {:.4f}") for score in SCORES.values()),
+    *((score, score + " {:.4f}") for score in SCORES),
 )
 
 
@@ -136,13 +141,39 @@ class Pretraining:
                 f"protocol.downstream.batch_size: {self.downstream.batch_size} is more than the "
                 f"tasks' {len(data.train)} training passages"
             )
-        if setup.start is not None:
-            raise CohortError(
-                "resume: protocol=pretraining does not resume (its snapshots for fine-tuning are "
-                "not checkpointed); start the run afresh"
-            )
+        resumed = Resumed.of(setup.start)
+        if resumed.step >= self.steps:
+            raise CohortError(f"resume: the checkpoint is already at step {resumed.step}")
         return PretrainingJob(self, streams, spec, objective, setup.seed, vocab, length,
-                              snapshots, data)  # fmt: skip
+                              snapshots, data, resumed)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Where a run starts: step 0, or a checkpoint's step, records, training state (model,
+    auxiliary, optimizer) and the snapshots taken so far (``snapshot/<step>/model/<name>``)."""
+
+    step: int = 0
+    history: tuple[dict[str, Any], ...] = ()
+    state: dict[str, np.ndarray] | None = None
+    snapshots: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, start: Any) -> Resumed:
+        if start is None:
+            return cls()
+        arrays, meta = start
+        snapshots: dict[int, dict[str, np.ndarray]] = {}
+        for name, value in arrays.items():
+            if name.startswith("snapshot/"):
+                _, step, key = name.split("/", 2)
+                snapshots.setdefault(int(step), {})[key] = value
+        state = {k: v for k, v in arrays.items() if not k.startswith("snapshot/")}
+        return cls(meta["round"], tuple(meta["history"]), state, snapshots)
+
+    @property
+    def flops(self) -> float:
+        return self.history[-1]["flops"] if self.history else 0.0
 
 
 @dataclass
@@ -156,6 +187,7 @@ class PretrainingJob:
     inputs_length: int
     snapshots: tuple[int, ...]
     data: downstream.TaskData
+    resumed: Resumed
 
     def run(self, context: RunContext) -> Outcome:
         cluster, settings, streams = context.cluster, self.settings, self.streams
@@ -167,12 +199,13 @@ class PretrainingJob:
             )
         raw = self.objective.lengths(self.inputs_length)[0]
         eval_starts = window_starts(len(streams.validation), raw - 1)[: settings.eval_windows]
-        history: list[dict[str, Any]] = []
+        history: list[dict[str, Any]] = list(self.resumed.history)
         context.begin(history)
         final: dict[str, np.ndarray] = {}
         data_ref = ray.put(self.data)
         task = ray.remote(downstream.finetune).options(**cluster.worker.ray_options())
         pending: dict[int, dict[str, Any]] = {}
+        taken: dict[int, dict[str, np.ndarray]] = {}  # the snapshots, checkpointed with the run
 
         def show(record: dict[str, Any], head: str) -> None:
             context.record(record, progress_line(head, record, PROGRESS, tail=("tokens", "{} tok")))
@@ -182,6 +215,7 @@ class PretrainingJob:
             show(record, f"[step {record['step']:>{len(str(settings.steps))}}/{settings.steps}]")
 
         def on_snapshot(step: int, arrays: dict[str, np.ndarray]) -> None:
+            taken[step] = arrays
             ref = ray.put(arrays)
             pending[step] = {
                 name: task.remote(
@@ -197,9 +231,14 @@ class PretrainingJob:
                 for name in settings.downstream.tasks
             }
 
-        def on_checkpoint(step: int, flops: float, arrays: dict[str, np.ndarray]) -> None:
-            context.save(arrays, step, history)
+        def on_checkpoint(step: int, arrays: dict[str, np.ndarray]) -> None:
+            kept = {f"snapshot/{s}/{k}": v for s, snapshot in taken.items()
+                    for k, v in snapshot.items()}  # fmt: skip
+            context.save({**arrays, **kept}, step, history)
             final.update(arrays)
+
+        for step, arrays in sorted(self.resumed.snapshots.items()):
+            on_snapshot(step, arrays)
 
         config = dict(
             settings=PretrainSettings(
@@ -223,9 +262,9 @@ class PretrainingJob:
             validation=ray.put(streams.validation),
             candidates=window_starts(len(streams.train), raw - 1),
             eval_starts=eval_starts,
-            start=None,
-            start_step=0,
-            start_flops=0.0,
+            start=None if self.resumed.state is None else ray.put(self.resumed.state),
+            start_step=self.resumed.step,
+            start_flops=self.resumed.flops,
         )
         RayTrainer(cluster, workers, pretrain_loop).fit(
             config, {"record": on_record, "snapshot": on_snapshot, "checkpoint": on_checkpoint}
@@ -234,7 +273,7 @@ class PretrainingJob:
         tasks = ", ".join(settings.downstream.tasks)
         print(f"fine-tuning {len(pending)} snapshots on {tasks}", flush=True)
         for step in sorted(pending):
-            scores = {SCORES[name]: float(ray.get(ref)) for name, ref in pending[step].items()}
+            scores = {k: v for ref in pending[step].values() for k, v in ray.get(ref).items()}
             record = {"step": step, "tokens": at_step[step]["tokens"],
                       "flops": at_step[step]["flops"], **scores}  # fmt: skip
             if step == settings.steps:
