@@ -105,15 +105,16 @@ def test_a_short_spactor_run_end_to_end(lm_cache, tmp_path):
     "extra,needle",
     [
         (["protocol.inputs_length=64"], "protocol.inputs_length: 64 tokens exceed the model's"),
-        (["protocol.downstream.at=[0.3]"], r"protocol.downstream.at: steps \[2\] of 8 are not"),
+        (["protocol.downstream.at=[0.35]"], r"protocol.downstream.at: steps \[3\] of 8 are not"),
         (["algorithm.generator_scale=0.01"], "algorithm.generator_scale: 0.01 of width 32"),
         (["model=gpt"], "needs an encoder-decoder"),
-        (["protocol.downstream.batch_size=5000"], "protocol.downstream.batch_size: 5000"),
+        (["protocol.downstream.batch_size=100000"], "protocol.downstream.batch_size: 100000"),
     ],
 )
 def test_bad_input_is_refused_before_anything_runs(lm_cache, tmp_path, extra, needle):
+    shape = [a for a in TINY if "model=gpt" not in extra or "decoder_layers" not in a]
     with pytest.raises(ConfigError, match=needle):
-        sim.run([*TINY, *extra, f"env.cache_dir={lm_cache}", f"output_dir={tmp_path / 'run'}"])
+        sim.run([*shape, *extra, f"env.cache_dir={lm_cache}", f"output_dir={tmp_path / 'run'}"])
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
