@@ -1,8 +1,8 @@
-"""SpacTor's input corruption and its two-stage objective, as pure functions.
+"""SpacTor's input corruption and its two-stage objective.
 
 Ye et al., "SpacTor-T5: Pre-training T5 Models with Span Corruption and Replaced Token
 Detection", arXiv 2401.13160. An example is first span-corrupted as in T5
-(:mod:`algorithms.span_corruption`); then a fraction of the kept (non-sentinel) input tokens is
+(:mod:`sim.training.span_corruption`); then a fraction of the kept (non-sentinel) input tokens is
 masked, a small generator (an MLM) predicts them, and its samples replace them (ELECTRA, Clark
 et al., ICLR 2020). The encoder reads the result: the decoder still predicts the spans (SC), and a
 head on the encoder marks each token original or replaced (RTD). A token the generator happened to
@@ -38,18 +38,18 @@ def mask_for_generator(
     return mask
 
 
-def replace_tokens(inputs: np.ndarray, mask: np.ndarray, samples: np.ndarray) -> np.ndarray:
+def replace_tokens(inputs: Any, mask: Any, samples: Any) -> Any:
     """``inputs`` with the generator's ``samples`` (one per masked position, in order) put at
-    the ``mask`` positions."""
-    out = inputs.copy()
+    the ``mask`` positions (numpy arrays or torch tensors)."""
+    out = inputs.clone() if isinstance(inputs, torch.Tensor) else inputs.copy()
     out[mask] = samples
     return out
 
 
-def rtd_labels(original: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
-    """1 where the encoder's input token differs from the span-corrupted input it replaced, else
-    0 (sentinels and correctly sampled tokens are originals)."""
-    return (np.asarray(original) != np.asarray(corrupted)).astype(np.int64)
+def rtd_labels(original: Any, corrupted: Any) -> Any:
+    """True where the encoder's input token differs from the span-corrupted input it replaced
+    (sentinels and correctly sampled tokens are originals); numpy arrays or torch tensors."""
+    return original != corrupted
 
 
 def loss_weights(step: int, tau: int, rtd_weight: float, mlm_weight: float):
@@ -104,15 +104,16 @@ def sample(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SpacTor(SpanCorruption):
-    """SpacTor: for the first ``tau`` (a fraction of the run's steps) the hybrid loss
-    ``SC + rtd_weight RTD + mlm_weight MLM`` (module docstring), then SC alone; ``tau=1`` is the
-    hybrid without the switch. The generator masks ``mask_rate`` of the text tokens of each
-    span-corrupted input; it has ``generator_layers`` blocks (None: the encoder's) of
-    ``generator_scale`` times the encoder's width and heads. [recalled] Defaults: ELECTRA's
-    ``rtd_weight = 50`` and 15% masking, a generator a quarter of the width; tau = a quarter of
-    the run (the paper's tau is 120K-250K of 1M steps) — set them per experiment."""
+    """SpacTor: for the first ``tau`` steps the hybrid loss ``SC + rtd_weight RTD + mlm_weight
+    MLM`` (module docstring), then SC alone; ``tau=None`` is the hybrid without the switch. The
+    generator masks ``mask_rate`` of the text tokens of each span-corrupted input; it has
+    ``generator_layers`` blocks (None: the encoder's) of ``generator_scale`` times the encoder's
+    width and heads. [recalled] Defaults: ELECTRA's ``rtd_weight = 50`` and 15% masking, a
+    generator a quarter of the width; tau = 150, a quarter of ``experiment=spactor``'s 600 steps
+    (the paper's tau is 120K or 250K of 1M steps) — set them per experiment. tau counts steps, so
+    the model at step s of a run is the model of a run of s steps."""
 
-    tau: float = 0.25
+    tau: int | None = 150
     rtd_weight: float = 50.0
     mlm_weight: float = 1.0
     mask_rate: float = 0.15
@@ -121,13 +122,20 @@ class SpacTor(SpanCorruption):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        checks.in_interval(self, 0, 1, "tau", closed=True)
+        checks.at_least(self, 0, "tau", optional=True)
         checks.at_least(self, 0, "rtd_weight", "mlm_weight")
-        checks.in_interval(self, 0, 1, "mask_rate", "generator_scale")
+        checks.positive(self, "mask_rate")
+        checks.in_interval(self, 0, 1, "mask_rate", "generator_scale", closed=True)
         checks.at_least(self, 1, "generator_layers", optional=True)
 
+    def check_steps(self, steps: int) -> None:
+        if self.tau is not None and self.tau > steps:
+            raise ValueError(
+                f"tau: {self.tau} is beyond the run's {steps} steps (tau=null: no switch)"
+            )
+
     def tau_steps(self, steps: int) -> int:
-        return round(self.tau * steps)
+        return steps if self.tau is None else self.tau
 
     def hybrid(self, step: int, steps: int) -> bool:
         return step < self.tau_steps(steps)
@@ -156,8 +164,10 @@ class SpacTor(SpanCorruption):
         self, rows: np.ndarray, vocab: Vocabulary, step: int, steps: int, rng: np.random.Generator
     ) -> dict[str, np.ndarray]:
         """Span corruption's arrays and, in the hybrid stage, the generator's: its ``mask``
-        (bool), its ``generator_inputs`` (masked positions set to the mask id) and one uniform
-        draw per position for its samples."""
+        (bool), its ``generator_inputs`` (masked positions set to the mask id), one uniform
+        draw per position for its samples, and ``masked_per_row``, the batch's masked positions
+        over its rows (the same in every row: each worker's share of the MLM loss is then a
+        share of the whole batch's mean, whatever the split)."""
         batch = super().batch(rows, vocab, step, steps, rng)
         if self.hybrid(step, steps):
             inputs = batch["inputs"]
@@ -171,6 +181,7 @@ class SpacTor(SpanCorruption):
                 mask=mask,
                 generator_inputs=np.where(mask, vocab.mask, inputs),
                 uniforms=rng.random(inputs.shape, dtype=np.float32),
+                masked_per_row=np.full(len(inputs), mask.sum() / len(inputs), np.float32),
             )
         return batch
 
@@ -181,10 +192,11 @@ class SpacTor(SpanCorruption):
             return super().loss(model, auxiliary, batch, step, steps)
         inputs, mask = batch["inputs"], batch["mask"]
         generated = auxiliary["generator"](batch["generator_inputs"], mask)
-        mlm = F.cross_entropy(generated.float(), inputs[mask])
+        mlm = F.cross_entropy(generated.float(), inputs[mask], reduction="sum")
+        mlm = mlm / (batch["masked_per_row"][0] * len(inputs))
         with torch.no_grad():
-            replaced = inputs.masked_scatter(mask, sample(generated, batch["uniforms"][mask]))
-            labels = (replaced != inputs).float()
+            replaced = replace_tokens(inputs, mask, sample(generated, batch["uniforms"][mask]))
+            labels = rtd_labels(inputs, replaced).float()
         memory = model.encode(replaced)
         detected = auxiliary["rtd_head"](memory).squeeze(-1)
         rtd = F.binary_cross_entropy_with_logits(detected.float(), labels)

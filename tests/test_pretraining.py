@@ -22,7 +22,7 @@ from tests.conftest import ensure_ray, start_cli, wait_for_rounds
 
 TINY = [
     "algorithm=spactor",
-    "algorithm.tau=0.5",
+    "algorithm.tau=4",
     "env.vocab_size=512",
     "model.layers=1",
     "model.decoder_layers=1",
@@ -73,8 +73,8 @@ def test_span_exact_match_by_hand():
     targets = np.array([[s0, 5, 6, s1, 7, s2, 8, 9, eos]])
     predicted = np.array([[s0, 5, 6, s1, 7, 3, s2, 8, 9]])  # span 1 has an extra token
     assert span_matches(predicted, targets, 100, eos) == (2, 3)
-    stops = np.array([[s0, 5, 6, eos, s1, 7, s2, 8, 9]])  # nothing after eos counts
-    assert span_matches(stops, targets, 100, eos) == (1, 3)
+    edge = np.array([[s0, 5, 6, eos, s1, 7, s2, 8, 9]])  # an eos inside is text (a document
+    assert span_matches(edge, targets, 100, eos) == (2, 3)  # edge): span 0 gets it, wrongly
     assert span_matches(targets, targets, 100, eos) == (3, 3)
 
 
@@ -88,7 +88,7 @@ def test_a_short_spactor_run_end_to_end(lm_cache, tmp_path):
     assert not any("rtd_loss" in r for r in pretraining[2:])
     assert pretraining[-1]["validation_loss"] < pretraining[0]["validation_loss"]
     # FLOPs: the hybrid's steps cost the generator and the head besides SC's
-    objective, spec = SpacTor(tau=0.5), T5(1, 1, 32, 2, 32)
+    objective, spec = SpacTor(tau=4), T5(1, 1, 32, 2, 32)
     sentinels = objective.lengths(32)[3]
     vocab = Vocabulary(512, sentinels)
     per_step = [4 * objective.step_flops(spec, vocab, 32, step, 8) for step in range(8)]

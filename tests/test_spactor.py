@@ -32,10 +32,15 @@ def test_rtd_labels_mark_exactly_the_replaced_positions():
         samples = rng.integers(0, 50, mask.sum())  # a small vocabulary: some samples are right
         replaced = replace_tokens(inputs, mask, samples)
         labels = rtd_labels(inputs, replaced)
-        assert labels.dtype == np.int64
-        np.testing.assert_array_equal(labels == 1, mask & (samples_at(mask, samples) != inputs))
+        assert labels.dtype == bool
+        np.testing.assert_array_equal(labels, mask & (samples_at(mask, samples) != inputs))
         assert not labels[(inputs >= SENTINEL) | (inputs == EOS)].any()
         np.testing.assert_array_equal(replaced[~mask], inputs[~mask])
+        # the same functions on tensors, as SpacTor.loss calls them
+        as_torch = replace_tokens(*map(torch.from_numpy, (inputs, mask, samples)))
+        np.testing.assert_array_equal(as_torch.numpy(), replaced)
+        torch_labels = rtd_labels(torch.from_numpy(inputs), as_torch).numpy()
+        np.testing.assert_array_equal(torch_labels, labels)
 
 
 def samples_at(mask: np.ndarray, samples: np.ndarray) -> np.ndarray:
@@ -79,7 +84,7 @@ def batch_of(objective, step, steps=10, seed=0):
 
 
 def test_the_hybrid_keeps_span_corruptions_examples_and_adds_the_generators():
-    spactor, plain = SpacTor(tau=0.5), SpanCorruption()
+    spactor, plain = SpacTor(tau=5), SpanCorruption()
     for step in (0, 7):
         hybrid, _ = batch_of(spactor, step)
         sc, _ = batch_of(plain, step)
@@ -93,7 +98,7 @@ def test_the_hybrid_keeps_span_corruptions_examples_and_adds_the_generators():
 
 def test_before_tau_every_part_trains_and_after_it_the_loss_is_span_corruption():
     torch.manual_seed(0)
-    objective = SpacTor(tau=0.5)
+    objective = SpacTor(tau=5)
     model, auxiliary = SPEC.build(VOCAB.size), objective.auxiliary(SPEC, VOCAB)
     _, early = batch_of(objective, 2)
     loss, parts = objective.loss(model, auxiliary, early, 2, 10)
@@ -128,7 +133,7 @@ def test_flops_of_the_hybrid_stage_add_the_generator_and_the_head():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    objective = SpacTor(tau=0.5, generator_scale=0.5)
+    objective = SpacTor(tau=5, generator_scale=0.5)
     raw, inputs, targets, spans = objective.lengths(32)
     sc = 3 * SPEC.forward_flops(VOCAB.size, inputs, targets)
     assert objective.step_flops(SPEC, VOCAB, 32, 5, 10) == sc
@@ -141,3 +146,23 @@ def test_flops_of_the_hybrid_stage_add_the_generator_and_the_head():
     head = 2 * SPEC.width * inputs
     hybrid = objective.step_flops(SPEC, VOCAB, 32, 4, 10)
     assert hybrid == sc + 3 * (counter.get_total_flops() + head)
+
+
+def test_each_part_of_the_loss_is_the_same_on_the_whole_batch_and_averaged_over_halves():
+    # what DDP averages: two workers' shares give the whole batch's loss, the MLM term included
+    # (its masked positions differ per row: each share divides by the batch's mean count)
+    torch.manual_seed(0)
+    objective = SpacTor(tau=5)
+    model, auxiliary = SPEC.build(VOCAB.size), objective.auxiliary(SPEC, VOCAB)
+    rows = np.random.default_rng(1).integers(1, 60, (4, objective.lengths(32)[0]))
+    rows[0, ::2] = VOCAB.eos  # document edges: fewer text tokens to mask in the first row
+    arrays = objective.batch(rows, VOCAB, 0, 10, np.random.default_rng(0))
+    assert len(set(arrays["mask"].sum(1).tolist())) > 1
+    whole = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    _, parts = objective.loss(model, auxiliary, whole, 0, 10)
+    halves = [
+        objective.loss(model, auxiliary, {k: v[rows] for k, v in whole.items()}, 0, 10)[1]
+        for rows in (slice(0, 2), slice(2, 4))
+    ]
+    for name in ("sc_loss", "rtd_loss", "mlm_loss", "replaced_fraction"):
+        torch.testing.assert_close((halves[0][name] + halves[1][name]) / 2, parts[name])

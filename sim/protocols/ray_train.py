@@ -1,7 +1,8 @@
 """Ray Train (``TorchTrainer``, DDP; gloo on CPU, NCCL on GPU) as the protocols use it: a
 training loop runs on ``workers`` workers of ``cluster.worker`` resources and sends what the
 driver must see (records, checkpoints, snapshots) through a queue as ``(kind, *args)`` items;
-the driver hands each to its handler as it comes."""
+the driver hands each to its handler as it comes. Also the helpers the loops share: checkpoint
+arrays of a model and its AdamW state, and sums over the workers."""
 
 from __future__ import annotations
 
@@ -11,9 +12,48 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import ray
+import torch
 
 from sim.errors import CohortError
+
+
+def model_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The model's state as named numpy arrays (``model/<name>``)."""
+    return {f"model/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def state_arrays(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Model and AdamW state as named numpy arrays (a checkpoint without pickles)."""
+    arrays = model_arrays(model)
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            arrays[f"optimizer/{index}/{key}"] = torch.as_tensor(value).cpu().numpy()
+    return arrays
+
+
+def load_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, arrays: dict) -> None:
+    model.load_state_dict(
+        {k.removeprefix("model/"): torch.tensor(v) for k, v in arrays.items()
+         if k.startswith("model/")}
+    )  # fmt: skip
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in arrays.items():
+        if name.startswith("optimizer/"):
+            _, index, key = name.split("/")
+            state.setdefault(int(index), {})[key] = torch.tensor(value)
+    optimizer.load_state_dict(
+        {"state": state, "param_groups": optimizer.state_dict()["param_groups"]}
+    )
+
+
+def all_reduce_sums(values: list[float], world: int) -> list[float]:
+    """Sum ``values`` over the workers."""
+    tensor = torch.tensor(values, dtype=torch.float64)
+    if world > 1:
+        torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
 
 
 class RayTrainer:

@@ -79,19 +79,27 @@ def corrupt(
     return np.append(inputs, eos), np.append(targets, eos)
 
 
-def uncorrupt(inputs: np.ndarray, targets: np.ndarray, first_sentinel: int, eos: int):
-    """The original tokens from :func:`corrupt`'s inputs and targets: each sentinel of the inputs
-    replaced by the tokens after the same sentinel in the targets."""
-    inputs, targets = inputs[inputs != eos], targets[targets != eos]
+def target_spans(targets: np.ndarray, first_sentinel: int, eos: int) -> dict[int, list[int]]:
+    """The spans of a target row: for each sentinel, the tokens after it up to the next sentinel
+    (ids >= ``first_sentinel``). A final ``eos`` ends the row; ``eos`` elsewhere is text (a
+    window may span a document boundary)."""
+    row = targets[:-1] if len(targets) and targets[-1] == eos else targets
     spans: dict[int, list[int]] = {}
     current = None
-    for token in targets.tolist():
+    for token in row.tolist():
         if token >= first_sentinel:
             current = spans.setdefault(token, [])
         elif current is not None:
             current.append(token)
+    return spans
+
+
+def uncorrupt(inputs: np.ndarray, targets: np.ndarray, first_sentinel: int, eos: int):
+    """The original tokens from :func:`corrupt`'s inputs and targets: each sentinel of the inputs
+    replaced by the tokens after the same sentinel in the targets."""
+    spans = target_spans(targets, first_sentinel, eos)
     out: list[int] = []
-    for token in inputs.tolist():
+    for token in inputs[:-1].tolist():  # the inputs end with eos
         out.extend(spans.get(token, []) if token >= first_sentinel else [token])
     return np.asarray(out, dtype=inputs.dtype)
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from sim import checks, seeding
-from sim.training.span_corruption import Vocabulary, span_batch, span_loss
+from sim.training.span_corruption import Vocabulary, span_batch, span_loss, target_spans
 
 TASKS = ("documents", "infill")
 SCORES = ("documents_accuracy", "infill_exact_match", "infill_loss")
@@ -56,8 +56,9 @@ class Downstream:
         checks.in_interval(self, 0, 1, "test_fraction")
         if any(not 0 < a <= 1 for a in self.at):
             raise ValueError(f"at: fractions of the steps in (0, 1] (got {list(self.at)})")
-        if any(t not in TASKS for t in self.tasks):
-            raise ValueError(f"tasks: each must be one of {TASKS} (got {list(self.tasks)})")
+        tasks = list(self.tasks)
+        if not tasks or len(set(tasks)) < len(tasks) or any(t not in TASKS for t in tasks):
+            raise ValueError(f"tasks: one or more of {TASKS}, each once (got {tasks})")
 
 
 @dataclass(frozen=True)
@@ -103,25 +104,12 @@ def task_data(
 def span_matches(
     predicted: np.ndarray, targets: np.ndarray, first_sentinel: int, eos: int
 ) -> tuple[int, int]:
-    """``(spans exactly right, spans)`` over rows: a target span is the tokens after a sentinel
-    up to the next sentinel or ``eos``; it is right when the prediction has the same sentinel
-    followed by exactly those tokens."""
-
-    def spans(row: np.ndarray) -> dict[int, tuple[int, ...]]:
-        found: dict[int, list[int]] = {}
-        current: list[int] | None = None
-        for token in row.tolist():
-            if token == eos:
-                break
-            if token >= first_sentinel:
-                current = found.setdefault(token, [])
-            elif current is not None:
-                current.append(token)
-        return {k: tuple(v) for k, v in found.items()}
-
+    """``(spans exactly right, spans)`` over rows: a span is right when the prediction has its
+    sentinel followed by exactly its tokens (both rows parsed by
+    :func:`~sim.training.span_corruption.target_spans`)."""
     right = total = 0
     for guess, truth in zip(predicted, targets, strict=True):
-        wanted, got = spans(truth), spans(guess)
+        wanted, got = (target_spans(row, first_sentinel, eos) for row in (truth, guess))
         total += len(wanted)
         right += sum(got.get(k) == v for k, v in wanted.items())
     return right, total
@@ -154,10 +142,11 @@ def finetune(
     model.load_state_dict({k.removeprefix("model/"): torch.tensor(v) for k, v in arrays.items()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
     rng = seeding.rng(seed, "finetune", task)
-    labels = torch.tensor(data.train_labels)
-    head = torch.nn.Linear(spec.width, data.classes)
-    torch.nn.init.zeros_(head.weight)
-    optimizer.add_param_group({"params": head.parameters()})
+    if task == "documents":
+        labels = torch.tensor(data.train_labels)
+        head = torch.nn.Linear(spec.width, data.classes)
+        torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
+        optimizer.add_param_group({"params": head.parameters()})
     for _ in range(settings.steps):
         pick = rng.choice(len(data.train), settings.batch_size, replace=False)
         if task == "documents":

@@ -6,9 +6,9 @@ on the stream ``(seed, "corruption", step)``, made on the whole batch; each work
 consecutive share, so 1 or 2 workers compute the same updates (to float rounding). The model and
 the objective's auxiliary modules train as one DDP module under one AdamW, at T5's learning rate
 schedule (linear warm-up, then inverse square root), which makes a snapshot at step s the model
-a run of s steps would give. Rank 0 sends every evaluation record, every checkpoint (model,
-auxiliary and optimizer state) and every snapshot for fine-tuning (the model alone) to the
-driver through the queue.
+a run of s steps would give (SpacTor's tau counts steps, so this holds for it too). Rank 0 sends
+every evaluation record, every checkpoint (model, auxiliary and optimizer state) and every
+snapshot for fine-tuning (the model alone) to the driver through the queue.
 """
 
 from __future__ import annotations
@@ -23,13 +23,8 @@ import torch
 from torch import nn
 
 from sim import seeding
+from sim.protocols.ray_train import all_reduce_sums, load_state, model_arrays, state_arrays
 from sim.protocols.teacher_student.data import shard, step_windows, window_tokens
-from sim.protocols.teacher_student.trainer import (
-    all_reduce_sums,
-    load_state,
-    model_arrays,
-    state_arrays,
-)
 from sim.training.span_corruption import span_batch, span_loss
 
 
@@ -125,10 +120,10 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     optimizer = torch.optim.AdamW(
         net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
-    if config["start"] is not None:
-        load_state(net, optimizer, ray.get(config["start"]))
     net = ray.train.torch.prepare_model(net)  # DDP when world > 1; moved to the device
     module = getattr(net, "module", net)
+    if config["start"] is not None:  # after the move: the optimizer's state follows the device
+        load_state(module, optimizer, ray.get(config["start"]))
 
     start_step = config["start_step"]
     flops = config["start_flops"]

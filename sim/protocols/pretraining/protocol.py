@@ -13,7 +13,8 @@ record, the run's final figures, is the last snapshot's, with the final validati
 
 Checkpoints (every ``checkpoint_every`` steps) hold the model, the auxiliary modules, the
 optimizer and the snapshots taken so far; a resumed run continues the same batches and
-corruptions and fine-tunes every snapshot (its config must be the checkpoint's).
+corruptions and fine-tunes every snapshot (its config must be the checkpoint's); a run stopped
+while fine-tuning resumes with the fine-tuning.
 """
 
 from __future__ import annotations
@@ -95,6 +96,11 @@ class Pretraining:
                 f"protocol.downstream.at: steps {off} of {self.steps} are not evaluation steps "
                 f"(multiples of protocol.eval_every {self.eval_every}, or the last)"
             )
+        if steps[-1] != self.steps:
+            raise ConfigError(
+                f"protocol.downstream.at: must include 1.0, the finished model (got "
+                f"{list(self.downstream.at)}): its scores are the run's final figures"
+            )
         return tuple(steps)
 
     def prepare(self, setup: Setup) -> PretrainingJob:
@@ -110,7 +116,12 @@ class Pretraining:
                 f"protocol.inputs_length: {length} tokens exceed the model's context "
                 f"{spec.context} (model.context)"
             )
-        raw, _, targets, sentinels = objective.lengths(length)
+        raw, inputs, targets, sentinels = objective.lengths(length)
+        if inputs > length:
+            raise ConfigError(
+                f"protocol.inputs_length: {length} tokens are too few for span corruption (one "
+                "kept token, one span, its sentinel and eos)"
+            )
         if targets > spec.context:
             raise ConfigError(
                 f"algorithm: targets of {targets} tokens exceed the model's context {spec.context}"
@@ -142,8 +153,6 @@ class Pretraining:
                 f"tasks' {len(data.train)} training passages"
             )
         resumed = Resumed.of(setup.start)
-        if resumed.step >= self.steps:
-            raise CohortError(f"resume: the checkpoint is already at step {resumed.step}")
         return PretrainingJob(self, streams, spec, objective, setup.seed, vocab, length,
                               snapshots, data, resumed)  # fmt: skip
 
@@ -266,9 +275,12 @@ class PretrainingJob:
             start_step=self.resumed.step,
             start_flops=self.resumed.flops,
         )
-        RayTrainer(cluster, workers, pretrain_loop).fit(
-            config, {"record": on_record, "snapshot": on_snapshot, "checkpoint": on_checkpoint}
-        )
+        if self.resumed.step < settings.steps:
+            RayTrainer(cluster, workers, pretrain_loop).fit(
+                config, {"record": on_record, "snapshot": on_snapshot, "checkpoint": on_checkpoint}
+            )
+        else:  # stopped while fine-tuning: pre-training is done, its snapshots are checkpointed
+            final.update(self.resumed.state)
         at_step = {r["step"]: r for r in history}
         tasks = ", ".join(settings.downstream.tasks)
         print(f"fine-tuning {len(pending)} snapshots on {tasks}", flush=True)

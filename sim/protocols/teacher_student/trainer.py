@@ -25,6 +25,7 @@ import torch
 
 from sim import seeding
 from sim.interfaces.teacher_student import Generation, SoftLabels, StudentAlgorithm
+from sim.protocols.ray_train import all_reduce_sums, load_state, model_arrays, state_arrays
 from sim.protocols.teacher_student.data import shard, step_windows, window_tokens
 from sim.protocols.teacher_student.generation import generate, prompts
 from sim.training.distill import agreement, greedy_agreement, next_token_loss
@@ -65,43 +66,6 @@ def learning_rate(step: int, settings: LoopSettings) -> float:
     return settings.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def model_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    """The model's state as named numpy arrays (``model/<name>``)."""
-    return {f"model/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-
-
-def state_arrays(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Model and AdamW state as named numpy arrays (a checkpoint without pickles)."""
-    arrays = model_arrays(model)
-    for index, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            arrays[f"optimizer/{index}/{key}"] = torch.as_tensor(value).cpu().numpy()
-    return arrays
-
-
-def load_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, arrays: dict) -> None:
-    model.load_state_dict(
-        {k.removeprefix("model/"): torch.tensor(v) for k, v in arrays.items()
-         if k.startswith("model/")}
-    )  # fmt: skip
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in arrays.items():
-        if name.startswith("optimizer/"):
-            _, index, key = name.split("/")
-            state.setdefault(int(index), {})[key] = torch.tensor(value)
-    optimizer.load_state_dict(
-        {"state": state, "param_groups": optimizer.state_dict()["param_groups"]}
-    )
-
-
-def all_reduce_sums(values: list[float], world: int) -> list[float]:
-    """Sum ``values`` over the workers."""
-    tensor = torch.tensor(values, dtype=torch.float64)
-    if world > 1:
-        torch.distributed.all_reduce(tensor)
-    return tensor.tolist()
-
-
 def train_loop(config: dict[str, Any]) -> None:
     """Ray Train's ``train_loop_per_worker``; ``config`` is built by the protocol's job."""
     import ray.train.torch
@@ -123,11 +87,11 @@ def train_loop(config: dict[str, Any]) -> None:
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
-    start_step = config["start_step"]
-    if config["start"] is not None:
-        load_state(model, optimizer, ray.get(config["start"]))
     model = ray.train.torch.prepare_model(model)  # DDP when world > 1; moved to the device
     module = getattr(model, "module", model)
+    start_step = config["start_step"]
+    if config["start"] is not None:  # after the move: the optimizer's state follows the device
+        load_state(module, optimizer, ray.get(config["start"]))
 
     generation, generated = settings.generation, settings.generated_rows
     block: dict[str, Any] = {"index": None, "rows": None}  # the generated sequences in use
