@@ -25,7 +25,7 @@ from torch import nn
 from sim import seeding
 from sim.protocols.ray_train import all_reduce_sums, load_state, model_arrays, state_arrays
 from sim.protocols.teacher_student.data import shard, step_windows, window_tokens
-from sim.training.span_corruption import span_batch, span_loss
+from sim.training.span_corruption import span_loss
 
 
 @dataclass(frozen=True)
@@ -71,15 +71,6 @@ class Pretrainer(nn.Module):
         return loss, parts
 
 
-def validation_batch(config: dict[str, Any], raw: int) -> dict[str, np.ndarray]:
-    """The validation windows, span-corrupted once on the stream ``(0, "validation")``: the same
-    examples for every run, whatever its objective or seed."""
-    objective, validation = config["objective"], config["validation_stream"]
-    rows = window_tokens(validation, config["eval_starts"], raw - 1)
-    return span_batch(rows, objective.noise_density, objective.mean_span, config["vocab"],
-                      seeding.rng(0, "validation"))  # fmt: skip
-
-
 @torch.no_grad()
 def validation_loss(model: nn.Module, batch: dict[str, np.ndarray], device, block: int = 32):
     """Summed span-corruption loss (nats per target token, times tokens) and the token count."""
@@ -106,10 +97,8 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(settings.threads)
     device = ray.train.torch.get_device()
     train = ray.get(config["train"])
-    config = {**config, "validation_stream": ray.get(config["validation"])}
     raw = objective.lengths(settings.inputs_length)[0]
-    held = validation_batch(config, raw)
-    held = {k: np.array_split(v, world)[rank] for k, v in held.items()}
+    held = {k: np.array_split(v, world)[rank] for k, v in config["validation"].items()}
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeding.torch_seed(settings.seed, "model_init"))

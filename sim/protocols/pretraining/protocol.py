@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import ray
 
-from sim import checks
+from sim import checks, seeding
 from sim.errors import CohortError, ConfigError
 from sim.interfaces.pretraining import EncoderDecoderSpec, PretrainingObjective
 from sim.interfaces.protocol import Outcome, RunContext, Setup
@@ -34,10 +34,10 @@ from sim.protocols.pretraining import downstream
 from sim.protocols.pretraining.downstream import SCORES, Downstream
 from sim.protocols.pretraining.loop import PretrainSettings, pretrain_loop
 from sim.protocols.ray_train import RayTrainer
-from sim.protocols.teacher_student.data import window_starts
+from sim.protocols.teacher_student.data import window_starts, window_tokens
 from sim.runtime.progress import progress_line
 from sim.runtime.workers import group_size
-from sim.training.span_corruption import Vocabulary
+from sim.training.span_corruption import Vocabulary, span_batch
 
 CURVES = ("validation_loss", "train_loss", *SCORES)
 PROGRESS = (
@@ -208,6 +208,13 @@ class PretrainingJob:
             )
         raw = self.objective.lengths(self.inputs_length)[0]
         eval_starts = window_starts(len(streams.validation), raw - 1)[: settings.eval_windows]
+        validation = span_batch(  # the same corrupted windows for every run, objective and seed
+            window_tokens(streams.validation, eval_starts, raw - 1),
+            self.objective.noise_density,
+            self.objective.mean_span,
+            self.vocab,
+            seeding.rng(0, "validation"),
+        )
         history: list[dict[str, Any]] = list(self.resumed.history)
         context.begin(history)
         final: dict[str, np.ndarray] = {}
@@ -236,7 +243,7 @@ class PretrainingJob:
                     settings.downstream,
                     (self.objective.noise_density, self.objective.mean_span),
                     self.seed,
-                )  # fmt: skip
+                )
                 for name in settings.downstream.tasks
             }
 
@@ -268,9 +275,8 @@ class PretrainingJob:
             spec=self.spec,
             vocab=self.vocab,
             train=ray.put(streams.train),
-            validation=ray.put(streams.validation),
+            validation=validation,
             candidates=window_starts(len(streams.train), raw - 1),
-            eval_starts=eval_starts,
             start=None if self.resumed.state is None else ray.put(self.resumed.state),
             start_step=self.resumed.step,
             start_flops=self.resumed.flops,
