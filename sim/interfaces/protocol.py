@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -64,6 +65,9 @@ class RunContext(Protocol):
 
     def save(self, arrays: dict[str, np.ndarray], round_index: int, history: list) -> None:
         """Checkpoint atomically: the protocol's arrays, the round reached and the history."""
+
+    def write(self, name: str, text: str) -> Path:
+        """Write ``artifacts/<name>`` in the run's folder (after ``begin``); its path."""
 
 
 @dataclass(frozen=True)

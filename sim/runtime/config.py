@@ -28,7 +28,13 @@ from sim.errors import ConfigError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 COMPONENTS = ("env", "model", "learner", "algorithm")  # built when the config names them
 PLUGINS = ("protocol", *COMPONENTS)  # config groups whose options name a dataclass
-ROLES = ("worker", "server", "oracle", "teacher")  # actor roles with their own resources
+ROLES = (
+    "worker",
+    "server",
+    "oracle",
+    "teacher",
+    "generator",
+)  # actor roles with their own resources
 
 
 @dataclass
@@ -63,6 +69,7 @@ class ClusterConfig:
     server: ResourceSpec = field(default_factory=lambda: ResourceSpec(num_cpus=0.0))
     oracle: ResourceSpec = field(default_factory=lambda: ResourceSpec(num_cpus=0.0))
     teacher: ResourceSpec = field(default_factory=lambda: ResourceSpec(num_cpus=0.0))
+    generator: ResourceSpec = field(default_factory=ResourceSpec)  # frozen LMs that sample
 
 
 @dataclass

@@ -25,7 +25,14 @@ from sim.runtime import checkpoint
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.json"
-OWN = {CONFIG, METRICS, "checkpoints", "curves.png"}  # what a run writes before its summary
+ARTIFACTS = "artifacts"  # what a protocol writes beside its metrics (synthetic samples, ...)
+OWN = {
+    CONFIG,
+    METRICS,
+    "checkpoints",
+    "curves.png",
+    ARTIFACTS,
+}  # what a run writes before its summary
 RESUMABLE = ("resume", "progress", "output_dir", "cluster")  # run-level keys a resume may change
 
 
@@ -204,6 +211,13 @@ class RunDirectory:
         """``arrays`` and, as metadata, the round reached, the history and the run's config."""
         meta = {"round": round_index, "history": history, "config": self.config}
         checkpoint.save(self.checkpoint_path, arrays, meta)
+
+    def write_artifact(self, name: str, text: str) -> Path:
+        """``artifacts/<name>`` written atomically; its path."""
+        path = self.path / ARTIFACTS / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.atomic_write(path, lambda h: h.write(text.encode()))
+        return path
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         path = self.path / SUMMARY

@@ -66,6 +66,9 @@ class Context:
     def save(self, arrays: dict[str, np.ndarray], round_index: int, history: list) -> None:
         self.run_dir.save_checkpoint(arrays, round_index, history)
 
+    def write(self, name: str, text: str) -> Path:
+        return self.run_dir.write_artifact(name, text)
+
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The config ``python -m sim OVERRIDES...`` would run, composed without starting anything."""

