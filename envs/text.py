@@ -26,7 +26,6 @@ import math
 import os
 import shutil
 import sysconfig
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,10 +33,10 @@ import numpy as np
 
 from envs.data_dirs import DATA_DIR_VARIABLE, candidate_dirs, first_holding
 from sim import checks
+from sim.training.tokenizer import END_OF_TEXT, train_tokenizer
 
 CORPORA = ("shakespeare", "python_docs", "python_stdlib")
 SPLITS = ("train", "validation", "test")
-END_OF_TEXT = "<|endoftext|>"
 USER_DATA_DIR = Path.home() / ".local" / "share" / "cohort"
 DOCS_SOURCES = Path("usr/share/doc/python3.11/html/_sources")
 GET_DATA = "bash scripts/get_text_data.sh"
@@ -112,23 +111,6 @@ def split_documents(
         "validation": sorted(ranked[n_test : n_test + n_validation]),
         "train": sorted(ranked[n_test + n_validation :]),
     }
-
-
-def train_tokenizer(texts: Iterable[str], vocab_size: int):
-    """A byte-level BPE (GPT-2 style pre-tokenisation) with ``<|endoftext|>`` as token 0."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[END_OF_TEXT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    return tokenizer
 
 
 @dataclass(frozen=True)

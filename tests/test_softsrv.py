@@ -150,7 +150,7 @@ def test_the_target_domains_are_read_by_hand():
 
 
 def test_mauve_of_a_set_against_itself_is_one_and_against_an_unrelated_corpus_near_zero():
-    from envs.pretrained import featurize
+    from sim.training.features import featurize
 
     code = [f"def handler_{i}(request, timeout={i}):\n    return request.send(timeout)"
             for i in range(150)]  # fmt: skip
@@ -212,9 +212,9 @@ def test_a_missing_model_wheel_says_which_package_and_how(tmp_path, monkeypatch)
         sim.run([*TINY, f"output_dir={tmp_path / 'run'}"])
 
 
-def test_a_short_softsrv_run_end_to_end(tmp_path):
+def test_a_short_softsrv_run_end_to_end_the_same_on_one_or_two_generators(tmp_path):
     ensure_ray()
-    result = sim.run([*TINY, f"output_dir={tmp_path / 'run'}"])
+    result = sim.run([*TINY, "protocol.generators=2", f"output_dir={tmp_path / 'run'}"])
     training, final = result.history[:-1], result.history[-1]
     assert [r["step"] for r in training] == [1, 2, 3]
     assert all(np.isfinite(r["train_loss"]) for r in training)
@@ -226,3 +226,10 @@ def test_a_short_softsrv_run_end_to_end(tmp_path):
     assert len(summary["generator_sha256"]) == 64  # checked equal before and after: unchanged
     assert np.abs(result.params).sum() > 0
     assert SoftSRV().uses_features and not SoftSRV(variant="single").uses_features
+    one = sim.run([*TINY, "protocol.generators=1", f"output_dir={tmp_path / 'one'}"])
+    timing = {"time_s", "generation_s"}
+    assert [{k: v for k, v in r.items() if k not in timing} for r in one.history] == [
+        {k: v for k, v in r.items() if k not in timing} for r in result.history
+    ]
+    assert np.array_equal(one.params, result.params)
+    assert (one.output_dir / "artifacts" / "samples.jsonl").read_text() == "\n".join(samples) + "\n"

@@ -13,6 +13,7 @@ A method is one of three kinds, told apart by what it implements:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -38,11 +39,13 @@ class FrozenLMSpec(Protocol):
 @runtime_checkable
 class TargetDomain(Protocol):
     """A target domain (``env=target_text``): ``examples()`` gives ``.train`` and ``.held_out``
-    lists of texts."""
+    lists of texts; ``cache_folder()`` is where what is derived from them may be cached."""
 
     def locate(self) -> None: ...
 
     def examples(self) -> Any: ...
+
+    def cache_folder(self) -> Path: ...
 
 
 @runtime_checkable

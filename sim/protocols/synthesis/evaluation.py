@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from envs.gpt import GPT
-from envs.pretrained import featurize
 from sim import checks, seeding
+from sim.training.features import featurize
 
 FEATURE_CHUNK = 64  # texts per featurizer batch: fixed, so a row never depends on the split
 
@@ -40,15 +40,11 @@ def featurize_chunks(name: str, texts: Sequence[str]) -> np.ndarray:
 
 @dataclass
 class Downstream:
-    """The downstream measure: a GPT of ``layers`` x ``width`` (``heads`` heads, ``context``
-    tokens) trained from scratch on a set for ``steps`` steps of ``batch_size`` examples (AdamW,
-    ``lr``), tokenised by a byte-level BPE of ``vocab_size`` trained on the target's training
-    examples; scored by its loss (nats per token) on ``eval_examples`` held-out real examples."""
+    """The downstream measure: the learner (a small GPT, ``learner=downstream_gpt``) trained from
+    scratch on a set for ``steps`` steps of ``batch_size`` examples (AdamW, ``lr``), tokenised by
+    a byte-level BPE of ``vocab_size`` trained on the target's training examples; scored by its
+    loss (nats per token) on ``eval_examples`` held-out real examples."""
 
-    layers: int = 2
-    width: int = 128
-    heads: int = 4
-    context: int = 128
     vocab_size: int = 2048
     steps: int = 300
     batch_size: int = 16
@@ -56,9 +52,7 @@ class Downstream:
     eval_examples: int = 500
 
     def __post_init__(self) -> None:
-        checks.at_least(self, 1, "layers", "width", "heads", "steps", "batch_size")
-        checks.at_least(self, 1, "eval_examples")
-        checks.at_least(self, 2, "context")
+        checks.at_least(self, 1, "steps", "batch_size", "eval_examples")
         checks.at_least(self, 257, "vocab_size")
         checks.positive(self, "lr")
 
@@ -95,20 +89,20 @@ def downstream_loss(
     texts: Sequence[str],
     eval_texts: Sequence[str],
     tokenizer_json: str,
+    spec: Any,
     settings: Downstream,
     seed: int,
 ) -> dict[str, float]:
-    """Train the downstream GPT on ``texts`` (batches drawn by ``(seed, "downstream", step)``),
-    return its loss on ``eval_texts`` (nats per token) and the training set's size in tokens."""
+    """Train the downstream LM (``spec``) on ``texts`` (batches drawn by ``(seed, "downstream",
+    step)``); its loss on ``eval_texts`` (nats per token) and the training set's size in tokens."""
     torch.set_num_threads(1)
-    train = encode(tokenizer_json, texts, settings.context)
-    held_out = encode(tokenizer_json, eval_texts, settings.context)
+    train = encode(tokenizer_json, texts, spec.context)
+    held_out = encode(tokenizer_json, eval_texts, spec.context)
     if not train:
         raise ValueError(
             "every synthetic sample is empty: nothing to train the downstream model on"
         )
     torch.manual_seed(seeding.torch_seed(seed, "downstream_init"))
-    spec = GPT(settings.layers, settings.width, settings.heads, settings.context)
     model = spec.build(settings.vocab_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
     batch = min(settings.batch_size, len(train))

@@ -24,32 +24,36 @@ def prompt_embeddings(embed: torch.nn.Module, prompt: np.ndarray | torch.Tensor)
     """``[tokens, width]`` embeddings of one prompt: ids through the table, floats as given."""
     prompt = torch.tensor(prompt) if isinstance(prompt, np.ndarray) else prompt
     if prompt.is_floating_point():
-        return prompt.to(embed.weight.dtype)
-    return embed(prompt.long())
+        return prompt.to(embed.weight.device, embed.weight.dtype)
+    return embed(prompt.long().to(embed.weight.device))
 
 
 def assemble(
     embed: torch.nn.Module, prompts: Sequence[torch.Tensor], targets: Sequence[np.ndarray]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(inputs, attention mask, position ids, labels)`` of rows ``[pad, prompt, target, pad]``:
+    """``(inputs, attention mask, position ids, labels)`` of rows ``[pad, prompt, target, pad]``
+    on the embedding's device:
     prompts left-padded to the longest, targets right-padded; labels are the target ids and
     -100 elsewhere (a target's first token is scored from the prompt's last position, so with an
     empty prompt it is not scored, as in the plain model)."""
-    width = embed.weight.shape[1]
+    width, device = embed.weight.shape[1], embed.weight.device
     left = max(len(p) for p in prompts)
     right = max(len(t) for t in targets)
     rows, masks, labels = [], [], []
     for prompt, target in zip(prompts, targets, strict=True):
-        ids = torch.tensor(np.asarray(target), dtype=torch.long)
+        ids = torch.tensor(np.asarray(target), dtype=torch.long, device=device)
         pad_left, pad_right = left - len(prompt), right - len(ids)
         zeros = prompt.new_zeros
         rows.append(
             torch.cat([zeros(pad_left, width), prompt, embed(ids), zeros(pad_right, width)])
         )
         masks.append(
-            torch.tensor([0] * pad_left + [1] * (len(prompt) + len(ids)) + [0] * pad_right)
+            torch.tensor(
+                [0] * pad_left + [1] * (len(prompt) + len(ids)) + [0] * pad_right, device=device
+            )
         )
-        labels.append(torch.cat([torch.full((left,), -100), ids, torch.full((pad_right,), -100)]))
+        fill = [torch.full((n,), -100, device=device) for n in (left, pad_right)]
+        labels.append(torch.cat([fill[0], ids, fill[1]]))
     mask = torch.stack(masks)
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     return torch.stack(rows), mask, positions, torch.stack(labels)
@@ -91,11 +95,11 @@ class FrozenLM:
         return float(self.embed.weight.std())
 
     def _batch(self, prompts, targets, grad: bool = False):
-        embedded = [prompt_embeddings(self.embed, p).to(self.device) for p in prompts]
+        embedded = [prompt_embeddings(self.embed, p) for p in prompts]
         if grad:
             embedded = [e.detach().requires_grad_(True) for e in embedded]
         parts = assemble(self.embed, embedded, targets)
-        return embedded, [part.to(self.device) for part in parts]
+        return embedded, parts
 
     def log_likelihoods(self, prompts: Sequence[np.ndarray], targets: Sequence[np.ndarray]):
         """Per example: sum log p(target | prompt), nats."""
@@ -119,15 +123,15 @@ class FrozenLM:
         ``new_tokens`` tokens, cut at the end-of-text token; torch's generator seeded by
         ``seed``, so a batch's samples depend only on its prompts and seed."""
         with torch.no_grad():
-            embedded = [prompt_embeddings(self.embed, p).to(self.device) for p in prompts]
+            embedded = [prompt_embeddings(self.embed, p) for p in prompts]
             inputs, mask, _, _ = assemble(
                 self.embed, embedded, [np.zeros(0, np.int64)] * len(embedded)
             )
             torch.manual_seed(seed)
             out = (
                 self.model.generate(
-                    inputs_embeds=inputs.to(self.device),
-                    attention_mask=mask.to(self.device),
+                    inputs_embeds=inputs,
+                    attention_mask=mask,
                     do_sample=True,
                     temperature=1.0,
                     top_k=0,

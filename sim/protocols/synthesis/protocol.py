@@ -34,9 +34,6 @@ import numpy as np
 import ray
 import torch
 
-from envs.data_dirs import DATA_DIR_VARIABLE
-from envs.pretrained import check_featurizer
-from envs.text import USER_DATA_DIR, train_tokenizer
 from sim import checks, seeding
 from sim.errors import CohortError, ConfigError
 from sim.interfaces.protocol import Outcome, RunContext, Setup
@@ -47,11 +44,14 @@ from sim.interfaces.synthesis import (
     SoftPromptMethod,
     TargetDomain,
 )
+from sim.interfaces.teacher_student import LanguageModelSpec
 from sim.protocols.synthesis import evaluation
 from sim.protocols.synthesis.evaluation import FEATURE_CHUNK, Downstream
 from sim.protocols.synthesis.generator import FrozenLM
 from sim.runtime.progress import progress_line
 from sim.runtime.workers import group_size, wait_started
+from sim.training.features import check_featurizer
+from sim.training.tokenizer import train_tokenizer
 
 METHODS = (SoftPromptMethod, HardPromptMethod, ReferenceMethod)
 TIME = ("time_s", "{:.1f}s")
@@ -110,6 +110,9 @@ class Synthesis:
         spec = setup.component(
             "model", FrozenLMSpec, "a frozen pretrained LM (model=smollm2)", name
         )
+        learner = setup.component(
+            "learner", LanguageModelSpec, "a downstream LM (learner=downstream_gpt)", name
+        )
         method = setup.components.get("algorithm")
         if not isinstance(method, METHODS):
             raise ConfigError(
@@ -150,7 +153,7 @@ class Synthesis:
                 raise ConfigError(
                     f"protocol.{key}: {count} exceeds the domain's {available} {split} examples"
                 )
-        return SynthesisJob(self, domain, spec, method, setup.seed, examples)
+        return SynthesisJob(self, domain, spec, method, learner, setup.seed, examples)
 
     @staticmethod
     def check_featurizer(key: str, name: str) -> None:
@@ -162,17 +165,12 @@ class Synthesis:
             raise CohortError(f"{key}: {error}") from None
 
 
-def feature_cache() -> Path:
-    base = os.environ.get(DATA_DIR_VARIABLE) or USER_DATA_DIR
-    return Path(base) / "features"
-
-
-def features(name: str, texts: list[str], cluster: Any, cache: bool) -> np.ndarray:
-    """Features of ``texts`` computed by Ray tasks (``cluster.worker``) on whole chunks; with
-    ``cache``, kept under ``$COHORT_DATA_DIR/features`` by a hash of the featurizer and texts."""
+def features(name: str, texts: list[str], cluster: Any, cache: Path | None) -> np.ndarray:
+    """Features of ``texts`` computed by Ray tasks (``cluster.worker``) on whole chunks; with a
+    ``cache`` folder, kept there by a hash of the featurizer and the texts."""
     key = hashlib.sha256(json.dumps([name, texts]).encode()).hexdigest()[:24]
-    path = feature_cache() / f"{name}-{key}.npy"
-    if cache and path.is_file():
+    path = None if cache is None else cache / f"{name}-{key}.npy"
+    if path is not None and path.is_file():
         return np.load(path)
     chunks = -(-len(texts) // FEATURE_CHUNK)
     tasks = group_size(cluster.worker, None, max_useful=chunks)
@@ -182,7 +180,7 @@ def features(name: str, texts: list[str], cluster: Any, cache: bool) -> np.ndarr
         task.remote(name, texts[a:b]) for a, b in zip(bounds, bounds[1:], strict=False) if a < b
     ]
     found = np.concatenate(ray.get(refs))
-    if cache:
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f".{path.name}.{os.getpid()}.npy")
         np.save(staging, found)
@@ -196,8 +194,13 @@ class SynthesisJob:
     domain: Any
     spec: Any
     method: Any
+    learner: Any  # the downstream LM's shape
     seed: int
     examples: Any  # envs.target_text.TargetExamples
+
+    @property
+    def feature_cache(self) -> Path:
+        return self.domain.cache_folder() / "features"
 
     def truncate(self, tokenizer: Any, texts: list[str]) -> tuple[list[np.ndarray], list[str]]:
         """Each text's first ``length`` tokens (ids, with the end-of-text token when the text
@@ -233,7 +236,7 @@ class SynthesisJob:
         else:
             soft = isinstance(self.method, SoftPromptMethod)
             if soft and self.method.uses_features:  # before the generators take the CPUs
-                found = features(self.method.featurizer, pool, cluster, cache=True)
+                found = features(self.method.featurizer, pool, cluster, self.feature_cache)
                 pool_features = torch.as_tensor(found)
             generators = self.start_generators(cluster)
             before = ray.get([g.digest.remote() for g in generators])
@@ -352,9 +355,11 @@ class SynthesisJob:
         settings = self.settings
         bpe = train_tokenizer(pool, settings.downstream.vocab_size).to_str()
         task = ray.remote(evaluation.downstream_loss).options(**cluster.worker.ray_options())
-        downstream = task.remote(texts, eval_texts, bpe, settings.downstream, self.seed)
-        synthetic = features(settings.featurizer, texts, cluster, cache=False)
-        reference = features(settings.featurizer, real, cluster, cache=True)
+        downstream = task.remote(
+            texts, eval_texts, bpe, self.learner, settings.downstream, self.seed
+        )
+        synthetic = features(settings.featurizer, texts, cluster, None)
+        reference = features(settings.featurizer, real, cluster, self.feature_cache)
         known = set(pool)
         record: dict[str, Any] = {
             "mauve": evaluation.mauve_score(synthetic, reference, self.seed),
