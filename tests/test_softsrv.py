@@ -189,11 +189,24 @@ TINY = [
         (["algorithm.featurizer=bert-huge"], ConfigError, "unknown featurizer 'bert-huge'"),
         (["protocol.featurizer=nope"], ConfigError, "protocol.featurizer: unknown featurizer"),
         (["model=gpt"], ConfigError, "needs a frozen pretrained LM"),
+        (["algorithm=real_data", "protocol.samples=100"], ConfigError,
+         "protocol.samples: real_data draws 100 distinct examples from the 64"),
+        (["algorithm=hard_few_shot", "algorithm.shots=65"], ConfigError,
+         "algorithm.shots: 65 exceed the 64 target examples"),
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_before_anything_runs(tmp_path, extra, error, needle):
+    method = [a for a in extra if a.startswith("algorithm=")]
+    shape = [a for a in TINY if not (method and a.startswith("algorithm="))]
     with pytest.raises(error, match=needle):
-        sim.run([*TINY, *extra, f"output_dir={tmp_path / 'run'}"])
+        sim.run([*shape, *extra, f"output_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_more_generators_than_fit_are_refused_before_anything_is_written(tmp_path):
+    ensure_ray()  # 2 CPUs: 2 generators of 1 CPU fit
+    with pytest.raises(ConfigError, match=r"protocol.generators: 3 generators of .*\(at most 2\)"):
+        sim.run([*TINY, "protocol.generators=3", f"output_dir={tmp_path / 'run'}"])
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 

@@ -65,7 +65,7 @@ def token_log_likelihoods(model: Any, inputs, mask, positions, labels) -> torch.
     targets = labels[:, 1:]
     log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * (targets != -100)).sum(1)
+    return picked.masked_fill(targets == -100, 0.0).sum(1)  # padded rows' values never enter
 
 
 class FrozenLM:

@@ -49,7 +49,7 @@ from sim.protocols.synthesis import evaluation
 from sim.protocols.synthesis.evaluation import FEATURE_CHUNK, Downstream
 from sim.protocols.synthesis.generator import FrozenLM
 from sim.runtime.progress import progress_line
-from sim.runtime.workers import group_size, wait_started
+from sim.runtime.workers import group_size, wait_started, worker_capacity
 from sim.training.features import check_featurizer
 from sim.training.tokenizer import train_tokenizer
 
@@ -148,6 +148,16 @@ class Synthesis:
                 "held-out",
             ),
         }
+        if isinstance(method, ReferenceMethod) and self.samples > self.train_examples:
+            raise ConfigError(
+                f"protocol.samples: real_data draws {self.samples} distinct examples from the "
+                f"{self.train_examples} target examples (protocol.train_examples)"
+            )
+        if getattr(method, "shots", 0) > self.train_examples:
+            raise ConfigError(
+                f"algorithm.shots: {method.shots} exceed the {self.train_examples} target examples "
+                "(protocol.train_examples)"
+            )
         for key, (count, available, split) in needed.items():
             if count > available:
                 raise ConfigError(
@@ -224,21 +234,23 @@ class SynthesisJob:
             len(held_out), settings.samples, replace=False
         )
         _, real = self.truncate(tokenizer, [held_out[i] for i in real_rows])
-        eval_rows = seeding.rng(0, "downstream_eval").choice(
+        eval_rows = seeding.rng(0, "downstream_eval").choice(  # one evaluation set for every run
             len(held_out), settings.downstream.eval_examples, replace=False)  # fmt: skip
         _, eval_texts = self.truncate(tokenizer, [held_out[i] for i in eval_rows])
+        uses_generator = not isinstance(self.method, ReferenceMethod)
+        count = self.generator_count(cluster) if uses_generator else 0
         history: list[dict[str, Any]] = []
         context.begin(history)
         started = time.perf_counter()
         module, pool_features, summary = None, None, {}
-        if isinstance(self.method, ReferenceMethod):
+        if not uses_generator:
             texts = self.method.samples(pool, settings.samples, seeding.rng(seed, "reference"))
         else:
             soft = isinstance(self.method, SoftPromptMethod)
             if soft and self.method.uses_features:  # before the generators take the CPUs
                 found = features(self.method.featurizer, pool, cluster, self.feature_cache)
                 pool_features = torch.as_tensor(found)
-            generators = self.start_generators(cluster)
+            generators = self.start_generators(cluster, count)
             before = ray.get([g.digest.remote() for g in generators])
             if soft:
                 module = self.train_prompt(generators, pool_features, pool_ids, context, history)
@@ -265,8 +277,18 @@ class SynthesisJob:
         curves = ("train_loss",) if module is not None else ()
         return Outcome(params, history, curves, "step", f"{settings.samples} samples", summary)
 
-    def start_generators(self, cluster: Any) -> list[Any]:
-        count = group_size(cluster.generator, self.settings.generators, max_useful=64)
+    def generator_count(self, cluster: Any) -> int:
+        """``protocol.generators``, checked to fit, else as many as fit (at most 64)."""
+        spec, requested = cluster.generator, self.settings.generators
+        capacity = worker_capacity(spec)
+        if capacity is not None and capacity < (requested or 1):
+            raise ConfigError(
+                f"protocol.generators: {requested or 1} generators of {spec.ray_options()} "
+                f"(cluster.generator) do not fit the cluster's resources (at most {capacity})"
+            )
+        return requested or min(64 if capacity is None else capacity, 64)
+
+    def start_generators(self, cluster: Any, count: int) -> list[Any]:
         actor = ray.remote(FrozenLM).options(**cluster.generator.ray_options())
         generators = [actor.remote(self.spec, cluster.generator.num_cpus) for _ in range(count)]
         wait_started(generators, "generator", cluster)
