@@ -5,6 +5,7 @@ that lists them."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -33,3 +34,15 @@ def first_holding(
             return folder
     looked = ", ".join(str(folder) for folder in folders)
     raise FileNotFoundError(f"{missing}; looked in: {looked}. {hint}")
+
+
+def publish(staging: Path, folder: Path, marker: str) -> None:
+    """Rename the fully written ``staging`` folder to ``folder`` (atomic, so a concurrent or
+    killed build never leaves half a cache); if another process published it first, drop
+    ``staging`` (an error if ``folder`` lacks ``marker``, the file a complete copy has)."""
+    try:
+        staging.rename(folder)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (folder / marker).is_file():
+            raise

@@ -9,12 +9,11 @@ which later loads take in ~2 s. The sentence featurizers are in :mod:`sim.traini
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from envs.data_dirs import DATA_DIR_VARIABLE
+from envs.data_dirs import DATA_DIR_VARIABLE, publish
 from envs.text import USER_DATA_DIR
 from sim import checks
 from sim.training.features import wheel_folder
@@ -80,9 +79,4 @@ class SmolLM2:
         model.config.save_pretrained(staging)
         safetensors.torch.save_model(model, str(staging / "model.safetensors"))
         tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(folder)
-        except OSError:  # another process converted it first
-            shutil.rmtree(staging, ignore_errors=True)
-            if not (folder / "model.safetensors").is_file():
-                raise
+        publish(staging, folder, "model.safetensors")

@@ -24,14 +24,13 @@ import importlib.util
 import json
 import math
 import os
-import shutil
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from envs.data_dirs import DATA_DIR_VARIABLE, candidate_dirs, first_holding
+from envs.data_dirs import DATA_DIR_VARIABLE, candidate_dirs, first_holding, publish
 from sim import checks
 from sim.training.tokenizer import END_OF_TEXT, train_tokenizer
 
@@ -225,9 +224,4 @@ class TextCorpus:
             "splits": splits,
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            staging.rename(folder)
-        except OSError:  # another process built it first
-            shutil.rmtree(staging, ignore_errors=True)
-            if not (folder / "meta.json").is_file():
-                raise
+        publish(staging, folder, "meta.json")
