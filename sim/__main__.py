@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -31,12 +34,26 @@ def app(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def exit_now(status: int = 0) -> None:
+    """End the process as a normal exit does, less the interpreter's teardown: the exit
+    handlers run, logs and standard streams are flushed, and then the process ends without
+    freeing each module of Ray, Hydra, numpy... one by one (about 0.5 s here, on every run).
+    Only once everything the run writes is written and closed."""
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def main() -> None:
+    """``cohort`` / ``python -m sim``: runs, then ends this process (:func:`exit_now`)."""
     if len(sys.argv) > 1 and sys.argv[1] == "report":
         from sim.reporting.report import main as report_main
 
         sys.exit(report_main(sys.argv[2:]))
     app()
+    exit_now()
 
 
 if __name__ == "__main__":

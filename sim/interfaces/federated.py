@@ -84,7 +84,8 @@ class Environment(Protocol):
 class ModelSpec(Protocol):
     """A model config object (a dataclass named by ``_target_`` in ``conf/model``). It may also
     have ``check(input_shape, num_classes)``, raising ``ValueError`` for an input it cannot take:
-    the driver calls it before Ray starts, and the run fails with one line ``model: ...``.
+    the driver calls it in ``prepare`` (before the workers start), and the run fails with one
+    line ``model: ...``.
     ``build`` runs in the workers: without ``check``, such an input fails the run when they
     start (the error names the worker and carries the spec's message)."""
 

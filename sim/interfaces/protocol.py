@@ -5,8 +5,10 @@ its settings, under the config node ``protocol``. The runtime builds it and the 
 components (env, model, learner, algorithm: whichever the config names), then
 
 1. ``job = protocol.prepare(setup)``: check that the components fit the protocol, load data,
-   build the initial or resumed state. No Ray yet and nothing written: a refusal here costs
-   nothing (raise :class:`~sim.errors.ConfigError` / :class:`~sim.errors.CohortError`).
+   build the initial or resumed state. Nothing written, and no Ray to use: it runs in a thread
+   beside Ray's start (after a head start of half a second, in which a refusal stops the run
+   before Ray starts), so a refusal here writes nothing (raise
+   :class:`~sim.errors.ConfigError` / :class:`~sim.errors.CohortError`).
 2. ``outcome = job.run(context)`` on the Ray session the runtime started: the loop. It calls
    ``context.begin(history)`` once its last check has passed (that writes the run's config),
    ``context.record(record, line)`` per round and ``context.save(arrays, round, history)``

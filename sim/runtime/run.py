@@ -4,8 +4,9 @@ and prepare them, run it on a Ray session, and write the outputs. Knows no proto
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from sim.interfaces.protocol import Setup
+from sim.interfaces.protocol import Outcome, Setup
 from sim.runtime.config import (
     COMPONENTS,
     CONF_DIR,
@@ -70,6 +71,41 @@ class Context:
         return self.run_dir.write_artifact(name, text)
 
 
+class Beside:
+    """``fn(*args)`` in a thread, started at once: work that overlaps what the main thread does
+    meanwhile (Ray's start and shutdown, which must run in the main thread). ``daemon``: a
+    thread that never holds up the process's exit (Ctrl-C)."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, daemon: bool = True) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._call, args=(fn, *args), daemon=daemon)
+        self._thread.start()
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as error:  # raised in the caller's thread by result()
+            self._error = error
+
+    def done(self, within: float | None = None) -> bool:
+        """Whether it has finished, waiting at most ``within`` seconds (None: until it has)."""
+        self._thread.join(within)
+        return not self._thread.is_alive()
+
+    def result(self) -> Any:
+        """Its return value once it has finished; if it failed, its exception, raised here."""
+        self.done()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+# ``prepare`` runs beside Ray's start; alone for this long first, so that a refusal that comes
+# at once (most of them: they need no data) still comes before Ray starts.
+PREPARE_HEAD_START_S = 0.5
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The config ``python -m sim OVERRIDES...`` would run, composed without starting anything."""
     register_schemas()
@@ -94,7 +130,12 @@ def run_config(
     cfg: DictConfig, overrides: Sequence[str] = (), output_dir: str | None = None
 ) -> Result:
     """Validate everything, then run. Nothing is written before every check has passed: the
-    protocol's ``prepare`` (before Ray starts) and its own checks on the cluster."""
+    protocol's ``prepare`` and its own checks on the cluster.
+
+    The config's own checks come first; then ``prepare`` (data loading and the checks that need
+    the data) runs in a thread beside Ray's start, after a head start of
+    :data:`PREPARE_HEAD_START_S` in which a quick refusal stops the run before Ray starts. The
+    summary and the plot are written beside Ray's shutdown."""
     start_time = time.perf_counter()
     check_run_config(cfg)
     protocol = build_component("protocol", cfg.protocol)
@@ -106,43 +147,61 @@ def run_config(
     run_dir = RunDirectory(
         output_dir or cfg.output_dir or _default_output_dir(cfg.name), cfg.resume
     )
+    writing: Beside | None = None
     try:  # the run directory is claimed from here on: release it whatever happens
         resumable = [f"protocol.{key}" for key in protocol.resumable]
         start = run_dir.read_checkpoint(config, resumable) if cfg.resume else None
         if cfg.resume and start is None and cfg.progress:
             print(f"resume: {run_dir.path} has no checkpoint yet; the run starts again", flush=True)
-        job = protocol.prepare(Setup(components, cfg.seed, start))
         cluster = OmegaConf.to_object(cfg.cluster)
         if cluster.mode == "remote" and not ray.is_initialized():
             remote_address(cluster)
+        preparing = Beside(protocol.prepare, Setup(components, cfg.seed, start))
+        if ray.is_initialized() or preparing.done(within=PREPARE_HEAD_START_S):
+            preparing.result()  # nothing to overlap, or done: a refusal is raised before Ray
         with ray_session(cluster, worker_setup=getattr(protocol, "ray_train", False)):
+            job = preparing.result()
             check_roles(cluster, getattr(protocol, "roles", ROLES))
             outcome = job.run(Context(cfg.seed, cluster, run_dir, config, cfg.progress))
-        history = outcome.history
-        wall_time = time.perf_counter() - start_time
-        final = {
-            k: v for k, v in history[-1].items() if isinstance(v, float) and not k.endswith("_s")
-        }
-        summary = {
-            "config": config,
-            "overrides": list(overrides),
-            "final": final,
-            "rounds": len(history),
-            "wall_time_s": wall_time,
-            "params_sha256": hashlib.sha256(outcome.params.tobytes()).hexdigest(),
-            **outcome.summary,
-        }
-        run_dir.write_summary(summary)
-        from sim.reporting.plotting import plot_curves  # matplotlib: only once there is a plot
-
-        plot_curves(
-            history, run_dir.path / "curves.png", outcome.curves, title=cfg.name, x=outcome.x
-        )
+            wall_time = time.perf_counter() - start_time
+            outputs = (run_dir, outcome, config, overrides, wall_time, cfg.name)
+            writing = Beside(write_outputs, *outputs, daemon=False)
+        final = writing.result()
     finally:
+        if writing is not None:
+            writing.done()  # never release the folder while its summary is being written
         run_dir.release()
+    history = outcome.history
     if cfg.progress:
         shown = ", ".join(f"{k} {final[k]:.4f}" for k in outcome.curves if k in final)
         steps = outcome.steps or f"{len(history)} rounds"
         shown = f"; {shown}" if shown else ""
         print(f"done: {steps} in {wall_time:.1f} s{shown}; outputs in {run_dir.path}", flush=True)
     return Result(config, history, final, run_dir.path, outcome.params, wall_time)
+
+
+def write_outputs(
+    run_dir: RunDirectory,
+    outcome: Outcome,
+    config: dict[str, Any],
+    overrides: Sequence[str],
+    wall_time: float,
+    title: str,
+) -> dict[str, float]:
+    """The run's summary and plot; returns its final metrics (the last record's floats)."""
+    history = outcome.history
+    final = {k: v for k, v in history[-1].items() if isinstance(v, float) and not k.endswith("_s")}
+    summary = {
+        "config": config,
+        "overrides": list(overrides),
+        "final": final,
+        "rounds": len(history),
+        "wall_time_s": wall_time,
+        "params_sha256": hashlib.sha256(outcome.params.tobytes()).hexdigest(),
+        **outcome.summary,
+    }
+    run_dir.write_summary(summary)
+    from sim.reporting.plotting import plot_curves  # matplotlib: only once there is a plot
+
+    plot_curves(history, run_dir.path / "curves.png", outcome.curves, title=title, x=outcome.x)
+    return final
