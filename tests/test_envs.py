@@ -192,6 +192,23 @@ def test_fashion_mnist_loads_idx_files_from_the_environment_variable(
     assert fm.load_arrays(tmp_path / "fashion-mnist")[0] is data.x  # parsed once, then cached
 
 
+def test_fashion_mnist_images_are_shared_while_held_and_made_again_once_dropped(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "fashion-mnist"
+    write_tiny_fashion_mnist(folder)
+    first = fm.load_arrays(folder)
+    assert fm.load_arrays(folder)[0] is first[0] and fm.load_arrays(folder)[2] is first[2]
+    kept = [array.copy() for array in first]
+    (folder / "train-images-idx3-ubyte.gz").unlink()  # parsed once: the files are not read again
+    del first
+    again = fm.load_arrays(folder)  # the float32 images made again from the kept bytes
+    assert not any(array.flags.writeable for array in again)
+    for made, before in zip(again, kept, strict=True):
+        np.testing.assert_array_equal(made, before)
+        assert made.dtype == before.dtype
+
+
 def test_fashion_mnist_missing_files_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(DATA_DIR_VARIABLE, raising=False)
     monkeypatch.setattr(fm, "SYSTEM_DATA_DIR", tmp_path / "system")
