@@ -2,14 +2,16 @@
 
     python bench/fl_throughput.py [--workload default|w1|w2|all] [--rounds 5] [--baseline DIR]
                                   [--floor-threads 1] [--max-samples 200]
-                                  [--vector-clients-per-task 250] [--quick]
+                                  [--vector-clients-per-task 250] [--repeat 1] [--quick]
 
 Every contender runs as its own process, one after the other, and is measured from process start
 to exit: its time per round, its total wall time, and the peak proportional set size (PSS) of its
 whole process tree (the driver and every Ray process; memory they share counted once), sampled
-every 0.2 s as ``bench/tree_memory.py`` does. ``--baseline DIR`` runs every Cohort contender also
-from another checkout (``git worktree add DIR COMMIT``), in the same pass, for a before/after
-table.
+every 0.2 s as ``bench/tree_memory.py`` does, and the CPU seconds of that tree. ``--baseline
+DIR`` runs every Cohort contender also from another checkout (``git worktree add DIR COMMIT``),
+in the same pass, for a before/after table. ``--repeat N`` runs each contender N times (a
+Cohort contender's before and after runs interleaved) and gives the medians: this machine's
+speed drifts between runs by more than many a change.
 
 - default: ``python -m sim`` (FedAvg on Synthetic(1,1), 60 rounds): total wall and the final
   parameters' SHA-256 (unchanged by speed work).
@@ -239,14 +241,33 @@ class Measured:
     wall_s: float  # process start to exit
     peak_gib: float  # peak PSS of the process tree
     processes: int
+    cpu_s: float  # CPU seconds of the process tree (sampled: a lower bound)
     params: np.ndarray | None = None
     sha256: str = ""
     eval_ratio: float | None = None  # evaluation / training, per example
 
 
-def measured_process(command: list[str], cwd: Path, log: Path) -> tuple[float, float, int]:
-    """Run ``command``; its wall time, the peak PSS of its process tree (GiB) and its most
-    processes. Fails with the command's last output if it fails."""
+def median_of(runs: list[Measured]) -> Measured:
+    """One contender's figures over its repeated runs: the median of each (the most processes);
+    the runs must end with the same parameters."""
+    if len({m.sha256 for m in runs}) != 1:
+        raise SystemExit(f"repeated runs ended with other parameters: {[m.sha256 for m in runs]}")
+    ratios = [m.eval_ratio for m in runs if m.eval_ratio is not None]
+    return Measured(
+        statistics.median(m.round_s for m in runs),
+        statistics.median(m.wall_s for m in runs),
+        statistics.median(m.peak_gib for m in runs),
+        max(m.processes for m in runs),
+        statistics.median(m.cpu_s for m in runs),
+        runs[0].params,
+        runs[0].sha256,
+        statistics.median(ratios) if ratios else None,
+    )
+
+
+def measured_process(command: list[str], cwd: Path, log: Path) -> tuple[float, float, int, float]:
+    """Run ``command``; its wall time, the peak PSS of its process tree (GiB), its most
+    processes and their CPU seconds. Fails with the command's last output if it fails."""
     start = time.perf_counter()
     with log.open("w") as out:
         path = os.pathsep.join(filter(None, [str(cwd), os.environ.get("PYTHONPATH")]))
@@ -256,7 +277,7 @@ def measured_process(command: list[str], cwd: Path, log: Path) -> tuple[float, f
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{log.read_text()[-3000:]}")
-    return wall, peak.pss_kib * 1024 / GIB, peak.processes
+    return wall, peak.pss_kib * 1024 / GIB, peak.processes, peak.cpu_s
 
 
 def eval_ratio(history: list[dict], data_examples: int) -> float:
@@ -272,7 +293,7 @@ def run_cohort(overrides: list[str], checkout: Path, tmp: Path, examples: int | 
     """``python -m sim OVERRIDES`` from ``checkout``, in its own process."""
     out = Path(tempfile.mkdtemp(dir=tmp))
     command = [sys.executable, "-m", "sim", *overrides, f"output_dir={out}/run"]
-    wall, peak, processes = measured_process(command, checkout, out / "log.txt")
+    wall, peak, processes, cpu = measured_process(command, checkout, out / "log.txt")
     history = [json.loads(line) for line in (out / "run" / "metrics.jsonl").open()]
     times = [record["round_time_s"] for record in history]
     summary = json.loads((out / "run" / "summary.json").read_text())
@@ -280,7 +301,7 @@ def run_cohort(overrides: list[str], checkout: Path, tmp: Path, examples: int | 
         params = checkpoint["params"]
     ratio = eval_ratio(history, examples) if examples else None
     return Measured(
-        timed_median(times), wall, peak, processes, params, summary["params_sha256"], ratio
+        timed_median(times), wall, peak, processes, cpu, params, summary["params_sha256"], ratio
     )
 
 
@@ -288,11 +309,11 @@ def run_floor_process(workload: str, args: argparse.Namespace, tmp: Path) -> Mea
     """The floor in its own process (this script with ``--floor-of``)."""
     out = Path(tempfile.mkdtemp(dir=tmp))
     command = [sys.executable, __file__, *sys.argv[1:], "--floor-of", workload, "--out", str(out)]
-    wall, peak, processes = measured_process(command, Path.cwd(), out / "log.txt")
+    wall, peak, processes, cpu = measured_process(command, Path.cwd(), out / "log.txt")
     result = np.load(out / "floor.npz")
     sha = hashlib.sha256(result["params"].tobytes()).hexdigest()
     return Measured(
-        timed_median(list(result["times"])), wall, peak, processes, result["params"], sha
+        timed_median(list(result["times"])), wall, peak, processes, cpu, result["params"], sha
     )
 
 
@@ -343,15 +364,20 @@ def bench(workload: Workload, args: argparse.Namespace, tmp: Path) -> None:
     results: dict[str, Measured] = {}
     floor_name = f"floor: plain PyTorch, 1 process, {args.floor_threads} torch thread(s)"
     if workload.floor:
-        results[floor_name] = run_floor_process(workload.key, args, tmp)
+        floors = [run_floor_process(workload.key, args, tmp) for _ in range(args.repeat)]
+        results[floor_name] = median_of(floors)
         print(f"  {floor_name}: done", flush=True)
     examples = evaluated_examples(overrides) if workload.key == "w1" else None
     checkouts = {"": Path.cwd()}
     if args.baseline:
         checkouts = {"before: ": Path(args.baseline), "after:  ": Path.cwd()}
     for name, extra in workload.variants.items():
-        for label, checkout in checkouts.items():
-            results[label + name] = run_cohort([*overrides, *extra], checkout, tmp, examples)
+        runs: dict[str, list[Measured]] = {label: [] for label in checkouts}
+        for _ in range(args.repeat):  # before and after interleaved: drift hits both alike
+            for label, checkout in checkouts.items():
+                runs[label].append(run_cohort([*overrides, *extra], checkout, tmp, examples))
+        for label in checkouts:
+            results[label + name] = median_of(runs[label])
             print(f"  {label + name}: done", flush=True)
 
     floor = results.get(floor_name)
@@ -359,15 +385,17 @@ def bench(workload: Workload, args: argparse.Namespace, tmp: Path) -> None:
     rounds = 60 if workload.key == "default" else args.rounds  # the default run: its own 60
     print(
         f"\n  s/round: median of rounds 2..R-1 of R = {rounds}; wall: process start to exit;"
-        " memory: peak PSS of the process tree; Ray 2 CPUs, 1 torch thread a worker"
+        " memory: peak PSS of the process tree; CPU s: the tree's CPU time (cores: CPU s /"
+        f" wall); each the median of {args.repeat} run(s); Ray 2 CPUs, 1 torch thread a worker"
     )
     header = f"  {'contender':<{width}}  {'s/round':>8} {'wall s':>7} {'GiB':>5} {'procs':>5}"
+    header += f" {'CPU s':>6} {'cores':>5}"
     if floor:
         header += f"  {'round/fl':>8} {'wall/fl':>7} {'mem/fl':>6}  {'max|p - floor|':>14}"
     print(header + ("  eval/train" if examples else "") + "  params sha256")
     for name, m in results.items():
         line = f"  {name:<{width}}  {m.round_s:8.4f} {m.wall_s:7.1f} {m.peak_gib:5.2f}"
-        line += f" {m.processes:5d}"
+        line += f" {m.processes:5d} {m.cpu_s:6.1f} {m.cpu_s / m.wall_s:5.2f}"
         if floor:
             diff = np.abs(m.params - floor.params).max() if name != floor_name else 0.0
             line += (
@@ -450,6 +478,12 @@ def main() -> None:
         "--vector-clients-per-task", type=int, default=None, help="W2: default 250 (--quick: 25)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each contender (medians); before/after interleaved",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--floor-of", help=argparse.SUPPRESS)  # internal: run one floor
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -458,6 +492,8 @@ def main() -> None:
         args.rounds = 3 if args.quick else 5
     if args.rounds < 3:
         parser.error("--rounds: need >= 3 (rounds 2..R-1 are timed)")
+    if args.repeat < 1:
+        parser.error("--repeat: must be >= 1")
     if args.floor_threads < 1:
         parser.error("--floor-threads: must be >= 1")
     if args.baseline and not (Path(args.baseline) / "sim" / "__main__.py").is_file():

@@ -4,18 +4,20 @@
 
 Samples, every ``--every`` seconds, the proportional set size (PSS, /proc/PID/smaps_rollup) of
 the command's process tree, so memory shared between processes (Ray's object store, mapped by
-the driver and every worker) is counted once, and the peak RSS (VmHWM) of each process. Prints
-the peak total, the largest single process and the wall time. Linux only; not in the tests.
+the driver and every worker) is counted once, the peak RSS (VmHWM) of each process and its CPU
+time. Prints the peak total, the largest single process, the tree's CPU seconds and the wall
+time. Linux only; not in the tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 GIB = 2**30
@@ -55,14 +57,29 @@ def name(pid: int) -> str:
         return "?"
 
 
+def cpu_seconds(pid: int) -> float:
+    """The user + system CPU time ``pid`` has used so far (0 once it has exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 @dataclass
 class Peak:
-    """What :func:`watch` saw: the tree's peak PSS, its most processes, and the process with the
-    largest peak RSS (KiB, name)."""
+    """What :func:`watch` saw: the tree's peak PSS, its most processes, the process with the
+    largest peak RSS (KiB, name), and each process's CPU seconds when last seen (a lower bound:
+    the CPU a process uses after its last sample is missed)."""
 
     pss_kib: int = 0
     processes: int = 0
     largest: tuple[int, str] = (0, "")
+    cpu: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self.cpu.values())
 
 
 def watch(proc: subprocess.Popen, every: float) -> Peak:
@@ -74,6 +91,7 @@ def watch(proc: subprocess.Popen, every: float) -> Peak:
         peak.pss_kib = max(peak.pss_kib, sum(kib(p, "Pss", "smaps_rollup") for p in pids))
         for pid in pids:
             peak.largest = max(peak.largest, (kib(pid, "VmHWM", "status"), name(pid)))
+            peak.cpu[pid] = max(peak.cpu.get(pid, 0.0), cpu_seconds(pid))
         time.sleep(every)
     return peak
 
@@ -91,7 +109,8 @@ def main() -> int:
     print(
         f"tree_memory: exit {proc.returncode}, {wall:.1f} s; peak PSS of the process tree "
         f"{peak.pss_kib * 1024 / GIB:.2f} GiB (up to {peak.processes} processes); largest process "
-        f"{peak.largest[1]!r}, peak RSS {peak.largest[0] * 1024 / GIB:.2f} GiB",
+        f"{peak.largest[1]!r}, peak RSS {peak.largest[0] * 1024 / GIB:.2f} GiB; CPU of the tree "
+        f"at least {peak.cpu_s:.1f} s",
         file=sys.stderr,
     )
     return proc.returncode
