@@ -4,6 +4,7 @@ and prepare them, run it on a Ray session, and write the outputs. Knows no proto
 from __future__ import annotations
 
 import hashlib
+import importlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -134,8 +135,9 @@ def run_config(
 
     The config's own checks come first; then ``prepare`` (data loading and the checks that need
     the data) runs in a thread beside Ray's start, after a head start of
-    :data:`PREPARE_HEAD_START_S` in which a quick refusal stops the run before Ray starts. The
-    summary and the plot are written beside Ray's shutdown."""
+    :data:`PREPARE_HEAD_START_S` in which a quick refusal stops the run before Ray starts, and
+    matplotlib is imported beside it too. The summary and the plot are written beside Ray's
+    shutdown."""
     start_time = time.perf_counter()
     check_run_config(cfg)
     protocol = build_component("protocol", cfg.protocol)
@@ -159,6 +161,8 @@ def run_config(
         preparing = Beside(protocol.prepare, Setup(components, cfg.seed, start))
         if ray.is_initialized() or preparing.done(within=PREPARE_HEAD_START_S):
             preparing.result()  # nothing to overlap, or done: a refusal is raised before Ray
+        if not ray.is_initialized():  # matplotlib, for the plot: Ray's start leaves a core idle
+            Beside(importlib.import_module, "sim.reporting.plotting")
         with ray_session(cluster, worker_setup=getattr(protocol, "ray_train", False)):
             job = preparing.result()
             check_roles(cluster, getattr(protocol, "roles", ROLES))
