@@ -26,7 +26,9 @@ MARKS = os.environ.get("COHORT_TIMELINE")  # set in the child: the file its mark
 
 def process_start() -> float:
     """This process's start, in ``time.time()`` seconds (from /proc: before the interpreter)."""
-    ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])
+    from tree_memory import stat_fields
+
+    ticks = int(stat_fields("self")[19])  # starttime
     uptime = float(Path("/proc/uptime").read_text().split()[0])
     return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
 

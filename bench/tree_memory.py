@@ -57,13 +57,20 @@ def name(pid: int) -> str:
         return "?"
 
 
+def stat_fields(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command's name (field 3 first; [] once it has
+    exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
 def cpu_seconds(pid: int) -> float:
     """The user + system CPU time ``pid`` has used so far (0 once it has exited)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    fields = stat_fields(pid)
+    ticks = int(fields[11]) + int(fields[12]) if fields else 0  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -10,6 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 DATA_DIR_VARIABLE = "COHORT_DATA_DIR"
+USER_DATA_DIR = Path.home() / ".local" / "share" / "cohort"
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    """Where what is built from the data is cached: ``cache_dir`` if given, else
+    ``$COHORT_DATA_DIR``, else ``~/.local/share/cohort``."""
+    return Path(cache_dir or os.environ.get(DATA_DIR_VARIABLE) or USER_DATA_DIR)
 
 
 def candidate_dirs(

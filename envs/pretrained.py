@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from envs.data_dirs import DATA_DIR_VARIABLE, publish
-from envs.text import USER_DATA_DIR
+from envs.data_dirs import cache_root, publish
 from sim import checks
 from sim.training.features import wheel_folder
 
@@ -39,8 +38,7 @@ class SmolLM2:
         return wheel_folder(*SMOLLM2[:2])
 
     def cached(self) -> Path:
-        base = self.cache_dir or os.environ.get(DATA_DIR_VARIABLE) or USER_DATA_DIR
-        return Path(base) / "models" / "smollm2-135m-instruct"
+        return cache_root(self.cache_dir) / "models" / "smollm2-135m-instruct"
 
     def tokenizer(self) -> Any:
         """The tokenizer of the cached copy (made on first use)."""

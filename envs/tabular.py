@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.data_dirs import DATA_DIR_VARIABLE, candidate_dirs, first_holding
+from envs.data_dirs import DATA_DIR_VARIABLE, USER_DATA_DIR, candidate_dirs, first_holding
 from sim import checks, seeding
 from sim.interfaces.active import PoolData
 
-USER_DATA_DIR = Path.home() / ".local" / "share" / "cohort"
 R_LIBRARY = Path("usr/lib/R/site-library")
 GET_DATA = "bash scripts/get_tabular_data.sh"
 

@@ -20,8 +20,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from envs.data_dirs import DATA_DIR_VARIABLE
-from envs.text import USER_DATA_DIR, Document, python_docs_documents, python_stdlib_documents
+from envs.data_dirs import cache_root
+from envs.text import Document, python_docs_documents, python_stdlib_documents
 from envs.text import split_documents as split_names
 from sim import checks
 
@@ -84,9 +84,7 @@ class TargetText:
 
     def cache_folder(self) -> Path:
         """``<cache_dir or $COHORT_DATA_DIR or ~/.local/share/cohort>/targets``."""
-        return (
-            Path(self.cache_dir or os.environ.get(DATA_DIR_VARIABLE) or USER_DATA_DIR) / "targets"
-        )
+        return cache_root(self.cache_dir) / "targets"
 
     def locate(self) -> None:
         """Raise FileNotFoundError, saying how to get it, if the domain's sources are missing."""
@@ -106,8 +104,7 @@ class TargetText:
             [(d.name, d.path.stat().st_size) for d in documents],
         ]
         key = hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
-        base = self.cache_dir or os.environ.get(DATA_DIR_VARIABLE) or USER_DATA_DIR
-        cache = Path(base) / "targets" / f"{self.domain}-{key}.json"
+        cache = self.cache_folder() / f"{self.domain}-{key}.json"
         if cache.is_file():
             by_document = json.loads(cache.read_text())
         else:

@@ -30,13 +30,19 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.data_dirs import DATA_DIR_VARIABLE, candidate_dirs, first_holding, publish
+from envs.data_dirs import (
+    DATA_DIR_VARIABLE,
+    USER_DATA_DIR,
+    cache_root,
+    candidate_dirs,
+    first_holding,
+    publish,
+)
 from sim import checks
 from sim.training.tokenizer import END_OF_TEXT, train_tokenizer
 
 CORPORA = ("shakespeare", "python_docs", "python_stdlib")
 SPLITS = ("train", "validation", "test")
-USER_DATA_DIR = Path.home() / ".local" / "share" / "cohort"
 DOCS_SOURCES = Path("usr/share/doc/python3.11/html/_sources")
 GET_DATA = "bash scripts/get_text_data.sh"
 STDLIB_SKIP = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
@@ -178,8 +184,7 @@ class TextCorpus:
         return f"{'+'.join(self.corpora)}-{self.vocab_size}-{digest[:16]}"
 
     def folder(self, documents: list[Document]) -> Path:
-        base = self.cache_dir or os.environ.get(DATA_DIR_VARIABLE) or USER_DATA_DIR
-        return Path(base) / "lm" / self.cache_key(documents)
+        return cache_root(self.cache_dir) / "lm" / self.cache_key(documents)
 
     def token_streams(self) -> TokenStreams:
         """The token streams, built and cached on first use (tokenizer training: ~20 s per

@@ -156,12 +156,13 @@ def run_config(
         if cfg.resume and start is None and cfg.progress:
             print(f"resume: {run_dir.path} has no checkpoint yet; the run starts again", flush=True)
         cluster = OmegaConf.to_object(cfg.cluster)
-        if cluster.mode == "remote" and not ray.is_initialized():
+        ray_up = ray.is_initialized()  # a test session's or a multirun's Ray: used as it is
+        if cluster.mode == "remote" and not ray_up:
             remote_address(cluster)
         preparing = Beside(protocol.prepare, Setup(components, cfg.seed, start))
-        if ray.is_initialized() or preparing.done(within=PREPARE_HEAD_START_S):
+        if ray_up or preparing.done(within=PREPARE_HEAD_START_S):
             preparing.result()  # nothing to overlap, or done: a refusal is raised before Ray
-        if not ray.is_initialized():  # matplotlib, for the plot: Ray's start leaves a core idle
+        if not ray_up:  # matplotlib, for the plot: Ray's start leaves a core idle
             Beside(importlib.import_module, "sim.reporting.plotting")
         with ray_session(cluster, worker_setup=getattr(protocol, "ray_train", False)):
             job = preparing.result()

@@ -105,20 +105,27 @@ def wait_started(actors: Sequence[Any], role: str, cluster: ClusterConfig) -> No
         raise CohortError(f"cluster.{role}: an actor died while starting: {error}") from None
 
 
-def group_size(worker: ResourceSpec, requested: int | None, max_useful: int) -> int:
-    """How many workers to start: the request (checked to fit the cluster's resources, so
-    no worker waits forever for a slot), else as many as fit, at most ``max_useful``."""
+def group_size(
+    worker: ResourceSpec,
+    requested: int | None,
+    max_useful: int,
+    role: str = "worker",
+    request_key: str = "cluster.num_workers",
+) -> int:
+    """How many actors of ``role`` (resources ``cluster.<role>``) to start: the request (the
+    config's ``request_key``; checked to fit the cluster's resources, so no actor waits forever
+    for a slot), else as many as fit, at most ``max_useful``."""
     capacity = worker_capacity(worker)
     size = max_useful if capacity is None else capacity
     if size < 1:
         raise CohortError(
-            f"cluster.worker: the cluster ({ray.cluster_resources()}) cannot fit one worker of "
+            f"cluster.{role}: the cluster ({ray.cluster_resources()}) cannot fit one {role} of "
             f"{worker.ray_options()}"
         )
     if requested is not None:
         if requested > size:
             raise ConfigError(
-                f"cluster.num_workers: {requested} workers of {worker.ray_options()} do not fit "
+                f"{request_key}: {requested} {role}s of {worker.ray_options()} do not fit "
                 f"the cluster's resources (at most {size})"
             )
         return requested
@@ -126,11 +133,13 @@ def group_size(worker: ResourceSpec, requested: int | None, max_useful: int) -> 
 
 
 def actor_device(num_cpus: float) -> torch.device:
-    """Inside an actor: use as many torch threads as CPUs assigned, and the GPU Ray assigned."""
+    """Inside an actor: use as many torch threads as CPUs assigned, and the GPU Ray assigned.
+    Outside Ray (a test, a notebook) no GPU is assigned: the CPU, and no Ray is started (asking
+    Ray for its GPU ids would start one)."""
     import torch
 
     torch.set_num_threads(max(1, int(num_cpus)))
-    if ray.get_gpu_ids() and torch.cuda.is_available():
+    if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
         return torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
     return torch.device("cpu")
 

@@ -49,7 +49,7 @@ from sim.protocols.synthesis import evaluation
 from sim.protocols.synthesis.evaluation import FEATURE_CHUNK, Downstream
 from sim.protocols.synthesis.generator import FrozenLM
 from sim.runtime.progress import progress_line
-from sim.runtime.workers import group_size, wait_started, worker_capacity
+from sim.runtime.workers import group_size, wait_started
 from sim.training.features import check_featurizer
 from sim.training.tokenizer import train_tokenizer
 
@@ -178,8 +178,10 @@ class Synthesis:
 def features(name: str, texts: list[str], cluster: Any, cache: Path | None) -> np.ndarray:
     """Features of ``texts`` computed by Ray tasks (``cluster.worker``) on whole chunks; with a
     ``cache`` folder, kept there by a hash of the featurizer and the texts."""
-    key = hashlib.sha256(json.dumps([name, texts]).encode()).hexdigest()[:24]
-    path = None if cache is None else cache / f"{name}-{key}.npy"
+    path = None
+    if cache is not None:
+        key = hashlib.sha256(json.dumps([name, texts]).encode()).hexdigest()[:24]
+        path = cache / f"{name}-{key}.npy"
     if path is not None and path.is_file():
         return np.load(path)
     chunks = -(-len(texts) // FEATURE_CHUNK)
@@ -279,14 +281,9 @@ class SynthesisJob:
 
     def generator_count(self, cluster: Any) -> int:
         """``protocol.generators``, checked to fit, else as many as fit (at most 64)."""
-        spec, requested = cluster.generator, self.settings.generators
-        capacity = worker_capacity(spec)
-        if capacity is not None and capacity < (requested or 1):
-            raise ConfigError(
-                f"protocol.generators: {requested or 1} generators of {spec.ray_options()} "
-                f"(cluster.generator) do not fit the cluster's resources (at most {capacity})"
-            )
-        return requested or min(64 if capacity is None else capacity, 64)
+        return group_size(
+            cluster.generator, self.settings.generators, 64, "generator", "protocol.generators"
+        )
 
     def start_generators(self, cluster: Any, count: int) -> list[Any]:
         actor = ray.remote(FrozenLM).options(**cluster.generator.ray_options())
