@@ -15,18 +15,17 @@ from omegaconf import DictConfig
 from sim.errors import CohortError
 from sim.reporting.callbacks import OutputFolder
 from sim.runtime.config import CONF_DIR, register_schemas
-from sim.runtime.run import run_config
+from sim.runtime.run import hydra_task
 
 register_schemas()
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
-def app(cfg: DictConfig) -> None:
-    hydra_cfg = HydraConfig.get()
-    folder = Path(cfg.output_dir or hydra_cfg.runtime.output_dir)
+def app(cfg: DictConfig) -> float | None:
     try:
-        run_config(cfg, overrides=list(hydra_cfg.overrides.task), output_dir=str(folder))
+        return hydra_task(cfg)
     except CohortError as error:
+        folder = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
         made = folder.resolve() in OutputFolder.made
         if made and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # the empty folder Hydra made for this refused run
@@ -53,7 +52,8 @@ def main() -> None:
 
         sys.exit(report_main(sys.argv[2:]))
     app()
-    exit_now()
+    sweep = sys.modules.get("sim.runtime.sweep")  # hydra/launcher=cohort: did a job fail?
+    exit_now(1 if sweep is not None and sweep.failed_jobs else 0)
 
 
 if __name__ == "__main__":

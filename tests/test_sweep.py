@@ -1,28 +1,116 @@
-"""A Hydra multirun on the local Ray, then `cohort report` over its folder."""
+"""``hydra/launcher=cohort``: a multirun's jobs side by side on Ray, each in its own placement
+group. The same numbers as a sequential sweep for every protocol; a failing job recorded and the
+others going on; a killed job retried from its checkpoint to the same numbers; Ctrl-C and
+``resume=true``."""
 
 import json
+import os
+import signal
+import time
+from pathlib import Path
 
-from tests.conftest import run_cli
+import sim
+from tests.conftest import run_cli, start_cli
+
+FAST = ["protocol.rounds=4", "protocol.eval_every=2", "progress=false"]
+TIMES = ("_s", "_time", "seconds")  # wall-clock fields of a record: never compared
 
 
-def test_two_job_multirun_and_its_report(tmp_path):
+def summary(folder: Path) -> dict:
+    return json.loads((folder / "summary.json").read_text())
+
+
+def records(folder: Path) -> list[dict]:
+    """A run's records without their wall-clock fields."""
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return [
+        {k: v for k, v in json.loads(line).items() if not k.endswith(TIMES)} for line in lines
+    ]
+
+
+def sweep_record(sweep: Path) -> dict[int, dict]:
+    return {job["job"]: job for job in json.loads((sweep / "sweep.json").read_text())["jobs"]}
+
+
+def wait_for(predicate, proc, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def rounds_in(folder: Path) -> int:
+    metrics = folder / "metrics.jsonl"
+    return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+
+def test_a_failing_job_is_recorded_and_the_others_go_on(tmp_path):
+    """Jobs 1 and 3 are refused before the sweep starts (seed -1), job 2 fails while it runs
+    (a cohort larger than the population, found once the data is loaded); job 0 finishes, the
+    report covers it, and the sweep ends with status 1 and a table of what failed."""
     sweep = tmp_path / "sweep"
     proc = run_cli(
-        "-m",
-        "seed=0,1",
-        "protocol.rounds=3",
-        "protocol.eval_every=1",
-        "progress=false",
-        f"hydra.sweep.dir={sweep}",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summaries = sorted(sweep.glob("*/summary.json"))
-    assert len(summaries) == 2
-    seeds = sorted(json.loads(p.read_text())["config"]["seed"] for p in summaries)
-    assert seeds == [0, 1]
+        "-m", "hydra/launcher=cohort", *FAST, f"hydra.sweep.dir={sweep}",
+        "protocol.clients_per_round=10,1000", "seed=0,-1",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    jobs = sweep_record(sweep)
+    assert [jobs[k]["status"] for k in range(4)] == ["done", "failed", "failed", "failed"]
+    assert jobs[1]["error"] == "seed: must be >= 0 (got -1)"
+    assert jobs[2]["error"].startswith("protocol.clients_per_round: must be <= the population")
+    assert "\n" not in jobs[2]["error"]
+    assert (sweep / "2" / "log.txt").read_text().count("cohort: error: protocol.clients") == 1
+    assert "3 of 4 jobs did not finish" in (sweep / "failed.md").read_text()
+    assert "clients_per_round=1000 seed=0 | protocol.clients_per_round: must be" in proc.stderr
+    assert (sweep / "0" / "summary.json").exists() and (sweep / "report.md").exists()
 
-    report = run_cli("report", str(sweep))
-    assert report.returncode == 0, report.stderr
-    assert "test_accuracy" in report.stdout and "(2)" in report.stdout
-    assert (sweep / "report_test_accuracy.png").stat().st_size > 0
-    assert (sweep / "report.csv").exists()
+
+def test_a_killed_job_is_retried_from_its_checkpoint_to_the_same_numbers(ray_session, tmp_path):
+    run = ["protocol.rounds=40", "protocol.eval_every=5", "protocol.checkpoint_every=5"]
+    alone = sim.run([*run, "progress=false", f"output_dir={tmp_path / 'alone'}"])
+    sweep = tmp_path / "sweep"
+    proc = start_cli("-m", "hydra/launcher=cohort", *run, "seed=0", f"hydra.sweep.dir={sweep}")
+    job = sweep / "0"
+    assert wait_for(lambda: rounds_in(job) >= 12, proc, 240), proc.stderr.read()[-3000:]
+    header = (job / "log.txt").read_text().splitlines()[0]  # [job 0] pid P on node N (...)
+    os.kill(int(header.split()[3]), signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "infrastructure fault" in stderr
+    record = sweep_record(sweep)[0]
+    assert record["status"] == "done" and record["attempts"] == 2
+    assert summary(job)["params_sha256"] == summary(alone.output_dir)["params_sha256"]
+    assert records(job) == records(alone.output_dir)
+
+
+def test_ctrl_c_keeps_finished_jobs_and_resume_runs_the_rest(ray_session, tmp_path):
+    """One job at a time: Ctrl-C while job 1 runs; ``resume=true`` skips job 0 (its summary
+    untouched), continues job 1 from its checkpoint and runs job 2; the numbers are those of
+    an uninterrupted run."""
+    run = ["protocol.rounds=30", "protocol.eval_every=5", "protocol.checkpoint_every=5"]
+    sweep = tmp_path / "sweep"
+    command = [
+        "-m", "hydra/launcher=cohort", "hydra.launcher.max_concurrent=1", *run, "seed=0,1,2",
+        f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    proc = start_cli(*command)
+    assert wait_for(lambda: rounds_in(sweep / "1") >= 12, proc, 240), proc.stderr.read()[-3000:]
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert (sweep / "0" / "summary.json").exists()
+    assert not (sweep / "1" / "summary.json").exists() and not (sweep / "2").exists()
+    assert sweep_record(sweep)[1]["status"] == "interrupted"
+    finished_at = (sweep / "0" / "summary.json").stat().st_mtime_ns
+
+    again = run_cli(*command, "resume=true", timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    jobs = sweep_record(sweep)
+    assert [jobs[k]["status"] for k in range(3)] == ["finished_before", "done", "done"]
+    assert (sweep / "0" / "summary.json").stat().st_mtime_ns == finished_at
+    assert "3 runs" in (sweep / "report.md").read_text() or (sweep / "report.csv").exists()
+    alone = sim.run([*run, "seed=1", "progress=false", f"output_dir={tmp_path / 'alone'}"])
+    assert summary(sweep / "1")["params_sha256"] == summary(alone.output_dir)["params_sha256"]
+    assert records(sweep / "1") == records(alone.output_dir)

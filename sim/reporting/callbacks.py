@@ -44,16 +44,19 @@ class OutputFolder(Callback):
 
 class SharedRay(Callback):
     """Starts (cluster=local) or joins (cluster=remote) Ray once for a whole multirun, so its jobs
-    (run one after another in this process) skip Ray's start-up and reuse its warm worker
-    processes; shuts it down or disconnects when the multirun ends. Each job then finds Ray
-    running and uses it as is, so cluster settings swept per job are not applied: sweep them in
-    separate multiruns."""
+    (run one after another in this process, or side by side by ``hydra/launcher=cohort``) skip
+    Ray's start-up and reuse its warm worker processes; shuts it down or disconnects when the
+    multirun ends. Each job then finds Ray running and uses it as is, so the settings of Ray's
+    own start (``cluster.mode``, ``num_cpus``, ``address``...) swept per job are not applied:
+    sweep them in separate multiruns. Side by side, the workers' console output is not echoed
+    here (each job writes its own to its folder)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = not ray.is_initialized()
         if self.started:
             cluster = OmegaConf.to_object(OmegaConf.merge(ClusterConfig, config.cluster))
-            start_ray(cluster)
+            side_by_side = str(config.hydra.launcher.get("_target_", "")).endswith("CohortLauncher")
+            start_ray(cluster, log_to_driver=not side_by_side)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if getattr(self, "started", False):

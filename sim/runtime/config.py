@@ -87,6 +87,7 @@ class RunConfig:
     resume: bool = False
     progress: bool = True
     output_dir: str | None = None  # None: Hydra's run dir (CLI) or ./outputs/<name>/<time> (API)
+    objective: str | None = None  # a final metric the Hydra task returns (a sweeper optimises it)
 
 
 class LazySchema(ConfigNode):

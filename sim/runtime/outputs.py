@@ -26,6 +26,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.json"
 ARTIFACTS = "artifacts"  # what a protocol writes beside its metrics (synthetic samples, ...)
+LOG = "log.txt"  # a sweep job's console output, written by the launcher that runs it
 OWN = {
     CONFIG,
     METRICS,
@@ -91,10 +92,11 @@ class RunDirectory:
             raise
 
     def _files(self) -> list[str]:
-        """The names in the directory (Hydra's ``.hydra`` of older runs left out)."""
+        """The names in the directory (Hydra's ``.hydra`` of older runs and a sweep job's
+        :data:`LOG` left out)."""
         if not self.path.is_dir():
             return []
-        return sorted(p.name for p in self.path.iterdir() if p.name != ".hydra")
+        return sorted(p.name for p in self.path.iterdir() if p.name not in (".hydra", LOG))
 
     def _stopped_early(self, files: list[str]) -> bool:
         """A run of Cohort that stopped before its first checkpoint: its config (a run's)

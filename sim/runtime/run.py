@@ -17,8 +17,10 @@ import numpy as np
 import ray
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from sim.errors import ConfigError
 from sim.interfaces.protocol import Outcome, Setup
 from sim.runtime.config import (
     COMPONENTS,
@@ -120,6 +122,23 @@ def run(cfg: DictConfig | Sequence[str] = (), *, overrides: Sequence[str] | None
         overrides = list(cfg)
         cfg = compose(overrides)
     return run_config(cfg, overrides=list(overrides or []))
+
+
+def hydra_task(cfg: DictConfig) -> float | None:
+    """The Hydra app's task: run ``cfg`` in Hydra's output folder (``output_dir`` if given),
+    with the command line's overrides recorded; returns the final value of ``cfg.objective``
+    (None without one), which a sweeper such as Optuna's optimises."""
+    hydra_cfg = HydraConfig.get()
+    folder = Path(cfg.output_dir or hydra_cfg.runtime.output_dir)
+    result = run_config(cfg, overrides=list(hydra_cfg.overrides.task), output_dir=str(folder))
+    if cfg.objective is None:
+        return None
+    if cfg.objective not in result.final:
+        raise ConfigError(
+            f"objective: the run has no final metric {cfg.objective!r} (it has: "
+            f"{', '.join(sorted(result.final))})"
+        )
+    return result.final[cfg.objective]
 
 
 def _default_output_dir(name: str) -> Path:

@@ -129,6 +129,7 @@ def start_local_ray(
     dashboard: bool,
     timeout_s: float = 180.0,
     worker_setup: bool = True,
+    log_to_driver: bool = True,
 ) -> None:
     """An embedded Ray on loopback only, never joining a running cluster (``RAY_ADDRESS`` or the
     one last started with ``ray start`` are ignored). A start that has not finished within
@@ -151,12 +152,15 @@ def start_local_ray(
                 _node_ip_address="127.0.0.1",
                 logging_level=logging.WARNING,
                 runtime_env=WORKER_SETUP if worker_setup else None,
+                log_to_driver=log_to_driver,
             )
     finally:
         token_logger.setLevel(level)
 
 
-def join_cluster(address: str, timeout_s: float = 180.0, worker_setup: bool = True) -> None:
+def join_cluster(
+    address: str, timeout_s: float = 180.0, worker_setup: bool = True, log_to_driver: bool = True
+) -> None:
     """Connect to the Ray cluster at ``address``. A loopback address is kept as it is (Ray would
     turn it into this host's routable IP, where a cluster bound to loopback does not answer).
 
@@ -172,6 +176,7 @@ def join_cluster(address: str, timeout_s: float = 180.0, worker_setup: bool = Tr
                 address=address,
                 logging_level=logging.WARNING,
                 runtime_env=WORKER_SETUP if worker_setup else None,
+                log_to_driver=log_to_driver,
             )
     except ConnectionError as error:
         hint = ""
@@ -183,12 +188,16 @@ def join_cluster(address: str, timeout_s: float = 180.0, worker_setup: bool = Tr
         raise CohortError(f"cluster.address: cannot join {address}: {error}{hint}") from None
 
 
-def start_ray(cluster: ClusterConfig, worker_setup: bool = True) -> None:
+def start_ray(
+    cluster: ClusterConfig, worker_setup: bool = True, log_to_driver: bool = True
+) -> None:
     """Start an embedded Ray (local) or join the cluster at ``cluster.address`` (remote).
 
     ``worker_setup``: run :data:`WORKER_SETUP` in every worker process. It is a runtime
     environment, so Ray starts every worker afresh instead of using the ones it started with
     itself: about 1.3 s more before the first actor runs. Only jobs that run Ray Train need it.
+    ``log_to_driver``: the workers' console output is printed by this process too (a sweep run
+    side by side keeps each job's own output in its folder instead).
     """
     if cluster.mode == "local":
         start_local_ray(
@@ -197,9 +206,10 @@ def start_ray(cluster: ClusterConfig, worker_setup: bool = True) -> None:
             cluster.dashboard,
             cluster.start_timeout_s,
             worker_setup,
+            log_to_driver,
         )
     else:
-        join_cluster(remote_address(cluster), cluster.start_timeout_s, worker_setup)
+        join_cluster(remote_address(cluster), cluster.start_timeout_s, worker_setup, log_to_driver)
 
 
 @contextmanager

@@ -14,7 +14,8 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -28,6 +29,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_RERUNS = 3  # of one call: a worker that dies every time is a bug, not a fault
+
+# The actors and tasks of each role that the job running in this process may place at once: set
+# by a sweep's launcher for the job it runs (the job's reservation), None for a job that has the
+# whole cluster. One job at a time per process.
+_job_share: Mapping[str, int] | None = None
+
+
+@contextmanager
+def job_share(share: Mapping[str, int]) -> Iterator[None]:
+    """Within the block, size every group of actors from ``share`` (role -> how many the job
+    holds room for), not from the whole cluster's resources."""
+    global _job_share
+    before, _job_share = _job_share, dict(share)
+    try:
+        yield
+    finally:
+        _job_share = before
 
 
 def balance(costs: Sequence[float], bins: int) -> list[int]:
@@ -44,15 +62,21 @@ def balance(costs: Sequence[float], bins: int) -> list[int]:
     return owner
 
 
-def worker_capacity(worker: ResourceSpec) -> int | None:
-    """How many actors of ``worker``'s resources the cluster holds now (None: it asks for none)."""
+def worker_capacity(worker: ResourceSpec, role: str = "worker") -> int | None:
+    """How many actors of ``worker``'s resources the cluster holds now, or the job's share of
+    ``role`` when it runs in a sweep's reservation (:func:`job_share`); None: it asks for none."""
+    if not (worker.num_cpus or worker.num_gpus or any(worker.resources.values())):
+        return None
+    if _job_share is not None:
+        return _job_share.get(role, 0)
     total = ray.cluster_resources()
     fits = [math.floor(total.get("CPU", 0) / worker.num_cpus + 1e-9)] if worker.num_cpus else []
     if worker.num_gpus:
         fits.append(math.floor(total.get("GPU", 0) / worker.num_gpus + 1e-9))
     for name, amount in worker.resources.items():
-        fits.append(math.floor(total.get(name, 0) / amount + 1e-9))
-    return min(fits) if fits else None
+        if amount:
+            fits.append(math.floor(total.get(name, 0) / amount + 1e-9))
+    return min(fits)
 
 
 def _fits(node: dict[str, float], options: dict[str, Any]) -> bool:
@@ -115,18 +139,19 @@ def group_size(
     """How many actors of ``role`` (resources ``cluster.<role>``) to start: the request (the
     config's ``request_key``; checked to fit the cluster's resources, so no actor waits forever
     for a slot), else as many as fit, at most ``max_useful``."""
-    capacity = worker_capacity(worker)
+    capacity = worker_capacity(worker, role)
     size = max_useful if capacity is None else capacity
+    where = "the job's reservation" if _job_share is not None else "the cluster's resources"
     if size < 1:
         raise CohortError(
-            f"cluster.{role}: the cluster ({ray.cluster_resources()}) cannot fit one {role} of "
-            f"{worker.ray_options()}"
+            f"cluster.{role}: {where} ({_job_share or ray.cluster_resources()}) cannot fit one "
+            f"{role} of {worker.ray_options()}"
         )
     if requested is not None:
         if requested > size:
             raise ConfigError(
                 f"{request_key}: {requested} {role}s of {worker.ray_options()} do not fit "
-                f"the cluster's resources (at most {size})"
+                f"{where} (at most {size})"
             )
         return requested
     return min(size, max_useful)

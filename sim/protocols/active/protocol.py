@@ -37,7 +37,9 @@ from sim.interfaces.active import (
 from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.protocols.active.oracle import Oracle, OracleDesk
 from sim.protocols.federated.actors import split_range
+from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
+from sim.runtime.reservation import Reservation
 from sim.runtime.workers import actor_device, wait_started
 
 CURVES = ("test_accuracy",)
@@ -71,6 +73,10 @@ class Active:
         checks.in_interval(self, 0, 1, "label_noise")
         checks.at_least(self, 0, "cost_per_label", "checkpoint_every")
         checks.at_least(self, 1, "max_rounds", optional=True)
+
+    def reservation(self, cluster: ClusterConfig, workers: int) -> Reservation:
+        """``workers`` learner/selector tasks at once and the oracles."""
+        return Reservation({"worker": workers, "oracle": self.oracles})
 
     def prepare(self, setup: Setup) -> ActiveJob:
         env = setup.component(

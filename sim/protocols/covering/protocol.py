@@ -28,7 +28,9 @@ from sim.interfaces.covering import CoveringAlgorithm
 from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.protocols.active.oracle import Oracle, OracleDesk
 from sim.protocols.covering.metrics import coverage_auc, excess_query_cost, queries_to_cover
+from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
+from sim.runtime.reservation import Reservation
 from sim.runtime.workers import wait_started
 
 CURVES = ("positives_found",)
@@ -128,6 +130,10 @@ class Covering:
         checks.at_least(self, 0, "positive_class", "checkpoint_every")
         checks.at_least(self, 1, "query_batch", "round_queries", "oracles")
         checks.at_least(self, 1, "pool_size", "pca_dims", "budget", optional=True)
+
+    def reservation(self, cluster: ClusterConfig, workers: int) -> Reservation:
+        """One covering worker (an actor) and the oracles."""
+        return Reservation({"worker": 1, "oracle": self.oracles})
 
     def prepare(self, setup: Setup) -> CoveringJob:
         env = setup.component(

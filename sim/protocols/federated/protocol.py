@@ -39,10 +39,12 @@ from sim.protocols.federated.actors import (
     task_cost,
 )
 from sim.protocols.federated.server import Server
+from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
+from sim.runtime.reservation import HEAD_NODE_RESOURCE, Reservation
 from sim.runtime.workers import WorkerGroup, group_size, wait_started, worker_capacity
 
-HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's marker resource of the head node
+SERVER_PIN = 0.001  # of the head node's marker resource: a thousand servers fit
 CURVES = ("test_accuracy", "test_loss", "distance_to_optimum")
 PROGRESS = (
     ("train_loss", "train_loss {:.4f}"),
@@ -68,6 +70,18 @@ class RoundSchedule:
     def __post_init__(self) -> None:
         checks.at_least(self, 1, "rounds", "eval_every")
         checks.at_least(self, 0, "checkpoint_every")
+
+    def reservation(self, cluster: ClusterConfig, workers: int) -> Reservation:
+        """``workers`` client workers (at most one per task of a round) and the server, whose
+        bundle is pinned to the head node as the server is (see ``RoundJob.run``)."""
+        return Reservation(
+            {"worker": min(workers, self.tasks_per_round()), "server": 1},
+            pinned={"server": {HEAD_NODE_RESOURCE: SERVER_PIN}},
+        )
+
+    def tasks_per_round(self) -> int:
+        """The most tasks a round may have (the pooled data: one)."""
+        return 1
 
 
 def federated_components(
@@ -109,6 +123,11 @@ class Federated(RoundSchedule):
         checks.at_least(self, 1, "clients_per_round", "eval_clients", optional=True)
         checks.at_least(self, 1, "clients_per_task")
         checks.one_of(self, "client_engine", ENGINES)
+
+    def tasks_per_round(self) -> int:
+        if self.clients_per_round is None:
+            return 2**31  # every client: the population's size is known only once loaded
+        return math.ceil(self.clients_per_round / self.clients_per_task)
 
     def prepare(self, setup: Setup) -> RoundJob:
         env, algorithm, model = federated_components(setup, "federated")
@@ -216,7 +235,7 @@ class RoundJob:
         # loses the cluster anyway), so that losing another node loses client workers only.
         # (The driver's node is not a safe choice: on one machine, a driver may attach to any.)
         options = cluster.server.ray_options()
-        options["resources"] = {**options.get("resources", {}), HEAD_NODE_RESOURCE: 0.001}
+        options["resources"] = {**options.get("resources", {}), HEAD_NODE_RESOURCE: SERVER_PIN}
         server = Server.options(**options).remote(self.algorithm, self.state)
         group = WorkerGroup(
             spawn, num_workers, lambda: worker_capacity(cluster.worker), cluster=cluster

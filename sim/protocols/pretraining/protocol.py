@@ -35,7 +35,9 @@ from sim.protocols.pretraining.downstream import SCORES, Downstream
 from sim.protocols.pretraining.loop import PretrainSettings, pretrain_loop
 from sim.protocols.ray_train import RayTrainer
 from sim.protocols.teacher_student.data import window_starts, window_tokens
+from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
+from sim.runtime.reservation import Reservation
 from sim.runtime.workers import group_size
 from sim.training.span_corruption import Vocabulary, span_batch
 
@@ -102,6 +104,11 @@ class Pretraining:
                 f"{list(self.downstream.at)}): its scores are the run's final figures"
             )
         return tuple(steps)
+
+    def reservation(self, cluster: ClusterConfig, workers: int) -> Reservation:
+        """The Ray Train workers (``cluster.num_workers``, default 1) and one fine-tuning task
+        of a snapshot beside them."""
+        return Reservation({"worker": 1}, trained=cluster.num_workers or 1)
 
     def prepare(self, setup: Setup) -> PretrainingJob:
         name = "pretraining"

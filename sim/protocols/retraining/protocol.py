@@ -31,7 +31,9 @@ from sim.interfaces.active import Learner, PoolData, PoolEnvironment
 from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.interfaces.retraining import RetrainingAlgorithm
 from sim.protocols.retraining.metrics import churn_metrics
+from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
+from sim.runtime.reservation import Reservation
 from sim.runtime.workers import actor_device, wait_started
 from sim.training.learner import expose
 
@@ -137,6 +139,10 @@ class Retraining:
         checks.in_interval(self, 0, 1, "base_fraction")
         checks.positive(self, "base_fraction")
         checks.at_least(self, 1, "block")
+
+    def reservation(self, cluster: ClusterConfig, workers: int) -> Reservation:
+        """One training task at a time and the base model's actor (the teacher)."""
+        return Reservation({"worker": 1, "teacher": 1})
 
     def prepare(self, setup: Setup) -> RetrainingJob:
         env = setup.component(

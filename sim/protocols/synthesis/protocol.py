@@ -48,7 +48,9 @@ from sim.interfaces.teacher_student import LanguageModelSpec
 from sim.protocols.synthesis import evaluation
 from sim.protocols.synthesis.evaluation import FEATURE_CHUNK, Downstream
 from sim.protocols.synthesis.generator import FrozenLM
+from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
+from sim.runtime.reservation import Reservation, fits, resources_of
 from sim.runtime.workers import group_size, wait_started
 from sim.training.features import check_featurizer
 from sim.training.tokenizer import train_tokenizer
@@ -103,6 +105,17 @@ class Synthesis:
             raise ValueError(
                 f"batch_size: {self.batch_size} exceeds the {self.train_examples} train_examples"
             )
+
+    def reservation(self, cluster: ClusterConfig, workers: int) -> Reservation:
+        """``protocol.generators`` (else ``workers``) generators, and ``workers`` featurizing
+        and downstream tasks. The tasks run before the generators start and after they are
+        gone, so where a generator's bundle holds a task's resources they share the bundles."""
+        generators = self.generators or workers
+        generator, worker = resources_of(cluster.generator), resources_of(cluster.worker)
+        if fits(worker, generator):
+            share = {"generator": generators, "worker": generators}
+            return Reservation({"generator": generators}, share=share)
+        return Reservation({"generator": generators, "worker": workers})
 
     def prepare(self, setup: Setup) -> SynthesisJob:
         name = "synthesis"

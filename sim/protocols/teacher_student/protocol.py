@@ -44,7 +44,9 @@ from sim.protocols.teacher_student import generation
 from sim.protocols.teacher_student.data import window_starts
 from sim.protocols.teacher_student.teacher import Teacher
 from sim.protocols.teacher_student.trainer import LoopSettings, train_loop
+from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
+from sim.runtime.reservation import Reservation
 from sim.runtime.workers import group_size, wait_started
 
 CURVES = ("validation_loss", "validation_bits_per_byte", "train_loss")
@@ -130,6 +132,11 @@ class TeacherStudent:
                 f"checkpoint_every: must be a multiple of eval_every {self.eval_every} "
                 f"(got {self.checkpoint_every})"
             )
+
+    def reservation(self, cluster: ClusterConfig, workers: int) -> Reservation:
+        """The teacher (its actor, or its generation and measuring tasks) and the student's
+        Ray Train workers (``cluster.num_workers``, default 1)."""
+        return Reservation({"teacher": 1}, trained=cluster.num_workers or 1)
 
     def prepare(self, setup: Setup) -> TeacherStudentJob:
         name = "teacher_student"

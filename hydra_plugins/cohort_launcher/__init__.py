@@ -1,0 +1,1 @@
+"""Cohort's Hydra launcher plugin (``hydra/launcher=cohort``)."""
