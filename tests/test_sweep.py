@@ -1,4 +1,5 @@
-"""``hydra/launcher=cohort``: a multirun's jobs side by side on Ray, each in its own placement
+"""Hydra multiruns: the basic launcher (one job after another) and its report; and
+``hydra/launcher=cohort``: a multirun's jobs side by side on Ray, each in its own placement
 group. The same numbers as a sequential sweep for every protocol; a failing job recorded and the
 others going on; a killed job retried from its checkpoint to the same numbers; Ctrl-C and
 ``resume=true``."""
@@ -23,9 +24,7 @@ def summary(folder: Path) -> dict:
 def records(folder: Path) -> list[dict]:
     """A run's records without their wall-clock fields."""
     lines = (folder / "metrics.jsonl").read_text().splitlines()
-    return [
-        {k: v for k, v in json.loads(line).items() if not k.endswith(TIMES)} for line in lines
-    ]
+    return [{k: v for k, v in json.loads(line).items() if not k.endswith(TIMES)} for line in lines]
 
 
 def sweep_record(sweep: Path) -> dict[int, dict]:
@@ -44,6 +43,29 @@ def wait_for(predicate, proc, timeout: float) -> bool:
 def rounds_in(folder: Path) -> int:
     metrics = folder / "metrics.jsonl"
     return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+
+def test_two_job_multirun_and_its_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "-m",
+        "seed=0,1",
+        "protocol.rounds=3",
+        "protocol.eval_every=1",
+        "progress=false",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = sorted(sweep.glob("*/summary.json"))
+    assert len(summaries) == 2
+    seeds = sorted(json.loads(p.read_text())["config"]["seed"] for p in summaries)
+    assert seeds == [0, 1]
+
+    report = run_cli("report", str(sweep))
+    assert report.returncode == 0, report.stderr
+    assert "test_accuracy" in report.stdout and "(2)" in report.stdout
+    assert (sweep / "report_test_accuracy.png").stat().st_size > 0
+    assert (sweep / "report.csv").exists()
 
 
 def test_a_failing_job_is_recorded_and_the_others_go_on(tmp_path):
