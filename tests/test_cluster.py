@@ -10,6 +10,7 @@ the machine never mistakes it for the latest local cluster. The test process's o
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,53 @@ def test_a_run_survives_the_loss_of_a_worker_node(cluster, local_sha, tmp_path):
     lost_at = [r["round"] for r in history if r["worker_restarts"]]
     assert len(lost_at) == 1 and lost_at[0] < len(history), f"worker lost at {lost_at}"
     assert summary(run_dir)["params_sha256"] == local_sha
+
+
+def test_a_sweep_side_by_side_spreads_over_the_nodes_and_retries_a_job_lost_with_its_node(
+    cluster, tmp_path
+):
+    """Three identical jobs (``name`` changes no number) on the launcher: one job per node of
+    one CPU; the node of a job's own process is removed while it runs; that job is retried from
+    its checkpoint on the nodes left and ends with the others' numbers."""
+    while live_nodes(cluster) < 3:  # a node an earlier test removed
+        cluster.add_node(**NODE)
+        cluster.wait_for_nodes()
+    sweep = tmp_path / "sweep"
+    long_run = [*RUN, "protocol.rounds=80", "protocol.checkpoint_every=5"]
+    proc = start_cli(
+        "-m", "hydra/launcher=cohort", *long_run, *remote(cluster), "name=a,b,c",
+        f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+
+    def header(job: int) -> list[str]:  # [job K] pid P on node N (IP): overrides
+        log = sweep / str(job) / "log.txt"
+        return log.read_text().split() if log.exists() else []
+
+    def going() -> bool:
+        return all(len(header(job)) > 6 and rounds(sweep / str(job)) >= 3 for job in range(3))
+
+    deadline = time.monotonic() + 240
+    while not going() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert going(), proc.stderr.read()[-3000:] if proc.poll() is not None else "no start"
+    nodes = {job: header(job)[6] for job in range(3)}
+    assert len(set(nodes.values())) == 3, nodes  # one job per node
+    by_id = {node.node_id: node for node in cluster.worker_nodes}
+    lost = next(job for job, node in nodes.items() if node in by_id)
+    cluster.remove_node(by_id[nodes[lost]])
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    record = {job["job"]: job for job in json.loads((sweep / "sweep.json").read_text())["jobs"]}
+    assert [record[job]["status"] for job in range(3)] == ["done"] * 3
+    assert record[lost]["attempts"] == 2 and "infrastructure fault" in stderr
+    shas = {summary(sweep / str(job))["params_sha256"] for job in range(3)}
+    assert len(shas) == 1
+    assert live_nodes(cluster) == 2
+
+
+def rounds(run_dir: Path) -> int:
+    metrics = run_dir / "metrics.jsonl"
+    return len(metrics.read_text().splitlines()) if metrics.exists() else 0
 
 
 def test_balance_is_longest_processing_time_first():

@@ -1,5 +1,6 @@
-"""The distribution ships its configs: a wheel of the checkout, installed (not editable) into a
-fresh environment, runs ``cohort`` from another directory."""
+"""The distribution ships its configs and its Hydra launcher: a wheel of the checkout, installed
+(not editable) into a fresh environment, runs ``cohort`` and a sweep on ``hydra/launcher=cohort``
+from another directory."""
 
 from __future__ import annotations
 
@@ -46,3 +47,12 @@ def test_wheel_installs_and_runs_from_any_directory(tmp_path):
        cwd=elsewhere)  # fmt: skip
     summary = json.loads((elsewhere / "run" / "summary.json").read_text())
     assert summary["rounds"] == 2 and summary["config"]["algorithm"]["client_lr"] == 0.05
+
+    # The sweep launcher is found by Hydra in the installed distribution (hydra_plugins).
+    module = "import hydra_plugins.cohort_launcher.cohort_launcher as m; print(m.__file__)"
+    where = sh(env / "bin" / "python", "-c", module, cwd=elsewhere)
+    assert Path(where.strip()).is_relative_to(env), where
+    sh(env / "bin" / "cohort", "-m", "hydra/launcher=cohort", "seed=0,1", "protocol.rounds=2",
+       "progress=false", "hydra.sweep.dir=sweep", cwd=elsewhere)  # fmt: skip
+    jobs = json.loads((elsewhere / "sweep" / "sweep.json").read_text())["jobs"]
+    assert [job["status"] for job in jobs] == ["done", "done"]

@@ -136,3 +136,47 @@ def test_ctrl_c_keeps_finished_jobs_and_resume_runs_the_rest(ray_session, tmp_pa
     alone = sim.run([*run, "seed=1", "progress=false", f"output_dir={tmp_path / 'alone'}"])
     assert summary(sweep / "1")["params_sha256"] == summary(alone.output_dir)["params_sha256"]
     assert records(sweep / "1") == records(alone.output_dir)
+
+
+LM = ["env.vocab_size=512", "model.layers=1", "model.width=32", "model.heads=2",
+      "model.context=32", "protocol.steps=2", "protocol.eval_every=2"]  # fmt: skip
+SYNTHESIS = ["protocol.samples=20", "protocol.min_mauve_samples=20", "protocol.length=12",
+             "protocol.train_examples=64", "protocol.downstream.steps=2",
+             "protocol.downstream.eval_examples=16",
+             "protocol.downstream.vocab_size=300"]  # fmt: skip
+EVERY_PROTOCOL = {  # one small job of each protocol, with the actors and tasks it places
+    "federated": ["protocol.rounds=2", "protocol.eval_every=1"],
+    "centralized": ["protocol=centralized", "protocol.rounds=1"],
+    "active": ["algorithm=margin", "protocol.seed_size=10", "protocol.budget=20",
+               "learner.epochs=5"],
+    "covering": ["algorithm=explore_commit"],
+    "retraining": ["algorithm=distill", "learner.epochs=5"],
+    "teacher_student": ["algorithm=salt", "algorithm.kd_steps=2", *LM,
+                        "protocol.teacher.layers=1", "protocol.teacher.width=16",
+                        "protocol.teacher.heads=2", "protocol.teacher.steps=2",
+                        "protocol.teacher.batch_size=4"],
+    "pretraining": ["algorithm=span_corruption", *LM, "model.decoder_layers=1",
+                    "protocol.downstream.at=[1.0]", "protocol.downstream.steps=2"],
+    "synthesis": ["algorithm=softsrv", *SYNTHESIS, "protocol.steps=2", "protocol.log_every=1",
+                  "protocol.batch_size=4", "protocol.micro_batch=2",
+                  "protocol.generation_batch=20"],
+}  # fmt: skip
+
+
+def test_every_protocol_gives_the_same_numbers_side_by_side_as_alone(ray_session, tmp_path):
+    """One small job of each protocol run alone (one after another, as the basic launcher
+    does) and the eight side by side by the launcher, in this test session's Ray: the same
+    records and parameters."""
+    from sim.runtime.sweep import run_jobs
+
+    jobs = [[*overrides, "progress=false"] for overrides in EVERY_PROTOCOL.values()]
+    alone = [sim.run([*job, f"output_dir={tmp_path / 'alone' / str(k)}"]).output_dir
+             for k, job in enumerate(jobs)]  # fmt: skip
+    sweep = tmp_path / "sweep"
+    returned = run_jobs(jobs, sweep, progress=False)
+    record = sweep_record(sweep)
+    assert [record[k]["status"] for k in range(len(jobs))] == ["done"] * len(jobs), record
+    assert len(returned) == len(jobs)
+    for k, kind in enumerate(EVERY_PROTOCOL):
+        assert summary(sweep / str(k))["params_sha256"] == summary(alone[k])["params_sha256"], kind
+        assert records(sweep / str(k)) == records(alone[k]), kind
