@@ -56,7 +56,7 @@ class SharedRay(Callback):
         if self.started:
             cluster = OmegaConf.to_object(OmegaConf.merge(ClusterConfig, config.cluster))
             side_by_side = str(config.hydra.launcher.get("_target_", "")).endswith("CohortLauncher")
-            start_ray(cluster, log_to_driver=not side_by_side)
+            start_ray(cluster, side_by_side=side_by_side)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if getattr(self, "started", False):

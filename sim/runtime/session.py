@@ -10,6 +10,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from typing import Any
 
 import ray
 from ray._private import ray_constants
@@ -130,6 +131,7 @@ def start_local_ray(
     timeout_s: float = 180.0,
     worker_setup: bool = True,
     log_to_driver: bool = True,
+    system_config: dict[str, Any] | None = None,
 ) -> None:
     """An embedded Ray on loopback only, never joining a running cluster (``RAY_ADDRESS`` or the
     one last started with ``ray start`` are ignored). A start that has not finished within
@@ -153,6 +155,7 @@ def start_local_ray(
                 logging_level=logging.WARNING,
                 runtime_env=WORKER_SETUP if worker_setup else None,
                 log_to_driver=log_to_driver,
+                _system_config=system_config,
             )
     finally:
         token_logger.setLevel(level)
@@ -188,16 +191,29 @@ def join_cluster(
         raise CohortError(f"cluster.address: cannot join {address}: {error}{hint}") from None
 
 
+def side_by_side_config(num_cpus: int) -> dict[str, Any]:
+    """Ray's settings for a local Ray that runs a sweep's jobs side by side: every job in flight
+    holds a worker process of its own (its driver) beside the workers of its tasks, so Ray may
+    keep twice as many idle workers as CPUs before it ends some (each restart costs seconds of
+    imports); and a placement group waits at most 0.1 s between tries for freed resources (Ray's
+    1 s otherwise: the next job's start)."""
+    return {
+        "num_workers_soft_limit": 2 * num_cpus,
+        "gcs_create_placement_group_retry_max_interval_ms": 100,
+    }
+
+
 def start_ray(
-    cluster: ClusterConfig, worker_setup: bool = True, log_to_driver: bool = True
+    cluster: ClusterConfig, worker_setup: bool = True, side_by_side: bool = False
 ) -> None:
     """Start an embedded Ray (local) or join the cluster at ``cluster.address`` (remote).
 
     ``worker_setup``: run :data:`WORKER_SETUP` in every worker process. It is a runtime
     environment, so Ray starts every worker afresh instead of using the ones it started with
     itself: about 1.3 s more before the first actor runs. Only jobs that run Ray Train need it.
-    ``log_to_driver``: the workers' console output is printed by this process too (a sweep run
-    side by side keeps each job's own output in its folder instead).
+    ``side_by_side``: for a sweep's jobs run side by side (``hydra/launcher=cohort``): the
+    workers' console output is not printed by this process (each job keeps its own in its
+    folder), and a local Ray gets :func:`side_by_side_config`.
     """
     if cluster.mode == "local":
         start_local_ray(
@@ -206,10 +222,14 @@ def start_ray(
             cluster.dashboard,
             cluster.start_timeout_s,
             worker_setup,
-            log_to_driver,
+            log_to_driver=not side_by_side,
+            system_config=side_by_side_config(cluster.num_cpus or os.cpu_count() or 1)
+            if side_by_side
+            else None,
         )
     else:
-        join_cluster(remote_address(cluster), cluster.start_timeout_s, worker_setup, log_to_driver)
+        address = remote_address(cluster)
+        join_cluster(address, cluster.start_timeout_s, worker_setup, not side_by_side)
 
 
 @contextmanager

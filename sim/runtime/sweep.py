@@ -112,7 +112,9 @@ class Job:
     node_id: str | None = None
     bundle_nodes: list[str] = field(default_factory=list)
     started: float = 0.0
+    submitted: float = 0.0
     wall_s: float = 0.0
+    overhead_s: float = 0.0  # from submitting to the job's start, and from its end to collecting
 
     def total(self) -> Resources:
         return add(*self.bundles, *self.trained)
@@ -129,6 +131,7 @@ class Job:
             "bundle_nodes": self.bundle_nodes,
             "reservation": {"bundles": self.bundles, "ray_train": self.trained},
             "wall_s": round(self.wall_s, 2),
+            "overhead_s": round(self.overhead_s, 2),
         }
 
 
@@ -245,6 +248,7 @@ def execute(
     went: ``done`` (and the task's value), ``failed`` or ``fault`` (and the one-line error)."""
     from sim.runtime.run import hydra_task
 
+    entered = time.time()
     setup_globals()
     Singleton.set_state(singleton_state)
     folder = Path(config.hydra.sweep.dir) / str(config.hydra.sweep.subdir)
@@ -275,7 +279,7 @@ def execute(
             print(f"cohort: error: {outcome['error']}", file=sys.stderr, flush=True)
     del returned
     gc.collect()  # the job's actor handles, if a cycle held one: its actors end now
-    return {**outcome, **where}
+    return {**outcome, **where, "entered": entered, "left": time.time()}
 
 
 class View:
@@ -343,6 +347,9 @@ class Sweep:
     ) -> None:
         self.jobs, self.settings, self.hydra_context, self.cwd = jobs, settings, hydra_context, cwd
         self.running: dict[Any, tuple[Job, Any]] = {}  # task ref -> (job, placement group)
+        # Placement groups of finished jobs, by their bundles, for the next job of that shape:
+        # a new group right after a removal waits for the freed resources (up to ~1 s here).
+        self.idle: dict[str, list[Any]] = {}
         self.remote = ray.remote(execute)
 
     def skip_finished(self) -> None:
@@ -385,11 +392,37 @@ class Sweep:
             raise
         finally:
             view.close()
+            self.drop_idle()
 
     def admits(self, job: Job) -> bool:
+        """Whether ``job`` fits beside the jobs in flight and the idle placement groups (one
+        of its own shape would be its own; if the others are in the way, they are removed)."""
         held = add(*(j.total() for j, _ in self.running.values()))
         have = add(*cluster_nodes())
-        return fits(add(held, job.total()), have)
+        if not fits(add(held, job.total()), have):
+            return False
+        own = shape(job.bundles)
+        others = self.idle_bundles(except_one=own)
+        if not fits(add(held, *others, job.total()), have):
+            for key in [k for k in self.idle if k != own]:  # in the way: give them back
+                self.drop_idle(key)
+        return True
+
+    def idle_bundles(self, except_one: str | None = None) -> list[Resources]:
+        """The bundles of the idle placement groups, less one group of shape ``except_one``."""
+        found = []
+        for key, groups in self.idle.items():
+            for group in groups[1:] if key == except_one else groups:
+                found += group.bundle_specs
+        return found
+
+    def drop_idle(self, key: str | None = None) -> None:
+        """Remove the idle placement groups (of one shape, or all)."""
+        from ray.util.placement_group import remove_placement_group
+
+        for found in [key] if key is not None else list(self.idle):
+            for group in self.idle.pop(found, []):
+                remove_placement_group(group)
 
     def submit(self, job: Job) -> None:
         from ray.util.placement_group import placement_group
@@ -401,7 +434,10 @@ class Sweep:
             # A job that got going resumes from its checkpoint (or starts again if it stopped
             # before the first); one that never wrote its config starts afresh.
             config.resume = (job.folder / CONFIG).exists()
-        group = placement_group(job.bundles, strategy="PACK") if job.bundles else None
+        group = None
+        if job.bundles:
+            pooled = self.idle.get(shape(job.bundles))
+            group = pooled.pop() if pooled else placement_group(job.bundles, strategy="PACK")
         strategy = (  # the job's own process beside its first bundle; the rest captured
             PlacementGroupSchedulingStrategy(
                 group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
@@ -412,7 +448,7 @@ class Sweep:
         ref = self.remote.options(
             num_cpus=0, max_retries=0, scheduling_strategy=strategy, name=f"sweep job {job.index}"
         ).remote(self.hydra_context, config, Singleton.get_state(), job.share, self.cwd)
-        job.status, job.started = "running", time.monotonic()
+        job.status, job.started, job.submitted = "running", time.monotonic(), time.time()
         self.running[ref] = (job, group)
 
     def collect(self, ref: Any) -> Job:
@@ -426,7 +462,9 @@ class Sweep:
             outcome = {"status": "fault", "error": one_line(error)}
         except ray.exceptions.RayError as error:
             outcome = {"status": "failed", "error": one_line(error)}
-        self.release(ref)
+        self.release(ref, keep=outcome["status"] != "fault")
+        if "entered" in outcome:  # the launcher's own time around the job's
+            job.overhead_s += outcome["entered"] - job.submitted + time.time() - outcome["left"]
         job.node = outcome.get("node", job.node)
         job.node_id = outcome.get("node_id", job.node_id)
         if outcome["status"] == "done":
@@ -445,12 +483,24 @@ class Sweep:
                 job.error = f"{job.attempts} attempts, each lost to a fault; last: {job.error}"
         return job
 
-    def release(self, ref: Any) -> None:
+    def release(self, ref: Any, keep: bool = False) -> None:
+        """The job's placement group: kept for the next job of its shape (``keep``: its job
+        ended by itself, and its actors with it), else removed, with whatever of the job still
+        holds its bundles."""
         from ray.util.placement_group import remove_placement_group
 
         _, group = self.running.pop(ref)
-        if group is not None:
-            remove_placement_group(group)  # and whatever of the job still holds its bundles
+        if group is None:
+            return
+        if keep:
+            self.idle.setdefault(shape(group.bundle_specs), []).append(group)
+        else:
+            remove_placement_group(group)
+
+
+def shape(bundles: Sequence[dict[str, float]]) -> str:
+    """A key of a placement group's bundles."""
+    return json.dumps([sorted(bundle.items()) for bundle in bundles])
 
 
 def bundle_nodes(group: Any) -> list[str]:
@@ -580,7 +630,7 @@ def run_jobs(
         HydraConfig.instance().set_config(config)
         context = HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(config))
         if not ray.is_initialized():
-            start_ray(OmegaConf.to_object(config.cluster), log_to_driver=False)
+            start_ray(OmegaConf.to_object(config.cluster), side_by_side=True)
         options = OmegaConf.to_container(config.hydra.launcher)
         options.pop("_target_")
         return launch(Settings(**options), context, config, job_overrides, 0)
