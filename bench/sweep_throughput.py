@@ -79,8 +79,8 @@ class Measured:
 def sweep_command(overrides: list[str], sweep_dir: Path, launcher: bool) -> list[str]:
     command = [sys.executable, "-m", "sim", *overrides, f"hydra.sweep.dir={sweep_dir}"]
     if launcher:
-        command += ["hydra/launcher=cohort", "hydra.launcher.progress=false"]
-    return command
+        return [*command, "hydra/launcher=cohort", "hydra.launcher.progress=false"]
+    return [*command, "hydra/launcher=basic"]  # the presets choose the launcher otherwise
 
 
 def shas(sweep_dir: Path) -> dict[str, str]:
