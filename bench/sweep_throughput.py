@@ -111,6 +111,9 @@ def cluster_child(overrides: list[str], sweep_dir: Path) -> None:
 
     temp = tempfile.mkdtemp(prefix="rb", dir="/tmp")  # short: Ray's socket paths are limited
     os.environ["RAY_TMPDIR"] = temp
+    # What the README asks of `ray start` for a side-by-side sweep (session.side_by_side_config)
+    os.environ["RAY_num_workers_soft_limit"] = "2"  # noqa: SIM112 (Ray reads this name)
+    os.environ["RAY_gcs_create_placement_group_retry_max_interval_ms"] = "100"  # noqa: SIM112
     node = {"num_cpus": 1, "node_ip_address": "127.0.0.1"}
     cluster = Cluster(initialize_head=True, head_node_args=node)
     for _ in range(2):

@@ -53,13 +53,13 @@ class SharedRay(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = not ray.is_initialized()
-        if self.started:
+        side_by_side = str(config.hydra.launcher.get("_target_", "")).endswith("CohortLauncher")
+        if self.started and not side_by_side:  # the launcher starts it, beside its planning
             cluster = OmegaConf.to_object(OmegaConf.merge(ClusterConfig, config.cluster))
-            side_by_side = str(config.hydra.launcher.get("_target_", "")).endswith("CohortLauncher")
-            start_ray(cluster, side_by_side=side_by_side)
+            start_ray(cluster)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if getattr(self, "started", False):
+        if getattr(self, "started", False) and ray.is_initialized():
             ray.shutdown()
 
 

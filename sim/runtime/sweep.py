@@ -152,19 +152,20 @@ def cluster_nodes() -> list[Resources]:
     ]
 
 
-def plan(
+Composed = list[tuple[Job, Any, ClusterConfig]]  # (job, its protocol, its cluster config)
+
+
+def compose_jobs(
     loader: Any,
     base: DictConfig,
     overrides: Sequence[Sequence[str]],
     first_index: int,
     sweep_dir: Path,
-    settings: Settings,
-    nodes: list[Resources],
-) -> list[Job]:
-    """Every job's config composed and checked and its reservation computed; a job refused
-    (its config, or a reservation no node can hold) is marked failed, with the reason."""
+) -> tuple[list[Job], Composed]:
+    """Every job's config composed and checked (no Ray needed: it runs beside Ray's start); a
+    job whose config is refused is marked failed, with the reason."""
     jobs = []
-    composed: list[tuple[Job, DictConfig, Any, ClusterConfig]] = []
+    composed: Composed = []
     for offset, job_overrides in enumerate(overrides):
         index = first_index + offset
         job = Job(index, list(job_overrides), sweep_dir / str(index))
@@ -185,21 +186,27 @@ def plan(
         except Exception as error:  # a refused job: recorded, never the end of the sweep
             job.status, job.error = "failed", one_line(error)
             continue
-        composed.append((job, config, protocol, cluster))
+        job.config = config
+        composed.append((job, protocol, cluster))
+    return jobs, composed
+
+
+def reserve(composed: Composed, settings: Settings, nodes: list[Resources]) -> None:
+    """Every composed job's reservation on a cluster of ``nodes``; a job no node could ever
+    hold is marked failed, with the reason."""
     total = add(*nodes)
     in_flight = min(len(composed), settings.max_concurrent or len(composed))
-    for job, config, protocol, cluster in composed:
+    for job, protocol, cluster in composed:
         workers = cluster.num_workers or settings.workers_per_job
         if workers is None:
             workers = worker_share(capacity(total, cluster.worker), in_flight)
         reservation: Reservation = reservation_of(protocol, cluster, workers)
-        job.config, job.share = config, reservation.group_sizes()
+        job.share = reservation.group_sizes()
         job.bundles = reservation.bundles(cluster)
         job.trained = reservation.trained_resources(cluster)
         refused = why_never(job.bundles, job.trained, nodes)
         if refused is not None:
             job.status, job.error = "failed", f"the job is too big for the cluster: {refused}"
-    return jobs
 
 
 @contextlib.contextmanager
@@ -430,10 +437,11 @@ class Sweep:
 
         job.attempts += 1
         config = job.config
-        with read_write(config), open_dict(config):
-            # A job that got going resumes from its checkpoint (or starts again if it stopped
-            # before the first); one that never wrote its config starts afresh.
-            config.resume = (job.folder / CONFIG).exists()
+        if config.resume or job.attempts > 1:  # resume=true, or a retry after a fault
+            with read_write(config), open_dict(config):
+                # A job that got going resumes from its checkpoint (or starts again if it
+                # stopped before the first); one that never wrote its config starts afresh.
+                config.resume = (job.folder / CONFIG).exists()
         group = None
         if job.bundles:
             pooled = self.idle.get(shape(job.bundles))
@@ -565,21 +573,18 @@ def launch(
     initial_job_idx: int,
 ) -> list[JobReturn]:
     """Plan and run one batch of a sweep's jobs; returns them in the batch's order."""
+    from sim.runtime.run import Beside
+    from sim.runtime.session import start_ray
+
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    if not ray.is_initialized():
-        raise CohortError(
-            "hydra/launcher=cohort: no Ray session (the SharedRay callback starts it)"
-        )
-    jobs = plan(
-        hydra_context.config_loader,
-        config,
-        job_overrides,
-        initial_job_idx,
-        sweep_dir,
-        settings,
-        cluster_nodes(),
-    )
+    loader = hydra_context.config_loader
+    composing = Beside(compose_jobs, loader, config, job_overrides, initial_job_idx, sweep_dir)
+    if not ray.is_initialized():  # the sweep's first batch: Ray starts beside the composing
+        cluster = OmegaConf.to_object(OmegaConf.merge(ClusterConfig, config.cluster))
+        start_ray(cluster, side_by_side=True)
+    jobs, composed = composing.result()
+    reserve(composed, settings, cluster_nodes())
     sweep = Sweep(jobs, settings, hydra_context, os.getcwd())
     sweep.skip_finished()
     print(f"[sweep] {len(jobs)} jobs in {sweep_dir}", flush=True)
@@ -607,7 +612,8 @@ def run_jobs(
     **settings: Any,
 ) -> list[JobReturn]:
     """From Python: the jobs ``job_overrides`` (each a list of overrides on top of
-    ``overrides``) side by side on the Ray of this process (started first if there is none),
+    ``overrides``) side by side on the Ray of this process (started if there is none; left
+    running),
     as ``hydra/launcher=cohort`` runs a sweep's jobs; ``settings``: ``hydra.launcher``'s."""
     from hydra import initialize_config_dir
     from hydra._internal.callbacks import Callbacks
@@ -616,7 +622,6 @@ def run_jobs(
     from hydra.types import RunMode
 
     from sim.runtime.config import CONF_DIR, register_schemas
-    from sim.runtime.session import start_ray
 
     register_schemas()
     launcher = [f"hydra.launcher.{key}={'null' if v is None else v}" for key, v in settings.items()]
@@ -629,8 +634,6 @@ def run_jobs(
         )
         HydraConfig.instance().set_config(config)
         context = HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(config))
-        if not ray.is_initialized():
-            start_ray(OmegaConf.to_object(config.cluster), side_by_side=True)
         options = OmegaConf.to_container(config.hydra.launcher)
         options.pop("_target_")
         return launch(Settings(**options), context, config, job_overrides, 0)
