@@ -331,7 +331,7 @@ class View:
             elapsed = clock(time.monotonic() - self.started)
             print(
                 f"[sweep {elapsed}] job {finished.index} {how} in {finished.wall_s:.1f} s "
-                f"on {finished.node}: {self.counts()}",
+                f"on {finished.node} (node {(finished.node_id or '?')[:8]}): {self.counts()}",
                 flush=True,
             )
 
