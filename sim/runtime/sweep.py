@@ -115,6 +115,7 @@ class Job:
     submitted: float = 0.0
     wall_s: float = 0.0
     overhead_s: float = 0.0  # from submitting to the job's start, and from its end to collecting
+    span: tuple[float, float] | None = None  # the last attempt's start and end (Unix time)
 
     def total(self) -> Resources:
         return add(*self.bundles, *self.trained)
@@ -132,6 +133,7 @@ class Job:
             "reservation": {"bundles": self.bundles, "ray_train": self.trained},
             "wall_s": round(self.wall_s, 2),
             "overhead_s": round(self.overhead_s, 2),
+            "span": self.span,
         }
 
 
@@ -473,6 +475,7 @@ class Sweep:
         self.release(ref, keep=outcome["status"] != "fault")
         if "entered" in outcome:  # the launcher's own time around the job's
             job.overhead_s += outcome["entered"] - job.submitted + time.time() - outcome["left"]
+            job.span = (outcome["entered"], outcome["left"])
         job.node = outcome.get("node", job.node)
         job.node_id = outcome.get("node_id", job.node_id)
         if outcome["status"] == "done":
