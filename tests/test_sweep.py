@@ -10,6 +10,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 import sim
 from tests.conftest import run_cli, start_cli
 
@@ -180,3 +182,32 @@ def test_every_protocol_gives_the_same_numbers_side_by_side_as_alone(ray_session
     for k, kind in enumerate(EVERY_PROTOCOL):
         assert summary(sweep / str(k))["params_sha256"] == summary(alone[k])["params_sha256"], kind
         assert records(sweep / str(k)) == records(alone[k]), kind
+
+
+def test_an_optuna_search_has_two_trials_in_flight_at_once(tmp_path):
+    """``hydra/sweeper=optuna`` (the ``optuna`` extra) hands the launcher batches of
+    ``n_jobs`` trials; each batch's two jobs run at the same time; the objective is the
+    runs' final test accuracy."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "search"
+    proc = run_cli(
+        "-m", "hydra/sweeper=optuna", "hydra/launcher=cohort", "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=4", "hydra.sweeper.direction=maximize",
+        "algorithm.client_lr=interval(0.01,0.3)", "objective=test_accuracy",
+        "protocol.rounds=5", "progress=false", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sweep_record(sweep)
+    assert [jobs[k]["status"] for k in range(4)] == ["done"] * 4
+    for a, b in ((0, 1), (2, 3)):  # a batch: both in flight at once
+        (start_a, end_a), (start_b, end_b) = jobs[a]["span"], jobs[b]["span"]
+        assert start_a < end_b and start_b < end_a
+    best = (sweep / "optimization_results.yaml").read_text()
+    accuracies = [summary(sweep / str(k))["final"]["test_accuracy"] for k in range(4)]
+    assert f"best_value: {max(accuracies)}" in best
+
+
+def test_a_missing_objective_is_named(tmp_path):
+    proc = run_cli("protocol.rounds=1", "objective=accuracy", f"output_dir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    assert "objective: the run has no final metric 'accuracy' (it has: " in proc.stderr

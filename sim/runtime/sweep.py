@@ -1,9 +1,11 @@
 """A Hydra multirun's jobs side by side on Ray: the engine of ``hydra/launcher=cohort``.
 
-Before the first job starts, every job's config is composed and checked, and its reservation
-computed (:mod:`sim.runtime.reservation`); a job whose config is refused, or that no node of the
-cluster could hold, is recorded as failed and the others go on. Then, in the sweep's order, a job
-starts once the jobs in flight leave room for it (and fewer than ``max_concurrent`` run): its
+Every job's config is composed and checked, and its reservation computed
+(:mod:`sim.runtime.reservation`), before it starts, in a thread that runs beside Ray's start and
+ahead of the jobs (about 0.1 s a job); a job whose config is refused, or that no node of the
+cluster could hold, is reported at once, recorded as failed, and the others go on. In the sweep's
+order, a job starts once the jobs in flight leave room for it (and fewer than ``max_concurrent``
+run): its
 placement group is created, and the job runs as a Ray task inside it, its actors and tasks
 captured by the group (gang scheduling: a job never waits for another's resources). The task
 runs Hydra's ``run_job`` with the app's task function (:func:`sim.runtime.run.hydra_task`) and
@@ -23,6 +25,7 @@ import contextlib
 import gc
 import json
 import os
+import queue
 import sys
 import time
 import traceback
@@ -154,61 +157,61 @@ def cluster_nodes() -> list[Resources]:
     ]
 
 
-Composed = list[tuple[Job, Any, ClusterConfig]]  # (job, its protocol, its cluster config)
+def compose_job(loader: Any, base: DictConfig, job: Job, sweep_dir: Path) -> tuple | None:
+    """The job's config composed and checked, and its protocol and cluster config built; None
+    if it is refused (the job is then marked failed, with the reason). No Ray needed."""
+    try:
+        config = loader.load_sweep_config(base, list(job.overrides))
+        with open_dict(config):
+            config.hydra.job.id = job.index
+            config.hydra.job.num = job.index
+            config.hydra.sweep.dir = str(sweep_dir)
+        job.folder = sweep_dir / str(config.hydra.sweep.subdir)
+        check_run_config(config)
+        protocol = build_component("protocol", config.protocol)
+        for group in COMPONENTS:
+            if config[group] is not None:
+                build_component(group, config[group])
+        cluster = OmegaConf.to_object(config.cluster)
+    except Exception as error:  # a refused job: recorded, never the end of the sweep
+        job.status, job.error = "failed", one_line(error)
+        return None
+    job.config = config
+    return protocol, cluster
 
 
-def compose_jobs(
-    loader: Any,
-    base: DictConfig,
-    overrides: Sequence[Sequence[str]],
-    first_index: int,
-    sweep_dir: Path,
-) -> tuple[list[Job], Composed]:
-    """Every job's config composed and checked (no Ray needed: it runs beside Ray's start); a
-    job whose config is refused is marked failed, with the reason."""
-    jobs = []
-    composed: Composed = []
-    for offset, job_overrides in enumerate(overrides):
-        index = first_index + offset
-        job = Job(index, list(job_overrides), sweep_dir / str(index))
-        jobs.append(job)
-        try:
-            config = loader.load_sweep_config(base, list(job_overrides))
-            with open_dict(config):
-                config.hydra.job.id = index
-                config.hydra.job.num = index
-                config.hydra.sweep.dir = str(sweep_dir)
-            job.folder = sweep_dir / str(config.hydra.sweep.subdir)
-            check_run_config(config)
-            protocol = build_component("protocol", config.protocol)
-            for group in COMPONENTS:
-                if config[group] is not None:
-                    build_component(group, config[group])
-            cluster = OmegaConf.to_object(config.cluster)
-        except Exception as error:  # a refused job: recorded, never the end of the sweep
-            job.status, job.error = "failed", one_line(error)
-            continue
-        job.config = config
-        composed.append((job, protocol, cluster))
-    return jobs, composed
+def compose_all(
+    loader: Any, base: DictConfig, jobs: list[Job], sweep_dir: Path, inbox: queue.Queue
+) -> None:
+    """Compose the jobs in order (in a thread), handing each to ``inbox`` as ``(job, protocol,
+    cluster)`` (``protocol`` None: refused); then None."""
+    try:
+        for job in jobs:
+            inbox.put((job, *(compose_job(loader, base, job, sweep_dir) or (None, None))))
+    finally:
+        inbox.put(None)
 
 
-def reserve(composed: Composed, settings: Settings, nodes: list[Resources]) -> None:
-    """Every composed job's reservation on a cluster of ``nodes``; a job no node could ever
-    hold is marked failed, with the reason."""
-    total = add(*nodes)
-    in_flight = min(len(composed), settings.max_concurrent or len(composed))
-    for job, protocol, cluster in composed:
-        workers = cluster.num_workers or settings.workers_per_job
-        if workers is None:
-            workers = worker_share(capacity(total, cluster.worker), in_flight)
-        reservation: Reservation = reservation_of(protocol, cluster, workers)
-        job.share = reservation.group_sizes()
-        job.bundles = reservation.bundles(cluster)
-        job.trained = reservation.trained_resources(cluster)
-        refused = why_never(job.bundles, job.trained, nodes)
-        if refused is not None:
-            job.status, job.error = "failed", f"the job is too big for the cluster: {refused}"
+def reserve(
+    job: Job,
+    protocol: Any,
+    cluster: ClusterConfig,
+    settings: Settings,
+    nodes: list[Resources],
+    in_flight: int,
+) -> None:
+    """The job's reservation on a cluster of ``nodes`` shared by ``in_flight`` jobs; a job no
+    node could ever hold is marked failed, with the reason."""
+    workers = cluster.num_workers or settings.workers_per_job
+    if workers is None:
+        workers = worker_share(capacity(add(*nodes), cluster.worker), in_flight)
+    reservation: Reservation = reservation_of(protocol, cluster, workers)
+    job.share = reservation.group_sizes()
+    job.bundles = reservation.bundles(cluster)
+    job.trained = reservation.trained_resources(cluster)
+    refused = why_never(job.bundles, job.trained, nodes)
+    if refused is not None:
+        job.status, job.error = "failed", f"the job is too big for the cluster: {refused}"
 
 
 @contextlib.contextmanager
@@ -337,6 +340,16 @@ class View:
                 flush=True,
             )
 
+    def refused(self, job: Job) -> None:
+        line = (
+            f"[sweep {clock(time.monotonic() - self.started)}] job {job.index} refused: {job.error}"
+        )
+        if self._progress is not None:
+            self._progress.console.print(line, markup=False, highlight=False)
+            self._progress.update(self._task, description=self.counts())
+        else:
+            print(line, flush=True)
+
     def close(self) -> None:
         if self._progress is not None:
             self._progress.update(self._task, description=self.counts())
@@ -355,40 +368,66 @@ class Sweep:
         self, jobs: list[Job], settings: Settings, hydra_context: HydraContext, cwd: str
     ) -> None:
         self.jobs, self.settings, self.hydra_context, self.cwd = jobs, settings, hydra_context, cwd
+        self.nodes = cluster_nodes()  # each node's resources when the sweep starts
+        self._total: tuple[float, Resources] = (time.monotonic(), add(*self.nodes))
+        self.in_flight = min(len(jobs), settings.max_concurrent or len(jobs))
         self.running: dict[Any, tuple[Job, Any]] = {}  # task ref -> (job, placement group)
         # Placement groups of finished jobs, by their bundles, for the next job of that shape:
         # a new group right after a removal waits for the freed resources (up to ~1 s here).
         self.idle: dict[str, list[Any]] = {}
         self.remote = ray.remote(execute)
 
-    def skip_finished(self) -> None:
-        """With ``resume=true``: the jobs whose folder holds a summary are done already."""
-        for job in self.jobs:
-            if job.status == "queued" and job.config.resume and (job.folder / SUMMARY).exists():
-                job.status = "finished_before"
-                job.value = finished_value(job)
+    def take(self, inbox: queue.Queue, ready: deque, view: View, wait: bool) -> bool:
+        """Move the jobs composed so far from ``inbox`` into ``ready`` (their reservations
+        computed; refused jobs reported, jobs finished before skipped); with ``wait``, wait a
+        little for one. Returns whether more are to come."""
+        while True:
+            try:
+                item = inbox.get(timeout=0.2) if wait else inbox.get_nowait()
+            except queue.Empty:
+                return True
+            if item is None:
+                return False
+            wait = False
+            job, protocol, cluster = item
+            if protocol is not None:
+                reserve(job, protocol, cluster, self.settings, self.nodes, self.in_flight)
+            if job.status == "failed":
+                view.refused(job)
+            elif job.config.resume and (job.folder / SUMMARY).exists():
+                job.status, job.value = "finished_before", finished_value(job)
+            else:
+                ready.append(job)
 
-    def run(self) -> None:
-        queue = deque(job for job in self.jobs if job.status == "queued")
+    def run(self, inbox: queue.Queue) -> None:
+        """Run the jobs as ``inbox`` hands them over composed (see :func:`compose_all`)."""
+        ready: deque[Job] = deque()
         view = View(self.jobs, self.settings.progress)
         limit = self.settings.max_concurrent or len(self.jobs)
+        composing = True
         try:
-            while queue or self.running:
-                while queue and len(self.running) < limit and self.admits(queue[0]):
-                    self.submit(queue.popleft())
-                if queue and not self.running and not self.admits(queue[0]):
-                    job = queue.popleft()  # the cluster shrank: it will never fit now
+            while composing or ready or self.running:
+                if composing:
+                    idle = not ready and not self.running
+                    composing = self.take(inbox, ready, view, wait=idle)
+                while ready and len(self.running) < limit and self.admits(ready[0]):
+                    self.submit(ready.popleft())
+                if ready and not self.running and not self.admits(ready[0]):
+                    job = ready.popleft()  # the cluster shrank: it will never fit now
                     job.status = "failed"
                     job.error = f"the job does not fit the cluster's nodes now ({job.total()})"
                     view.update(job)
                     continue
-                ready, _ = ray.wait(list(self.running), num_returns=1, timeout=0.5)
-                for ref in ready:
+                if not self.running:
+                    continue
+                timeout = 0.05 if composing and not ready else 0.5  # a job may come, or end
+                done, _ = ray.wait(list(self.running), num_returns=1, timeout=timeout)
+                for ref in done:
                     job = self.collect(ref)
                     if job.status == "queued":
-                        queue.appendleft(job)  # a fault: again, from its checkpoint
+                        ready.appendleft(job)  # a fault: again, from its checkpoint
                     view.update(job)
-                if not ready:
+                if not done:
                     view.update()
         except BaseException:  # Ctrl-C, or the sweep's own Ray lost: stop what runs
             for ref, (job, _) in list(self.running.items()):
@@ -407,7 +446,7 @@ class Sweep:
         """Whether ``job`` fits beside the jobs in flight and the idle placement groups (one
         of its own shape would be its own; if the others are in the way, they are removed)."""
         held = add(*(j.total() for j, _ in self.running.values()))
-        have = add(*cluster_nodes())
+        have = self.cluster_total()
         if not fits(add(held, job.total()), have):
             return False
         own = shape(job.bundles)
@@ -416,6 +455,13 @@ class Sweep:
             for key in [k for k in self.idle if k != own]:  # in the way: give them back
                 self.drop_idle(key)
         return True
+
+    def cluster_total(self) -> Resources:
+        """The live nodes' resources together, read again at most once a second."""
+        read_at, total = self._total
+        if time.monotonic() - read_at > 1.0:
+            self._total = (time.monotonic(), add(*cluster_nodes()))
+        return self._total[1]
 
     def idle_bundles(self, except_one: str | None = None) -> list[Resources]:
         """The bundles of the idle placement groups, less one group of shape ``except_one``."""
@@ -575,27 +621,28 @@ def launch(
     job_overrides: Sequence[Sequence[str]],
     initial_job_idx: int,
 ) -> list[JobReturn]:
-    """Plan and run one batch of a sweep's jobs; returns them in the batch's order."""
+    """Compose, check and run one batch of a sweep's jobs; returns them in the batch's order."""
     from sim.runtime.run import Beside
     from sim.runtime.session import start_ray
 
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    loader = hydra_context.config_loader
-    composing = Beside(compose_jobs, loader, config, job_overrides, initial_job_idx, sweep_dir)
+    jobs = [
+        Job(initial_job_idx + k, list(overrides), sweep_dir / str(initial_job_idx + k))
+        for k, overrides in enumerate(job_overrides)
+    ]
+    # The jobs are composed and checked in a thread: beside Ray's start, then beside the first
+    # jobs (about 0.1 s a job: ahead of the jobs, so a refusal is reported within the time the
+    # whole sweep's composing takes, and the jobs before it have not waited for it).
+    inbox: queue.Queue = queue.Queue()
+    Beside(compose_all, hydra_context.config_loader, config, jobs, sweep_dir, inbox)
     if not ray.is_initialized():  # the sweep's first batch: Ray starts beside the composing
         cluster = OmegaConf.to_object(OmegaConf.merge(ClusterConfig, config.cluster))
         start_ray(cluster, side_by_side=True)
-    jobs, composed = composing.result()
-    reserve(composed, settings, cluster_nodes())
     sweep = Sweep(jobs, settings, hydra_context, os.getcwd())
-    sweep.skip_finished()
     print(f"[sweep] {len(jobs)} jobs in {sweep_dir}", flush=True)
-    for job in jobs:
-        if job.status == "failed":
-            print(f"[sweep] job {job.index} refused: {job.error}", flush=True)
     try:
-        sweep.run()
+        sweep.run(inbox)
     finally:
         write_record(sweep_dir, jobs)
         table = failure_table(jobs)
