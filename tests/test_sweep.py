@@ -113,7 +113,7 @@ def test_ctrl_c_keeps_finished_jobs_and_resume_runs_the_rest(ray_session, tmp_pa
     """One job at a time: Ctrl-C while job 1 runs; ``resume=true`` skips job 0 (its summary
     untouched), continues job 1 from its checkpoint and runs job 2; the numbers are those of
     an uninterrupted run."""
-    run = ["protocol.rounds=100", "protocol.eval_every=5", "protocol.checkpoint_every=5"]
+    run = ["protocol.rounds=150", "protocol.eval_every=5", "protocol.checkpoint_every=5"]
     sweep = tmp_path / "sweep"
     command = [
         "-m", "hydra/launcher=cohort", "hydra.launcher.max_concurrent=1", *run, "seed=0,1,2",
@@ -121,9 +121,10 @@ def test_ctrl_c_keeps_finished_jobs_and_resume_runs_the_rest(ray_session, tmp_pa
     ]  # fmt: skip
     proc = start_cli(*command)
     assert wait_for(lambda: rounds_in(sweep / "1") >= 12, proc, 240), proc.stderr.read()[-3000:]
+    assert proc.poll() is None, f"the sweep ended before Ctrl-C: {proc.stderr.read()[-3000:]}"
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0, stderr[-3000:]
     assert (sweep / "0" / "summary.json").exists()
     assert not (sweep / "1" / "summary.json").exists() and not (sweep / "2").exists()
     assert sweep_record(sweep)[1]["status"] == "interrupted"
