@@ -330,6 +330,9 @@ class View:
 
     def update(self, finished: Job | None = None) -> None:
         if self._progress is not None:
+            if finished is not None and finished.status == "failed":  # stays above the line
+                line = f"job {finished.index} failed: {finished.error}"
+                self._progress.console.print(line, markup=False, highlight=False)
             self._progress.update(self._task, description=self.counts())
         elif finished is not None:
             how = f"{finished.status} ({finished.error})" if finished.error else finished.status
