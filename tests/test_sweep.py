@@ -119,7 +119,9 @@ def test_ctrl_c_keeps_finished_jobs_and_resume_runs_the_rest(ray_session, tmp_pa
         "-m", "hydra/launcher=cohort", "hydra.launcher.max_concurrent=1", *run, "seed=0,1,2",
         f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
-    proc = start_cli(*command)
+    # Ctrl-C as a terminal sends it: to a process whose SIGINT is not ignored (a test before may
+    # have left this process ignoring it, and an ignored signal stays ignored across exec).
+    proc = start_cli(*command, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert wait_for(lambda: rounds_in(sweep / "1") >= 12, proc, 240), proc.stderr.read()[-3000:]
     assert proc.poll() is None, f"the sweep ended before Ctrl-C: {proc.stderr.read()[-3000:]}"
     proc.send_signal(signal.SIGINT)
