@@ -9,6 +9,7 @@ resolve string annotations.)
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
@@ -34,19 +35,8 @@ ConfigStore.instance().store(
 
 
 class CohortLauncher(Launcher):
-    def __init__(
-        self,
-        max_concurrent: int | None = None,
-        workers_per_job: int | None = None,
-        max_retries: int = 2,
-        progress: bool | None = None,
-    ) -> None:
-        self.options = dict(
-            max_concurrent=max_concurrent,
-            workers_per_job=workers_per_job,
-            max_retries=max_retries,
-            progress=progress,
-        )
+    def __init__(self, **options: Any) -> None:
+        self.options = options  # hydra.launcher's fields (CohortLauncherConf)
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
 

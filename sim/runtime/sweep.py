@@ -114,8 +114,7 @@ class Job:
     node: str | None = None
     node_id: str | None = None
     bundle_nodes: list[str] = field(default_factory=list)
-    started: float = 0.0
-    submitted: float = 0.0
+    submitted: float = 0.0  # Unix time of the last attempt's submission
     wall_s: float = 0.0
     overhead_s: float = 0.0  # from submitting to the job's start, and from its end to collecting
     span: tuple[float, float] | None = None  # the last attempt's start and end (Unix time)
@@ -507,12 +506,12 @@ class Sweep:
         ref = self.remote.options(
             num_cpus=0, max_retries=0, scheduling_strategy=strategy, name=f"sweep job {job.index}"
         ).remote(self.hydra_context, config, Singleton.get_state(), job.share, self.cwd)
-        job.status, job.started, job.submitted = "running", time.monotonic(), time.time()
+        job.status, job.submitted = "running", time.time()
         self.running[ref] = (job, group)
 
     def collect(self, ref: Any) -> Job:
         job, group = self.running[ref]
-        job.wall_s += time.monotonic() - job.started
+        job.wall_s += time.time() - job.submitted
         if group is not None:
             job.bundle_nodes = bundle_nodes(group)
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ import ray
 
 from sim.errors import CohortError, ConfigError
 from sim.runtime.config import ClusterConfig, ResourceSpec
+from sim.runtime.reservation import capacity, fits, resources_of
 
 if TYPE_CHECKING:
     import torch
@@ -65,23 +65,11 @@ def balance(costs: Sequence[float], bins: int) -> list[int]:
 def worker_capacity(worker: ResourceSpec, role: str = "worker") -> int | None:
     """How many actors of ``worker``'s resources the cluster holds now, or the job's share of
     ``role`` when it runs in a sweep's reservation (:func:`job_share`); None: it asks for none."""
-    if not (worker.num_cpus or worker.num_gpus or any(worker.resources.values())):
+    if not resources_of(worker):
         return None
     if _job_share is not None:
         return _job_share.get(role, 0)
-    total = ray.cluster_resources()
-    fits = [math.floor(total.get("CPU", 0) / worker.num_cpus + 1e-9)] if worker.num_cpus else []
-    if worker.num_gpus:
-        fits.append(math.floor(total.get("GPU", 0) / worker.num_gpus + 1e-9))
-    for name, amount in worker.resources.items():
-        if amount:
-            fits.append(math.floor(total.get(name, 0) / amount + 1e-9))
-    return min(fits)
-
-
-def _fits(node: dict[str, float], options: dict[str, Any]) -> bool:
-    wants = {"CPU": options["num_cpus"], "GPU": options["num_gpus"], **options.get("resources", {})}
-    return all(node.get(name, 0.0) + 1e-9 >= amount for name, amount in wants.items() if amount)
+    return capacity(ray.cluster_resources(), worker)
 
 
 def _resources(amounts: dict[str, float]) -> dict[str, float]:
@@ -96,7 +84,7 @@ def check_roles(cluster: ClusterConfig, roles: Sequence[str]) -> None:
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     for role in roles:
         options = getattr(cluster, role).ray_options()
-        if not any(_fits(node, options) for node in nodes):
+        if not any(fits(resources_of(getattr(cluster, role)), node) for node in nodes):
             have = "; ".join(
                 ", ".join(f"{k} {v:g}" for k, v in _resources(n).items()) for n in nodes
             )
