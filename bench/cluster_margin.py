@@ -40,8 +40,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from algorithms.cluster_margin import ClusterMargin, exact_hac, two_level_hac  # noqa: E402
-from algorithms.margin import Margin  # noqa: E402
+from algorithms.active.cluster_margin import ClusterMargin, exact_hac, two_level_hac  # noqa: E402
+from algorithms.active.margin import Margin  # noqa: E402
 from sim.interfaces.active import LearnerOutputs  # noqa: E402
 
 CUT = 1000  # clusters of the timing runs

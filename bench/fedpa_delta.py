@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from algorithms.fedpa import posterior_delta, shrinkage_covariance
+from algorithms.federated.fedpa import posterior_delta, shrinkage_covariance
 
 
 def best_time(fn, *args, repeats: int) -> float:

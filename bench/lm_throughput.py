@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 import sim
-from envs.gpt import GPT
 from envs.text import TextCorpus
+from models.gpt import GPT
 from sim.protocols.teacher_student.data import step_windows, window_starts, window_tokens
 from sim.protocols.teacher_student.trainer import LoopSettings, learning_rate
 from sim.training.distill import next_token_loss

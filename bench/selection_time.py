@@ -16,12 +16,12 @@ import time
 
 import numpy as np
 
-from algorithms.badge import Badge
-from algorithms.coreset import Coreset
-from algorithms.entropy import Entropy
-from algorithms.least_confidence import LeastConfidence
-from algorithms.margin import Margin
-from algorithms.random_selection import RandomSelection
+from algorithms.active.badge import Badge
+from algorithms.active.coreset import Coreset
+from algorithms.active.entropy import Entropy
+from algorithms.active.least_confidence import LeastConfidence
+from algorithms.active.margin import Margin
+from algorithms.active.random_selection import RandomSelection
 from sim.interfaces.active import LearnerOutputs
 
 SELECTORS = {

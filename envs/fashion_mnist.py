@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.data_dirs import candidate_dirs, first_holding
 from envs.partition import dirichlet_partition, iid_partition, shard_partition
 from sim import checks, seeding
+from sim.data_dirs import candidate_dirs, first_holding
 from sim.interfaces.active import PoolData
 from sim.interfaces.federated import FederatedData
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.data_dirs import DATA_DIR_VARIABLE, USER_DATA_DIR, candidate_dirs, first_holding
 from sim import checks, seeding
+from sim.data_dirs import DATA_DIR_VARIABLE, USER_DATA_DIR, candidate_dirs, first_holding
 from sim.interfaces.active import PoolData
 
 R_LIBRARY = Path("usr/lib/R/site-library")

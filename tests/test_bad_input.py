@@ -72,10 +72,12 @@ def test_typo_inside_a_group_yaml_names_the_key(tmp_path):
 
     from sim.runtime.config import build_component
 
-    node = OmegaConf.create({"_target_": "algorithms.fedavg.FedAvg", "clinet_lr": 0.1})
+    node = OmegaConf.create({"_target_": "algorithms.federated.fedavg.FedAvg", "clinet_lr": 0.1})
     with pytest.raises(ConfigError, match=r"algorithm\.clinet_lr"):
         build_component("algorithm", node)
-    node = OmegaConf.create({"_target_": "algorithms.fedavg.FedAvg", "local_epochs": "two"})
+    node = OmegaConf.create(
+        {"_target_": "algorithms.federated.fedavg.FedAvg", "local_epochs": "two"}
+    )
     with pytest.raises(ConfigError, match=r"algorithm\.local_epochs"):
         build_component("algorithm", node)
 

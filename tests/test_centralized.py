@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import sim
-from algorithms.fedavg import FedAvg
-from envs.models import LogisticRegression
+from algorithms.federated.fedavg import FedAvg
 from envs.synthetic import Synthetic
+from models.linear import LogisticRegression
 from sim import seeding
 from sim.errors import CohortError
 from sim.training.model import ClientData, ClientModel, initial_params

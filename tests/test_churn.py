@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 import sim
-from algorithms.churn import Anchor, Distill, Retrain, anchor_targets, distillation_targets
+from algorithms.retraining.churn import (
+    Anchor,
+    Distill,
+    Retrain,
+    anchor_targets,
+    distillation_targets,
+)
 from sim.errors import CohortError, ConfigError
 from sim.protocols.retraining.metrics import churn_metrics
 from sim.protocols.retraining.protocol import base_subset

@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial.distance import cdist, pdist, squareform
 from sklearn.metrics import adjusted_rand_score
 
-from algorithms.cluster_margin import (
+from algorithms.active.cluster_margin import (
     ClusterMargin,
     average_linkage,
     canonical,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import sim
-from algorithms.covering import (
+from algorithms.covering.active_covering import (
     ClassifierCover,
     ExploreCommit,
     OfflineCover,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.distillspec import DistillSpec, divergence, exact_acceptance
-from algorithms.speculative import acceptance_rate, plain_generate, speculative_generate
-from envs.gpt import GPT
+from algorithms.teacher_student.distillspec import DistillSpec, divergence, exact_acceptance
+from models.gpt import GPT
 from sim.interfaces.teacher_student import Generation, SoftLabels
 from sim.training.distill import agreement, greedy_agreement, next_token_loss
 from sim.training.sampling import sample_continuations
+from sim.training.speculative import acceptance_rate, plain_generate, speculative_generate
 
 P = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]])
 Q = torch.tensor([[0.2, 0.2, 0.6], [0.1, 0.3, 0.6]])

@@ -11,9 +11,7 @@ import pytest
 import torch
 
 import envs.fashion_mnist as fm
-from envs.data_dirs import DATA_DIR_VARIABLE
 from envs.fashion_mnist import FashionMNIST
-from envs.models import CNN, MLP, LogisticRegression
 from envs.partition import (
     dirichlet_partition,
     iid_partition,
@@ -21,6 +19,10 @@ from envs.partition import (
     shard_partition,
 )
 from envs.synthetic import Synthetic
+from models.cnn import CNN
+from models.linear import LogisticRegression
+from models.mlp import MLP
+from sim.data_dirs import DATA_DIR_VARIABLE
 from sim.interfaces.federated import FederatedData
 
 LABELS = np.repeat(np.arange(10), 500)  # a balanced 10-class training set

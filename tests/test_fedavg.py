@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from algorithms.fedavg import FedAvg
+from algorithms.federated.fedavg import FedAvg
 from sim.interfaces.federated import ClientUpdate, FederatedData
 from sim.protocols.federated.actors import run_task
 from sim.protocols.federated.server import combine

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from algorithms.fedavg import FedAvg
-from algorithms.fedpa import FedPA, posterior_delta, shrinkage_covariance
+from algorithms.federated.fedavg import FedAvg
+from algorithms.federated.fedpa import FedPA, posterior_delta, shrinkage_covariance
 from sim.training.model import ClientData, ClientModel
 
 
@@ -127,7 +127,7 @@ def test_invalid_hyperparameters_name_the_field(field, value):
 
 def run_rounds(algorithm, data, rounds: int) -> float:
     """Full-participation rounds without Ray; the final distance to the global optimum."""
-    from envs.models import LinearRegression
+    from models.linear import LinearRegression
     from sim.protocols.federated.actors import run_task
     from sim.protocols.federated.server import combine
 

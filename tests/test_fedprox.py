@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import sim
-from algorithms.fedavg import FedAvg
-from algorithms.fedprox import FedProx, proximal_term
+from algorithms.federated.fedavg import FedAvg
+from algorithms.federated.fedprox import FedProx, proximal_term
 from sim.errors import ConfigError
 from sim.protocols.federated.actors import check_client_engine, run_task
 from sim.training.model import ClientData

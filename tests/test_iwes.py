@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.iwes import (
+from algorithms.active.iwes import (
     IWeS,
     disagreement_probability,
     entropy_probability,
     importance_sample,
 )
+from models.learner import EnsembleLearner, MLPLearner
 from sim.interfaces.active import LearnerOutputs, WeightedSelection
-from sim.training.learner import EnsembleLearner, MLPLearner, expose
+from sim.training.learner import expose
 from sim.training.model import ClientData, ClientModel
 from sim.training.sgd import SGD, train_epochs
 

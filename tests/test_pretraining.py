@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import sim
-from algorithms.spactor import SpacTor
-from envs.t5 import T5
+from algorithms.pretraining.spactor import SpacTor
+from models.t5 import T5
 from sim.errors import ConfigError
 from sim.protocols.pretraining.downstream import span_matches, split_at, task_data
 from sim.protocols.pretraining.loop import inverse_sqrt_rate

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.salt import SALT, selection_scores
-from envs.gpt import GPT
+from algorithms.teacher_student.salt import SALT, selection_scores
 from envs.text import TextCorpus, split_documents, train_tokenizer
+from models.gpt import GPT
 from sim.training.distill import distillation_loss, next_token_loss, top_k_soft_labels
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from algorithms.badge import Badge, gradient_embeddings, gradient_factors, kmeans_plus_plus
-from algorithms.coreset import Coreset, k_center_greedy
-from algorithms.entropy import Entropy, entropy_scores
-from algorithms.least_confidence import LeastConfidence, least_confidence_scores
-from algorithms.margin import Margin, margin_scores
-from algorithms.random_selection import RandomSelection
+from algorithms.active.badge import Badge, gradient_embeddings, gradient_factors, kmeans_plus_plus
+from algorithms.active.coreset import Coreset, k_center_greedy
+from algorithms.active.entropy import Entropy, entropy_scores
+from algorithms.active.least_confidence import LeastConfidence, least_confidence_scores
+from algorithms.active.margin import Margin, margin_scores
+from algorithms.active.random_selection import RandomSelection
 from sim.interfaces.active import LearnerOutputs, lowest_unlabeled
 
 P = np.array(

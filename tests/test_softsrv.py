@@ -11,8 +11,8 @@ import torch
 import transformers  # noqa: E402  (after torch: the order the protocol imports them in)
 
 import sim
-from algorithms.hard_prompt import HardPrompt
-from algorithms.softsrv import ContextualPrompt, MixturePrompt, SinglePrompt, SoftSRV
+from algorithms.synthesis.hard_prompt import HardPrompt
+from algorithms.synthesis.softsrv import ContextualPrompt, MixturePrompt, SinglePrompt, SoftSRV
 from envs.target_text import functions, paragraphs
 from sim.errors import CohortError, ConfigError
 from sim.protocols.synthesis.evaluation import mauve_score

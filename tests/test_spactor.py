@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.spactor import (
+from algorithms.pretraining.spactor import (
     MaskedLM,
     SpacTor,
     hybrid_loss,
@@ -17,8 +17,8 @@ from algorithms.spactor import (
     rtd_labels,
     sample,
 )
-from algorithms.span_corruption import SpanCorruption
-from envs.t5 import T5
+from algorithms.pretraining.span_corruption import SpanCorruption
+from models.t5 import T5
 from sim.training.span_corruption import Vocabulary, corrupt
 
 SENTINEL, EOS = 1000, 999

@@ -8,16 +8,17 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from algorithms.speculative import (
+from models.gpt import GPT
+from sim.training.speculative import (
     acceptance_rate,
     expected_speedup,
     expected_tokens_per_call,
     first_token_distribution,
     residual,
     total_variation,
+    truncate,
     verify,
 )
-from envs.gpt import GPT, truncate
 
 P = np.array([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]])
 Q = np.array([[0.2, 0.2, 0.5, 0.1], [0.4, 0.3, 0.2, 0.1]])
@@ -93,7 +94,7 @@ def test_kv_cache_gives_the_logits_of_a_full_forward_pass():
 def test_divergences_by_hand_on_two_three_token_distributions():
     import math
 
-    from algorithms.distillspec import divergence
+    from algorithms.teacher_student.distillspec import divergence
 
     p, q = [0.5, 0.3, 0.2], [0.2, 0.5, 0.3]
     logits = lambda d: torch.log(torch.tensor([d]))  # noqa: E731
@@ -114,7 +115,7 @@ def test_divergences_by_hand_on_two_three_token_distributions():
 
 
 def test_greedy_speculative_decoding_equals_the_targets_greedy_decoding():
-    from algorithms.speculative import plain_generate, speculative_generate
+    from sim.training.speculative import plain_generate, speculative_generate
 
     torch.manual_seed(0)
     target = GPT(layers=2, width=32, heads=4, context=64).build(30).eval()

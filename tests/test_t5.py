@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from envs.t5 import T5
+from models.t5 import T5
 
 
 @pytest.fixture(scope="module")

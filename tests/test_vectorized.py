@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import sim
-from algorithms.fedavg import FedAvg
-from algorithms.fedpa import FedPA
-from envs.models import MLP, LinearRegression, LogisticRegression
+from algorithms.federated.fedavg import FedAvg
+from algorithms.federated.fedpa import FedPA
+from models.linear import LinearRegression, LogisticRegression
+from models.mlp import MLP
 from sim.errors import ConfigError
 from sim.interfaces.federated import FederatedData
 from sim.protocols.federated.actors import check_client_engine, run_task

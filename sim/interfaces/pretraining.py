@@ -5,8 +5,8 @@ turn them into the step's arrays (``batch``: numpy, on the whole global batch, f
 ``(seed, "corruption", step)``, so any number of workers sees the same examples), shards them,
 and minimises the objective's ``loss``. The objective may train modules of its own beside the
 model (``auxiliary``: SpacTor's generator and detection head); only the encoder-decoder is kept
-for fine-tuning. Span corruption (``algorithms/span_corruption.py``) is the plain objective and
-the one the validation loss and the infilling task use.
+for fine-tuning. Span corruption (``algorithms/pretraining/span_corruption.py``) is the plain
+objective and the one the validation loss and the infilling task use.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@ and a method that prompts the generator (or, as a reference, stands in for it).
 
 A method is one of three kinds, told apart by what it implements:
 
-- :class:`SoftPromptMethod` (``algorithms/softsrv.py``): a prompt module trained on the target
-  examples through the frozen model; each sample is generated behind the module's prompt for the
-  embedding of a drawn target example.
-- :class:`HardPromptMethod` (``algorithms/hard_prompt.py``): text prompts.
-- :class:`ReferenceMethod` (``algorithms/real_data.py``): samples without the generator.
+- :class:`SoftPromptMethod` (``algorithms/synthesis/softsrv.py``): a prompt module trained
+  on the target examples through the frozen model; each sample is generated behind the module's
+  prompt for the embedding of a drawn target example.
+- :class:`HardPromptMethod` (``algorithms/synthesis/hard_prompt.py``): text prompts.
+- :class:`ReferenceMethod` (``algorithms/synthesis/real_data.py``): samples without the generator.
 """
 
 from __future__ import annotations

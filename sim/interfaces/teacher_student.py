@@ -4,12 +4,12 @@ step by step) and the teacher's answers it receives.
 The protocol asks the teacher only at steps where ``teacher_weight(step, steps) > 0``, for the
 top-``k`` next-token distribution at the algorithm's ``temperature`` (:class:`SoftLabels`), and
 hands them to ``loss``. An algorithm with a ``selection_quantile`` has the teacher actor score
-every training sequence once with its ``sequence_scores(teacher_logits, targets)`` (SALT_DS in
-``algorithms/salt.py``); the steps that use the teacher then draw their sequences from those
-scoring at or above that quantile. An algorithm whose ``generation()`` is a :class:`Generation`
-trains partly or wholly on sequences a model generates (DistillSpec's target- or
-draft-generated data); its ``final_measures`` are taken on the finished student (DistillSpec:
-speculative decoding with the student as draft and the teacher as target).
+every training sequence once with its ``sequence_scores(teacher_logits, targets)`` (SALT_DS
+in ``algorithms/teacher_student/salt.py``); the steps that use the teacher then draw their
+sequences from those scoring at or above that quantile. An algorithm whose ``generation()`` is
+a :class:`Generation` trains partly or wholly on sequences a model generates (DistillSpec's
+target- or draft-generated data); its ``final_measures`` are taken on the finished student
+(DistillSpec: speculative decoding with the student as draft and the teacher as target).
 """
 
 from __future__ import annotations

@@ -28,6 +28,41 @@ from sim.errors import ConfigError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 COMPONENTS = ("env", "model", "learner", "algorithm")  # built when the config names them
 PLUGINS = ("protocol", *COMPONENTS)  # config groups whose options name a dataclass
+# Modules that moved (issue 30: models in models/, algorithms grouped by interface): old module
+# -> new module. A config saved before names the old ``_target_``; it fails naming the new one.
+MOVED = {
+    "envs.gpt": "models.gpt",
+    "envs.t5": "models.t5",
+    "envs.pretrained": "models.smollm2",
+    **{f"envs.models.{cls}": f"models.{module}.{cls}" for cls, module in (
+        ("LogisticRegression", "linear"), ("LinearRegression", "linear"),
+        ("MLP", "mlp"), ("CNN", "cnn"),
+    )},
+    **{f"sim.training.learner.{cls}": f"models.learner.{cls}"
+       for cls in ("MLPLearner", "EnsembleLearner")},
+    "algorithms.covering": "algorithms.covering.active_covering",
+    **{f"algorithms.{module}": f"algorithms.{group}.{module}"
+       for group, modules in (
+           ("federated", "fedavg fedprox fedpa"),
+           ("active", "margin entropy least_confidence random_selection badge coreset "
+                      "cluster_margin iwes"),
+           ("retraining", "churn"),
+           ("teacher_student", "salt distillspec"),
+           ("pretraining", "span_corruption spactor"),
+           ("synthesis", "softsrv hard_prompt real_data"),
+       )
+       for module in modules.split()},
+}  # fmt: skip
+
+
+def moved_target(target: str) -> str | None:
+    """Where ``target`` (a dotted class path) lives now if it or its module moved, else None."""
+    if target in MOVED:
+        return MOVED[target]
+    module, _, name = target.rpartition(".")
+    return f"{MOVED[module]}.{name}" if module in MOVED else None
+
+
 ROLES = (
     "worker",
     "server",
@@ -183,6 +218,11 @@ def build_component(group: str, node: Any) -> Any:
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(f"{group}: must be a config with a _target_ (got {node!r})")
     target = node._target_
+    if (new := moved_target(target)) is not None:
+        raise ConfigError(
+            f"{group}._target_: {target!r} moved to {new!r} (a config saved by an earlier "
+            "version: write the new path)"
+        )
     try:
         cls = get_class(target)
     except Exception as error:

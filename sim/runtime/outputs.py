@@ -21,6 +21,7 @@ import numpy as np
 
 from sim.errors import CohortError, ConfigError
 from sim.runtime import checkpoint
+from sim.runtime.config import moved_target
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -64,12 +65,20 @@ def check_resumable(
 
     def kept(config: dict[str, Any]) -> dict[str, Any]:
         flat = _flatten(config)
-        return {k: v for k, v in flat.items() if not _under(k, free)}
+        return {k: current(k, v) for k, v in flat.items() if not _under(k, free)}
 
     before, now = kept(before), kept(now)
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         raise ConfigError(f"resume: the config differs from {whose} in {changed}")
+
+
+def current(key: str, value: Any) -> Any:
+    """A config value as this version writes it: a ``_target_`` saved before its module moved
+    is the same class under its new path (:data:`sim.runtime.config.MOVED`)."""
+    if key.endswith("_target_") and isinstance(value, str):
+        return moved_target(value) or value
+    return value
 
 
 class RunDirectory:

@@ -10,7 +10,7 @@ place of samples. Client ``k`` draws its shuffles from its own generator exactly
 client's batches are padded to a common width with an example mask (the loss is the mean over
 the real examples), and a client with fewer steps than the longest one stops updating (a step
 mask). Pure torch; no Ray here. The module must be a pure function of parameters and input (no
-batch-norm statistics, no dropout), as the models of ``envs.models`` are.
+batch-norm statistics, no dropout), as the models of ``models`` are.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class GPTModel(nn.Module):
     ) -> tuple[torch.Tensor, list[KeyValues]]:
         """Logits of ``ids`` appended after the positions in ``cache`` (a KV cache: one
         ``(keys, values)`` per block, or None), and the cache extended by them. Keep the first
-        ``n`` positions of a cache with :func:`truncate`."""
+        ``n`` positions of a cache with :func:`sim.training.speculative.truncate`."""
         cached = 0 if cache is None else cache[0][0].shape[2]
         length = cached + ids.shape[1]
         if length > self.context:
@@ -126,8 +126,3 @@ class GPT:
         """Parameters of ``build(vocab_size)`` (the tied embedding counted once)."""
         per_block = 12 * self.width**2 + 13 * self.width
         return (vocab_size + self.context) * self.width + self.layers * per_block + 2 * self.width
-
-
-def truncate(cache: list[KeyValues], length: int) -> list[KeyValues]:
-    """The cache of the first ``length`` positions (after a rejected speculative proposal)."""
-    return [(k[:, :, :length], v[:, :, :length]) for k, v in cache]

@@ -78,7 +78,7 @@ class ContextualPrompt(nn.Module):
 class SoftSRV:
     """A trained soft prompt of ``tokens`` virtual tokens: ``variant`` one of :data:`VARIANTS`;
     ``k`` prompts for the mixture, ``hidden`` units for the contextual MLP; ``featurizer`` embeds
-    the target examples (mixture, contextual; see ``envs.pretrained.FEATURIZERS``)."""
+    the target examples (mixture, contextual; see ``sim.training.features.FEATURIZERS``)."""
 
     variant: str = "contextual"
     tokens: int = 8

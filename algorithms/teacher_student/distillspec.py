@@ -25,14 +25,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from algorithms.speculative import (
+from sim import checks, seeding
+from sim.interfaces.teacher_student import Generation, SoftLabels
+from sim.training.distill import next_token_loss
+from sim.training.speculative import (
     expected_speedup,
     plain_generate,
     speculative_generate,
 )
-from sim import checks, seeding
-from sim.interfaces.teacher_student import Generation, SoftLabels
-from sim.training.distill import next_token_loss
 
 DIVERGENCES = ("fkl", "rkl", "jsd", "tvd")
 

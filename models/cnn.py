@@ -1,13 +1,9 @@
-"""Model specs: dataclasses whose ``build(input_shape, num_classes)`` returns a fresh module.
-
-Parameter initialisation is PyTorch's default; the caller seeds torch. torch is imported by
-``build`` only: a driver composes and checks these specs without it (``check``, where a spec has
-one, refuses an input it cannot take).
+"""The convolutional network of ``model=cnn`` (McMahan et al., AISTATS 2017); torch is imported by
+``build`` only: a driver checks the spec against the input (``check``) without it.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import TYPE_CHECKING
@@ -16,51 +12,6 @@ from sim import checks
 
 if TYPE_CHECKING:
     from torch import nn
-
-
-@dataclass
-class LogisticRegression:
-    """Multinomial logistic regression: flatten, then one linear layer (softmax in the loss)."""
-
-    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-        from torch import nn
-
-        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
-
-
-@dataclass
-class LinearRegression:
-    """``f(x) = w^T x`` (no bias by default, so the flat parameters are ``w``)."""
-
-    bias: bool = False
-
-    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-        from torch import nn
-
-        return nn.Sequential(
-            nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes, self.bias)
-        )
-
-
-@dataclass
-class MLP:
-    """Fully connected ReLU network; the default is the "2NN" of McMahan et al. (AISTATS 2017)."""
-
-    hidden: list[int] = field(default_factory=lambda: [200, 200])
-
-    def __post_init__(self) -> None:
-        if any(width < 1 for width in self.hidden):
-            raise ValueError(f"hidden: widths must be >= 1 (got {list(self.hidden)})")
-
-    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-        from torch import nn
-
-        widths = [math.prod(input_shape), *self.hidden]
-        layers: list[nn.Module] = [nn.Flatten()]
-        for width_in, width_out in pairwise(widths):
-            layers += [nn.Linear(width_in, width_out), nn.ReLU()]
-        layers.append(nn.Linear(widths[-1], num_classes))
-        return nn.Sequential(*layers)
 
 
 @dataclass

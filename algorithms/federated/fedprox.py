@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from algorithms.fedavg import FedAvg
+from algorithms.federated.fedavg import FedAvg
 from sim import checks
 from sim.interfaces.federated import LossTerm
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.gpt import mlp
+from models.gpt import mlp
 from sim import checks
 
 

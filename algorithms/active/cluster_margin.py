@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from algorithms.margin import margin_scores
+from algorithms.active.margin import margin_scores
 from sim import checks
 from sim.interfaces.active import LearnerOutputs, lowest_unlabeled
 

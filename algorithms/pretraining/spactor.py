@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.span_corruption import SpanCorruption
-from envs.t5 import EncoderBlock, encoder_flops
+from algorithms.pretraining.span_corruption import SpanCorruption
+from models.t5 import EncoderBlock, encoder_flops
 from sim import checks
 from sim.training.span_corruption import Vocabulary, span_loss
 

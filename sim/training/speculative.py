@@ -156,6 +156,14 @@ def plain_generate(
     return out, stats
 
 
+def truncate(
+    cache: list[tuple[torch.Tensor, torch.Tensor]], length: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A KV cache (per block: keys, values of shape (B, H, T, D)) cut to its first ``length``
+    positions: what is kept of a model's cache after a rejected speculative proposal."""
+    return [(k[:, :, :length], v[:, :, :length]) for k, v in cache]
+
+
 @torch.no_grad()
 def speculative_generate(
     target: Any,
@@ -168,14 +176,12 @@ def speculative_generate(
 ) -> tuple[list[int], DecodeStats]:
     """Speculative decoding of ``new_tokens`` after ``prompt`` at ``temperature`` (0: greedy,
     ``rng`` unused), both models with KV caches (``extend(ids, cache)`` and ``truncate``, as
-    ``envs.gpt``).
+    ``models.gpt``).
 
     Each step: the draft proposes ``gamma`` tokens one at a time; the target scores the last
     emitted token and all proposals in one pass; :func:`verify` keeps a prefix and adds one
     token; both caches are cut back to the kept tokens.
     """
-    from envs.gpt import truncate
-
     rng = check_decoding(temperature, rng, gamma)
     stats = DecodeStats()
     # Invariant: both caches hold a prefix of prompt + out; *_todo is the rest of it.

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from algorithms.fedavg import FedAvg
+from algorithms.federated.fedavg import FedAvg
 from sim import checks
 from sim.interfaces.federated import ClientUpdate
 

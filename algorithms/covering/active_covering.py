@@ -227,7 +227,8 @@ class ClassifierCoverer(Coverer):
         """Fit the classifier on every label so far; rank the unlabeled by P(positive)."""
         import torch
 
-        from sim.training.learner import MLPLearner, expose  # torch: only when asked
+        from models.learner import MLPLearner  # torch: only when asked
+        from sim.training.learner import expose
 
         torch.set_num_threads(1)  # the same numbers whatever the worker's CPUs (resume replays)
         s = self.settings
