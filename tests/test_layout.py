@@ -151,3 +151,17 @@ def test_old_paths_fail_naming_the_new_one():
         build_component("model", OmegaConf.create({"_target_": "envs.models.CNN"}))
     for new in MOVED.values():  # the table points at what is there
         assert importlib.util.find_spec(new) if new.islower() else get_class(new), new
+
+
+def test_no_function_is_longer_than_80_lines():
+    """Loops read top to bottom: no function or method of the framework or a plug-in room runs
+    past 80 lines (the body split into named steps instead)."""
+    long = [
+        f"{path.relative_to(REPO)}::{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for room in ("sim", *PLUGINS)
+        for path in (REPO / room).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > 80
+    ]
+    assert not long, long

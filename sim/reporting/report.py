@@ -267,7 +267,47 @@ def write_csv(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: print the table of final metrics; write report.csv, report.md, report_<metric>.png."""
+    """CLI: print the table of final metrics; write report.csv, report.md, report_<metric>.png,
+    and what the options ask for (``--match``, ``--compare`` or ``--by`` panels, ``--slope``,
+    ``--scatter``)."""
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    at_rounds = checked_rounds(parser, args)
+    try:
+        runs = load_runs(args.dirs)
+        if not any(series(run.history, args.metric, args.x)[0].size for run in runs):
+            recorded = sorted({k for run in runs for rec in run.history for k in rec} - {args.x})
+            listed = ", ".join(recorded) or "-"
+            raise CohortError(f"no run records {args.metric!r} per {args.x}; recorded: {listed}")
+        if args.match and args.match not in (groups := group_runs(runs)):
+            raise CohortError(f"--match {args.match}: no such group ({', '.join(groups)})")
+    except (FileNotFoundError, CohortError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    options = (args.metric, at_rounds, args.target, args.x, args.area)
+    runs = [replace(run, final={**run.final, **derived_metrics(run, *options)}) for run in runs]
+    groups = group_runs(runs)
+    out = Path(args.out or args.dirs[0])
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = write_summary(runs, groups, args, out)
+    if args.match:
+        outputs.append(write_match(groups, args, out))
+    if args.compare:
+        outputs += write_comparison(
+            runs, args.compare, args.by, args.metric, args.x, args.alpha, out
+        )
+    elif args.by:
+        outputs.append(write_panels(runs, args, out))
+    if args.slope:
+        outputs += write_slopes(runs, args.slope, out)
+    if args.scatter:
+        outputs.append(write_scatter(runs, groups, args.scatter.split(","), args.by, out))
+    print(f"\n{len(runs)} runs in {len(groups)} groups; wrote " + ", ".join(map(str, outputs)))
+    return 0
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """``cohort report``'s options."""
     parser = argparse.ArgumentParser(
         prog="python -m sim.reporting.report", description="Tabulate and plot finished Cohort runs."
     )
@@ -318,7 +358,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "log KEY over the runs (a growth rate, e.g. protocol.pool_size:excess_query_cost)",
     )
     parser.add_argument("--alpha", type=float, default=0.05, help="with --compare: test level")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def checked_rounds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[int]:
+    """``--at-rounds`` as numbers, after refusing options given in the wrong form."""
     if args.compare and ("=" not in args.compare or not args.by):
         parser.error("--compare takes KEY=BASELINE and needs --by KEY")
     if args.slope and ":" not in args.slope:
@@ -326,33 +370,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.scatter and len(args.scatter.split(",")) != 2:
         parser.error("--scatter takes two final metrics, X,Y")
     try:
-        at_rounds = [int(r) for r in args.at_rounds.split(",") if r.strip()]
+        return [int(r) for r in args.at_rounds.split(",") if r.strip()]
     except ValueError:
         parser.error(f"--at-rounds takes comma-separated whole numbers (got {args.at_rounds!r})")
-    try:
-        runs = load_runs(args.dirs)
-        if not any(series(run.history, args.metric, args.x)[0].size for run in runs):
-            recorded = sorted({k for run in runs for rec in run.history for k in rec} - {args.x})
-            listed = ", ".join(recorded) or "-"
-            raise CohortError(f"no run records {args.metric!r} per {args.x}; recorded: {listed}")
-    except (FileNotFoundError, CohortError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    runs = [
-        replace(
-            run,
-            final={
-                **run.final,
-                **derived_metrics(run, args.metric, at_rounds, args.target, args.x, args.area),
-            },
-        )
-        for run in runs
-    ]
-    groups = group_runs(runs)
+
+
+def write_summary(
+    runs: list[Run], groups: dict[str, list[Run]], args: argparse.Namespace, out: Path
+) -> list[Path]:
+    """The table of final metrics (printed, ``report.csv``, ``report.md``) and the mean ± std
+    curves of ``--metric`` (``report_<metric>.png``)."""
     rows = summarize(groups, final_metrics(runs))
     print(format_table(rows))
-    out = Path(args.out or args.dirs[0])
-    out.mkdir(parents=True, exist_ok=True)
     outputs = [out / "report.csv", out / "report.md", out / f"report_{_safe(args.metric)}.png"]
     write_csv(rows, outputs[0])
     outputs[1].write_text(format_markdown(rows))
@@ -364,48 +393,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         x=args.x,
         hold=args.hold,
     )
-    if args.match:
-        if args.match not in groups:
-            print(
-                f"error: --match {args.match}: no such group ({', '.join(groups)})", file=sys.stderr
-            )
-            return 2
-        text = format_matches(
-            steps_to_match(groups, args.match, args.metric, args.x), args.match, args.metric, args.x
-        )
-        print("\n" + text)
-        outputs.append(out / "report_match.md")
-        outputs[-1].write_text(text)
-    if args.compare:
-        outputs += write_comparison(
-            runs, args.compare, args.by, args.metric, args.x, args.alpha, out
-        )
-    elif args.by:
-        outputs.append(out / f"report_{_safe(args.metric)}_by_{_safe(args.by)}.png")
-        panels = {
-            f"{args.by}={value}": {
-                label: [r.history for r in group] for label, group in members.items()
-            }
-            for value, members in panel_groups(runs, args.by).items()
+    return outputs
+
+
+def write_match(groups: dict[str, list[Run]], args: argparse.Namespace, out: Path) -> Path:
+    """``--match``: the --x at which each group first reaches the baseline's final value."""
+    steps = steps_to_match(groups, args.match, args.metric, args.x)
+    text = format_matches(steps, args.match, args.metric, args.x)
+    print("\n" + text)
+    (out / "report_match.md").write_text(text)
+    return out / "report_match.md"
+
+
+def write_panels(runs: list[Run], args: argparse.Namespace, out: Path) -> Path:
+    """``--by`` without ``--compare``: one panel of curves per value of ``--by``."""
+    path = out / f"report_{_safe(args.metric)}_by_{_safe(args.by)}.png"
+    panels = {
+        f"{args.by}={value}": {
+            label: [r.history for r in group] for label, group in members.items()
         }
-        title = f"{args.metric}: mean ± std over seeds"
-        plot_panels(panels, args.metric, outputs[-1], title=title, x=args.x, hold=args.hold)
-    if args.slope:
-        key, metric = args.slope.split(":", 1)
-        fits = log_log_slopes(runs, key, metric)
-        text = format_slopes(fits, key, metric)
-        print("\n" + text)
-        outputs += [out / "report_slope.md", out / "report_slope.png"]
-        outputs[-2].write_text(text)
-        points = {
-            label: [(float(_value(r, key)), r.final.get(metric)) for r in group]
-            for label, group in group_runs(runs, (*NOT_SWEPT, key)).items()
-        }
-        plot_log_log(points, fits, (key, metric), outputs[-1])
-    if args.scatter:
-        outputs.append(write_scatter(runs, groups, args.scatter.split(","), args.by, out))
-    print(f"\n{len(runs)} runs in {len(groups)} groups; wrote " + ", ".join(map(str, outputs)))
-    return 0
+        for value, members in panel_groups(runs, args.by).items()
+    }
+    title = f"{args.metric}: mean ± std over seeds"
+    plot_panels(panels, args.metric, path, title=title, x=args.x, hold=args.hold)
+    return path
+
+
+def write_slopes(runs: list[Run], slope: str, out: Path) -> list[Path]:
+    """``--slope KEY:METRIC``: the log-log slope per group (a table and a plot)."""
+    key, metric = slope.split(":", 1)
+    fits = log_log_slopes(runs, key, metric)
+    text = format_slopes(fits, key, metric)
+    print("\n" + text)
+    outputs = [out / "report_slope.md", out / "report_slope.png"]
+    outputs[0].write_text(text)
+    points = {
+        label: [(float(_value(r, key)), r.final.get(metric)) for r in group]
+        for label, group in group_runs(runs, (*NOT_SWEPT, key)).items()
+    }
+    plot_log_log(points, fits, (key, metric), outputs[1])
+    return outputs
 
 
 def panel_groups(runs: Sequence[Run], by: str) -> dict[str, dict[str, list[Run]]]:

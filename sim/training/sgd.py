@@ -14,9 +14,10 @@ from sim.interfaces.federated import LossTerm
 from sim.training.model import ClientData, ClientModel
 
 
-class WrittenOut:
-    """What the written-out optimizers share: their parameters, and ``zero_grad`` (gradients
-    always set to None, as ``torch.optim`` does by default)."""
+class PlainOptimizer:
+    """An optimizer written in plain tensor operations (bit for bit ``torch.optim``'s, whose
+    import costs 2 s a process): its parameters, and ``zero_grad`` (gradients always set to None,
+    as ``torch.optim`` does by default)."""
 
     def __init__(self, params: Iterable[torch.nn.Parameter]) -> None:
         self.params = list(params)
@@ -26,7 +27,7 @@ class WrittenOut:
             param.grad = None
 
 
-class SGD(WrittenOut):
+class SGD(PlainOptimizer):
     """Minibatch SGD with momentum (dampening 0, no Nesterov) and L2 weight decay, computed
     exactly as ``torch.optim.SGD`` computes it for CPU tensors (its single-tensor update), so the
     numbers are bit for bit the same (tests/test_optim.py, on CPU; on CUDA torch takes its
@@ -65,7 +66,7 @@ class SGD(WrittenOut):
             param.add_(grad, alpha=-self.lr)
 
 
-class AdamW(WrittenOut):
+class AdamW(PlainOptimizer):
     """Adam with decoupled weight decay (Loshchilov & Hutter, "Decoupled Weight Decay
     Regularization", ICLR 2019, Algorithm 2), computed exactly as ``torch.optim.AdamW`` computes
     it (its single-tensor update; no AMSGrad), so the numbers are bit for bit the same
@@ -111,7 +112,7 @@ class AdamW(WrittenOut):
 def train_epochs(
     model: ClientModel,
     data: ClientData,
-    optimizer: torch.optim.Optimizer | WrittenOut,
+    optimizer: torch.optim.Optimizer | PlainOptimizer,
     *,
     epochs: int,
     batch_size: int,

@@ -16,6 +16,7 @@ example that many times from then on).
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -36,6 +37,7 @@ from sim.interfaces.active import (
 )
 from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.protocols.active.oracle import Oracle, OracleDesk
+from sim.protocols.cadence import Cadence, Recorder
 from sim.protocols.federated.actors import split_range
 from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
@@ -289,27 +291,7 @@ class ActiveJob:
     def run(self, context: RunContext) -> Outcome:
         settings, learner = self.settings, self.learner
         desk, view_ref, pool_size = _open_desk(settings, self.env, context.cluster, self.seed)
-        if self.start is None:
-            first = seeding.rng(self.seed, "seed_set").choice(
-                pool_size, settings.seed_size, replace=False
-            )
-            state = ActiveState(np.sort(first), np.zeros(0, np.int64))
-            state.labels = desk.label(state.indices)
-            round_index, history, selector_state = 0, [], {}
-        else:
-            arrays, meta = self.start
-            desk.restore({k: v for k, v in arrays.items() if k.startswith("oracle/")})
-            state = ActiveState(
-                arrays["indices"], arrays["labels"], arrays.get("params"), arrays.get("weights")
-            )
-            selector_state = {
-                k.removeprefix("selector/"): v
-                for k, v in arrays.items()
-                if k.startswith("selector/")
-            }
-            round_index, history = meta["round"], meta["history"]
-            if history and "selected" not in history[-1]:
-                raise CohortError("resume: this run already spent its label budget")
+        state, round_index, history, selector_state = self.begin_state(desk, pool_size)
         options = context.cluster.worker.ray_options()
         round_context = ray.put(
             RoundContext(
@@ -320,8 +302,9 @@ class ActiveJob:
                 settings.score_block,
             )
         )
+        cadence = Cadence(settings.max_rounds, checkpoint_every=settings.checkpoint_every)
+        recorder = Recorder(context, history, self.progress_line, cadence)
         context.begin(history)  # only now: every check that can refuse the run has passed
-        name = type(self.selector).__name__
         params = state.params
         # a stateful selector's state: a Ray reference between rounds, fetched to checkpoint
         state_ref = ray.put(selector_state) if selector_state else None
@@ -354,10 +337,7 @@ class ActiveJob:
                     round_context, state.indices, state.labels, k, round_index, state_ref, *blocks
                 )
                 chosen, weights, seconds = ray.get([chosen_ref, weights_ref, seconds_ref])
-                chosen = check_selection(chosen, desk.revealed, k, name)
-                if weights is not None:
-                    weights = check_weights(weights, k, name)
-                state.extend(chosen, desk.label(chosen), weights)
+                self.reveal(state, desk, chosen, weights, k)
                 record.update(selected=k, **seconds)
             params = ray.get(params_ref)
             state.params = params if learner.warm_start else None
@@ -366,23 +346,65 @@ class ActiveJob:
                 labels_spent=desk.spent, label_cost=desk.cost, oracle_restarts=desk.restarts
             )
             record["round_time_s"] = time.perf_counter() - tick
-            history.append(record)
-            width = len(str(settings.budget))
-            head = f"[round {round_index:>3}]  labels {record['labels']:>{width}}/{settings.budget}"
-            context.record(record, progress_line(head, record, PROGRESS))
-            done = remaining <= 0
-            stop = done or (settings.max_rounds is not None and round_index >= settings.max_rounds)
-            due = settings.checkpoint_every and round_index % settings.checkpoint_every == 0
-            if stop or due:
-                arrays = {"indices": state.indices, "labels": state.labels, **desk.state()}
-                if state.params is not None:
-                    arrays["params"] = state.params
-                if state.weights is not None:
-                    arrays["weights"] = state.weights
-                if state_ref is not None:
-                    selector_arrays = ray.get(state_ref) or {}
-                    arrays.update({f"selector/{k}": v for k, v in selector_arrays.items()})
-                context.save(arrays, round_index, history)
-            if stop:
+            arrays = functools.partial(checkpoint_arrays, state, desk, state_ref)
+            if recorder.step(round_index, record, arrays, done=remaining <= 0):
                 steps = f"{len(history)} rounds, {history[-1]['labels']} labels"
-                return Outcome(params, history, CURVES, "labels", steps)
+                return Outcome(params, history, CURVES, x="labels", steps=steps)
+
+    def begin_state(
+        self, desk: OracleDesk, pool_size: int
+    ) -> tuple[ActiveState, int, list[dict[str, Any]], dict[str, np.ndarray]]:
+        """The labelled set, round, history and selector state to start from: a random seed set
+        labelled now, or the checkpoint's (the oracles restored to it)."""
+        if self.start is None:
+            first = seeding.rng(self.seed, "seed_set").choice(
+                pool_size, self.settings.seed_size, replace=False
+            )
+            state = ActiveState(np.sort(first), np.zeros(0, np.int64))
+            state.labels = desk.label(state.indices)
+            return state, 0, [], {}
+        arrays, meta = self.start
+        desk.restore({k: v for k, v in arrays.items() if k.startswith("oracle/")})
+        state = ActiveState(
+            arrays["indices"], arrays["labels"], arrays.get("params"), arrays.get("weights")
+        )
+        selector_state = {
+            k.removeprefix("selector/"): v for k, v in arrays.items() if k.startswith("selector/")
+        }
+        history = meta["history"]
+        if history and "selected" not in history[-1]:
+            raise CohortError("resume: this run already spent its label budget")
+        return state, meta["round"], history, selector_state
+
+    def reveal(
+        self, state: ActiveState, desk: OracleDesk, chosen: Any, weights: Any, k: int
+    ) -> None:
+        """Check the selector's ``k`` choices (and weights), have the oracles label them."""
+        name = type(self.selector).__name__
+        chosen = check_selection(chosen, desk.revealed, k, name)
+        if weights is not None:
+            weights = check_weights(weights, k, name)
+        state.extend(chosen, desk.label(chosen), weights)
+
+    def progress_line(self, record: dict[str, Any]) -> str:
+        budget = self.settings.budget
+        head = (
+            f"[round {record['round']:>3}]  labels {record['labels']:>{len(str(budget))}}/{budget}"
+        )
+        return progress_line(head, record, PROGRESS)
+
+
+def checkpoint_arrays(
+    state: ActiveState, desk: OracleDesk, selector_state: Any
+) -> dict[str, np.ndarray]:
+    """What an active run's checkpoint holds: the labelled set, the oracles' state, the learner's
+    parameters (warm start), the examples' weights and the selector's state (a Ray reference)."""
+    arrays = {"indices": state.indices, "labels": state.labels, **desk.state()}
+    if state.params is not None:
+        arrays["params"] = state.params
+    if state.weights is not None:
+        arrays["weights"] = state.weights
+    if selector_state is not None:
+        selector_arrays = ray.get(selector_state) or {}
+        arrays.update({f"selector/{k}": v for k, v in selector_arrays.items()})
+    return arrays

@@ -13,6 +13,7 @@ under the coverage curve (:func:`sim.protocols.covering.metrics.coverage_auc`).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from sim.interfaces.active import PoolData, PoolEnvironment, PoolView
 from sim.interfaces.covering import CoveringAlgorithm
 from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.protocols.active.oracle import Oracle, OracleDesk
+from sim.protocols.cadence import Cadence, Recorder
 from sim.protocols.covering.metrics import coverage_auc, excess_query_cost, queries_to_cover
 from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
@@ -166,40 +168,8 @@ class CoveringJob:
 
     def run(self, context: RunContext) -> Outcome:
         settings = self.settings
-        options = context.cluster.oracle.ray_options()
-
-        def make_oracle(i: int):
-            return Oracle.options(**options).remote(self.pool, self.seed, i, 0.0)
-
-        first = make_oracle(0)
-        wait_started([first], "oracle", context.cluster)
-        try:
-            pool_size, num_classes = ray.get(first.describe.remote())
-        except ray.exceptions.RayActorError as error:
-            raise CohortError(f"env: the oracle could not load the pool: {error}") from None
-        if settings.pool_size is not None and settings.pool_size > pool_size:
-            raise ConfigError(
-                f"protocol.pool_size: must be <= the pool's {pool_size} points "
-                f"(got {settings.pool_size})"
-            )
-        if settings.positive_class >= num_classes:
-            raise ConfigError(
-                f"protocol.positive_class: the pool has classes 0..{num_classes - 1} "
-                f"(got {settings.positive_class})"
-            )
-        positives = ray.get(first.count.remote(settings.positive_class))
-        if positives == 0:
-            raise CohortError(
-                f"protocol.positive_class: class {settings.positive_class} has no point in the "
-                f"pool of {pool_size}"
-            )
-        budget = min(settings.budget or pool_size, pool_size)
-        oracles = [first, *(make_oracle(i) for i in range(1, settings.oracles))]
-        desk = OracleDesk(oracles, make_oracle, pool_size, budget, 1.0)
-        worker = CoveringWorker.options(**context.cluster.worker.ray_options()).remote(
-            first.pool_view.remote(), self.algorithm, self.seed, settings.pca_dims
-        )
-        wait_started([worker], "worker", context.cluster)
+        desk, worker, positives = self.start_actors(context.cluster)
+        pool_size, budget = len(desk.revealed), desk.budget
         queries, found, sizes = np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.int64)
         round_index, history = 0, []
         if self.start is not None:
@@ -215,6 +185,8 @@ class CoveringJob:
                 )
             desk.restore({k: v for k, v in arrays.items() if k.startswith("oracle/")})
             ray.get(worker.replay.remote(queries, found, sizes))
+        cadence = Cadence(checkpoint_every=settings.checkpoint_every)
+        recorder = Recorder(context, history, functools.partial(round_line, budget), cadence)
         context.begin(history)
         last_indices, last_found = np.zeros(0, np.int64), np.zeros(0, bool)
         while True:
@@ -246,30 +218,77 @@ class CoveringJob:
                 "round_time_s": time.perf_counter() - tick,
             }
             if done:
-                excess = excess_query_cost(found, positives)
-                record.update(
-                    positives=positives,
-                    pool_size=pool_size,
-                    covered=float(covered),
-                    queries_to_cover=queries_to_cover(found, positives),
-                    excess_query_cost=as_float(excess),
-                    excess_fraction=None if excess is None else excess / pool_size,
-                    **{
-                        f"excess_query_cost_{round(100 * f)}": as_float(
-                            excess_query_cost(found, math.ceil(f * positives))
-                        )
-                        for f in PARTIAL
-                    },
-                    coverage_auc=coverage_auc(found, positives, pool_size),
-                )
-            history.append(record)
-            head = f"[round {round_index:>3}]  queries {len(queries):>6}/{budget}"
-            context.record(record, progress_line(head, record, PROGRESS))
-            due = settings.checkpoint_every and round_index % settings.checkpoint_every == 0
-            if done or due:
-                arrays = {"queries": queries, "found": found, "sizes": sizes, **desk.state()}
-                context.save(arrays, round_index, history)
-            if done:
+                record.update(final_metrics(found, positives, pool_size))
+            arrays = {"queries": queries, "found": found, "sizes": sizes}
+            if recorder.step(round_index, record, lambda a=arrays: {**a, **desk.state()}, done):
                 what = "all" if covered else "budget spent;"
                 steps = f"{len(queries)} queries ({what} {hits}/{positives} found)"
-                return Outcome(queries, history, CURVES, "queries", steps)
+                return Outcome(queries, history, CURVES, x="queries", steps=steps)
+
+    def start_actors(self, cluster: ClusterConfig) -> tuple[OracleDesk, Any, int]:
+        """The oracles (behind their desk) and the covering worker, started, and the number of
+        positives in the pool; refuses a pool size or positive class the pool cannot give."""
+        settings = self.settings
+        options = cluster.oracle.ray_options()
+
+        def make_oracle(i: int):
+            return Oracle.options(**options).remote(self.pool, self.seed, i, 0.0)
+
+        first = make_oracle(0)
+        wait_started([first], "oracle", cluster)
+        try:
+            pool_size, num_classes = ray.get(first.describe.remote())
+        except ray.exceptions.RayActorError as error:
+            raise CohortError(f"env: the oracle could not load the pool: {error}") from None
+        if settings.pool_size is not None and settings.pool_size > pool_size:
+            raise ConfigError(
+                f"protocol.pool_size: must be <= the pool's {pool_size} points "
+                f"(got {settings.pool_size})"
+            )
+        if settings.positive_class >= num_classes:
+            raise ConfigError(
+                f"protocol.positive_class: the pool has classes 0..{num_classes - 1} "
+                f"(got {settings.positive_class})"
+            )
+        positives = ray.get(first.count.remote(settings.positive_class))
+        if positives == 0:
+            raise CohortError(
+                f"protocol.positive_class: class {settings.positive_class} has no point in the "
+                f"pool of {pool_size}"
+            )
+        budget = min(settings.budget or pool_size, pool_size)
+        oracles = [first, *(make_oracle(i) for i in range(1, settings.oracles))]
+        desk = OracleDesk(oracles, make_oracle, pool_size, budget, 1.0)
+        worker = CoveringWorker.options(**cluster.worker.ray_options()).remote(
+            first.pool_view.remote(), self.algorithm, self.seed, settings.pca_dims
+        )
+        wait_started([worker], "worker", cluster)
+        return desk, worker, positives
+
+
+def round_line(budget: int, record: dict[str, Any]) -> str:
+    """A round's progress line."""
+    head = f"[round {record['round']:>3}]  queries {record['queries']:>6}/{budget}"
+    return progress_line(head, record, PROGRESS)
+
+
+def final_metrics(found: np.ndarray, positives: int, pool_size: int) -> dict[str, Any]:
+    """The last record's measures of a run whose queries found ``found`` (in query order): the
+    positives and pool, the queries to find them all, the excess query cost (also for 90% and 99%
+    of the positives), its fraction of the pool, and the coverage curve's area."""
+    excess = excess_query_cost(found, positives)
+    return {
+        "positives": positives,
+        "pool_size": pool_size,
+        "covered": float(int(found.sum()) == positives),
+        "queries_to_cover": queries_to_cover(found, positives),
+        "excess_query_cost": as_float(excess),
+        "excess_fraction": None if excess is None else excess / pool_size,
+        **{
+            f"excess_query_cost_{round(100 * f)}": as_float(
+                excess_query_cost(found, math.ceil(f * positives))
+            )
+            for f in PARTIAL
+        },
+        "coverage_auc": coverage_auc(found, positives, pool_size),
+    }

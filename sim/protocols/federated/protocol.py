@@ -31,6 +31,7 @@ from sim.interfaces.federated import (
     ServerState,
 )
 from sim.interfaces.protocol import Outcome, RunContext, Setup
+from sim.protocols.cadence import Cadence, Recorder
 from sim.protocols.federated.actors import (
     ClientWorker,
     check_client_engine,
@@ -210,7 +211,37 @@ class RoundJob:
         )
 
     def run(self, context: RunContext) -> Outcome:
-        cluster, schedule = context.cluster, self.schedule
+        server, group = self.start_actors(context.cluster)
+        schedule = self.schedule
+        cadence = Cadence(schedule.rounds, schedule.eval_every, schedule.checkpoint_every)
+        recorder = Recorder(context, list(self.history), self.progress_line, cadence)
+        context.begin(recorder.history)  # only now: every check that can refuse the run has passed
+        params_ref = server.params.remote()  # the global parameters the next round starts from
+        for round_index in range(self.start_round + 1, schedule.rounds + 1):
+            tick = time.perf_counter()
+            restarts = group.restarts
+            record = self.train_round(round_index, group, server, params_ref)
+            params_ref = server.params.remote()  # this round's result: evaluated, trained from
+            if cadence.evaluates(round_index):
+                record.update(evaluate(group, params_ref, self.data, self.eval_clients))
+            record["worker_restarts"] = group.restarts - restarts
+            if self.data.optimum is not None:
+                distance = np.linalg.norm(ray.get(params_ref) - self.data.optimum)
+                record["distance_to_optimum"] = float(distance)
+            record["round_time_s"] = time.perf_counter() - tick
+            recorder.step(round_index, record, lambda: self.checkpoint(server))
+        assert self.state is not None  # the last round checkpoints
+        return Outcome(
+            self.state.params,
+            recorder.history,
+            CURVES,
+            x="round",
+            steps=f"{schedule.rounds} rounds",
+            summary=group.summary(),
+        )
+
+    def start_actors(self, cluster: ClusterConfig) -> tuple[Any, WorkerGroup]:
+        """The server (with the initial or resumed state) and the client workers, started."""
         tasks_per_round = math.ceil(self.cohort_size / self.clients_per_task)
         num_workers = group_size(cluster.worker, cluster.num_workers, tasks_per_round)
         # The population once, in the object store: from here on the driver reads it there too
@@ -218,7 +249,6 @@ class RoundJob:
         data_ref = ray.put(self.data)
         if not ray.util.client.ray.is_connected():
             self.data = ray.get(data_ref)
-        data = self.data
 
         def spawn() -> Any:
             return ClientWorker.options(**cluster.worker.ray_options()).remote(
@@ -245,43 +275,36 @@ class RoundJob:
             torch_seed = seeding.torch_seed(self.seed, "init")
             [(params,)] = group.run("initial_params", [(torch_seed,)])
             ray.get(server.set_params.remote(params))
-        history = list(self.history)
-        context.begin(history)  # only now: every check that can refuse the run has passed
-        params_ref = server.params.remote()  # the global parameters the next round starts from
-        state, sizes = self.state, data.client_sizes()
-        for round_index in range(self.start_round + 1, schedule.rounds + 1):
-            tick = time.perf_counter()
-            cohort = seeding.sample_cohort(
-                self.seed, round_index, data.num_clients, self.cohort_size
-            )
-            restarts = group.restarts
-            tasks = split_tasks(cohort, sizes, self.clients_per_task, self.engine)
-            calls = [(params_ref, task, round_index) for task in tasks]
-            costs = [task_cost(sizes, task, self.engine) for task in tasks]
-            outputs = group.run("run", calls, num_returns=2, costs=costs)
-            applied = server.apply.remote(round_index, *(task_sum for task_sum, _ in outputs))
-            record = round_record(round_index, [m for _, metrics in outputs for m in metrics])
-            ray.get(applied)
-            params_ref = server.params.remote()  # this round's result: evaluated, trained from
-            if round_index % schedule.eval_every == 0 or round_index == schedule.rounds:
-                record.update(evaluate(group, params_ref, data, self.eval_clients))
-            record["worker_restarts"] = group.restarts - restarts
-            if data.optimum is not None:
-                distance = np.linalg.norm(ray.get(params_ref) - data.optimum)
-                record["distance_to_optimum"] = float(distance)
-            record["round_time_s"] = time.perf_counter() - tick
-            history.append(record)
-            width = len(str(schedule.rounds))
-            head = f"[round {round_index:>{width}}/{schedule.rounds}]"
-            context.record(record, progress_line(head, record, PROGRESS, COUNTERS))
-            due = schedule.checkpoint_every and round_index % schedule.checkpoint_every == 0
-            if due or round_index == schedule.rounds:
-                state = ray.get(server.get_state.remote())
-                opt = {f"opt/{k}": v for k, v in state.opt_state.items()}
-                context.save({"params": state.params, **opt}, round_index, history)
-        return Outcome(
-            state.params, history, CURVES, "round", f"{schedule.rounds} rounds", group.summary()
+        return server, group
+
+    def train_round(
+        self, round_index: int, group: WorkerGroup, server: Any, params_ref: Any
+    ) -> dict[str, Any]:
+        """One round: the cohort's clients train from ``params_ref`` on the workers, the server
+        applies their summed updates; the round's record of the clients' metrics."""
+        sizes = self.data.client_sizes()
+        cohort = seeding.sample_cohort(
+            self.seed, round_index, self.data.num_clients, self.cohort_size
         )
+        tasks = split_tasks(cohort, sizes, self.clients_per_task, self.engine)
+        calls = [(params_ref, task, round_index) for task in tasks]
+        costs = [task_cost(sizes, task, self.engine) for task in tasks]
+        outputs = group.run("run", calls, num_returns=2, costs=costs)
+        applied = server.apply.remote(round_index, *(task_sum for task_sum, _ in outputs))
+        record = round_record(round_index, [m for _, metrics in outputs for m in metrics])
+        ray.get(applied)
+        return record
+
+    def checkpoint(self, server: Any) -> dict[str, np.ndarray]:
+        """The server's state (kept as ``self.state``) as checkpoint arrays."""
+        self.state = ray.get(server.get_state.remote())
+        opt = {f"opt/{k}": v for k, v in self.state.opt_state.items()}
+        return {"params": self.state.params, **opt}
+
+    def progress_line(self, record: dict[str, Any]) -> str:
+        rounds = self.schedule.rounds
+        head = f"[round {record['round']:>{len(str(rounds))}}/{rounds}]"
+        return progress_line(head, record, PROGRESS, COUNTERS)
 
 
 def round_record(round_index: int, client_metrics: list[dict[str, Any]]) -> dict[str, Any]:

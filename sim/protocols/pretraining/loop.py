@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from sim import seeding
+from sim.protocols.cadence import Cadence
 from sim.protocols.ray_train import all_reduce_sums, load_state, model_arrays, state_arrays
 from sim.protocols.teacher_student.data import shard, step_windows, window_tokens
 from sim.training.span_corruption import span_loss
@@ -44,6 +45,10 @@ class PretrainSettings:
     snapshots: tuple[int, ...]  # steps whose model is fine-tuned
     threads: int
     seed: int
+
+    @property
+    def cadence(self) -> Cadence:
+        return Cadence(self.steps, self.eval_every, self.checkpoint_every)
 
 
 def inverse_sqrt_rate(step: int, lr: float, warmup_steps: int) -> float:
@@ -142,7 +147,7 @@ def pretrain_loop(config: dict[str, Any]) -> None:
         )
 
         done = step + 1
-        if done % settings.eval_every and done != settings.steps:
+        if not settings.cadence.evaluates(done):
             continue
         elapsed = time.perf_counter() - tick  # training only: the evaluation is not counted
         names = sorted(sums)
@@ -161,6 +166,6 @@ def pretrain_loop(config: dict[str, Any]) -> None:
             queue.put(("record", record))
             if done in settings.snapshots:
                 queue.put(("snapshot", done, model_arrays(module.model)))
-            if done % settings.checkpoint_every == 0 or done == settings.steps:
+            if settings.cadence.checkpoints(done):
                 queue.put(("checkpoint", done, state_arrays(module, optimizer)))
         sums, counts, tick = {}, {}, time.perf_counter()

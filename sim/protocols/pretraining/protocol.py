@@ -19,6 +19,7 @@ while fine-tuning resumes with the fine-tuning.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -30,6 +31,7 @@ from sim.errors import CohortError, ConfigError
 from sim.interfaces.pretraining import EncoderDecoderSpec, PretrainingObjective
 from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.interfaces.teacher_student import TextEnvironment
+from sim.protocols.cadence import Recorder
 from sim.protocols.pretraining import downstream
 from sim.protocols.pretraining.downstream import SCORES, Downstream
 from sim.protocols.pretraining.loop import PretrainSettings, pretrain_loop
@@ -206,13 +208,53 @@ class PretrainingJob:
     resumed: Resumed
 
     def run(self, context: RunContext) -> Outcome:
-        cluster, settings, streams = context.cluster, self.settings, self.streams
+        cluster, settings = context.cluster, self.settings
         workers = group_size(cluster.worker, cluster.num_workers or 1, max_useful=1)
         if settings.batch_size % workers:
             raise ConfigError(
                 f"protocol.batch_size: {settings.batch_size} examples do not split over "
                 f"{workers} workers (cluster.num_workers)"
             )
+        line = functools.partial(step_line, settings.steps)
+        recorder = Recorder(context, list(self.resumed.history), line)
+        context.begin(recorder.history)
+        final: dict[str, np.ndarray] = {}
+        snapshots = Snapshots(self, ray.put(self.data), cluster.worker.ray_options())
+
+        def on_checkpoint(step: int, arrays: dict[str, np.ndarray]) -> None:
+            context.save({**arrays, **snapshots.arrays()}, step, recorder.history)
+            final.update(arrays)
+
+        for step, arrays in sorted(self.resumed.snapshots.items()):
+            snapshots.fine_tune(step, arrays)
+        if self.resumed.step < settings.steps:
+            handlers = {
+                "record": recorder.record,
+                "snapshot": snapshots.fine_tune,
+                "checkpoint": on_checkpoint,
+            }
+            RayTrainer(cluster, workers, pretrain_loop).fit(self.loop_config(), handlers)
+        else:  # stopped while fine-tuning: pre-training is done, its snapshots are checkpointed
+            final.update(self.resumed.state)
+        tasks = ", ".join(settings.downstream.tasks)
+        print(f"fine-tuning {len(snapshots.pending)} snapshots on {tasks}", flush=True)
+        at_step = {r["step"]: r for r in recorder.history}
+        for step in sorted(snapshots.pending):
+            record = {"step": step, "tokens": at_step[step]["tokens"],
+                      "flops": at_step[step]["flops"], **snapshots.scores(step)}  # fmt: skip
+            if step == settings.steps:
+                record["validation_loss"] = at_step[step]["validation_loss"]
+            recorder.history.append(record)
+            context.record(record, progress_line(f"[downstream, step {step}]", record, *LINE))
+        params = np.concatenate(
+            [v.ravel() for k, v in sorted(final.items()) if k.startswith("model/model.")]
+        )
+        return Outcome(params, recorder.history, CURVES, x="step", steps=f"{settings.steps} steps")
+
+    def loop_config(self) -> dict[str, Any]:
+        """What :func:`pretrain_loop` reads: the settings, the model and objective, the corpus
+        (train windows, the validation batch every run is measured on) and where it starts."""
+        settings, streams = self.settings, self.streams
         raw = self.objective.lengths(self.inputs_length)[0]
         eval_starts = window_starts(len(streams.validation), raw - 1)[: settings.eval_windows]
         validation = span_batch(  # the same corrupted windows for every run, objective and seed
@@ -222,48 +264,7 @@ class PretrainingJob:
             self.vocab,
             seeding.rng(0, "validation"),
         )
-        history: list[dict[str, Any]] = list(self.resumed.history)
-        context.begin(history)
-        final: dict[str, np.ndarray] = {}
-        data_ref = ray.put(self.data)
-        task = ray.remote(downstream.finetune).options(**cluster.worker.ray_options())
-        pending: dict[int, dict[str, Any]] = {}
-        taken: dict[int, dict[str, np.ndarray]] = {}  # the snapshots, checkpointed with the run
-
-        def show(record: dict[str, Any], head: str) -> None:
-            context.record(record, progress_line(head, record, PROGRESS, tail=("tokens", "{} tok")))
-
-        def on_record(record: dict[str, Any]) -> None:
-            history.append(record)
-            show(record, f"[step {record['step']:>{len(str(settings.steps))}}/{settings.steps}]")
-
-        def on_snapshot(step: int, arrays: dict[str, np.ndarray]) -> None:
-            taken[step] = arrays
-            ref = ray.put(arrays)
-            pending[step] = {
-                name: task.remote(
-                    name,
-                    self.spec,
-                    self.vocab,
-                    ref,
-                    data_ref,
-                    settings.downstream,
-                    (self.objective.noise_density, self.objective.mean_span),
-                    self.seed,
-                )
-                for name in settings.downstream.tasks
-            }
-
-        def on_checkpoint(step: int, arrays: dict[str, np.ndarray]) -> None:
-            kept = {f"snapshot/{s}/{k}": v for s, snapshot in taken.items()
-                    for k, v in snapshot.items()}  # fmt: skip
-            context.save({**arrays, **kept}, step, history)
-            final.update(arrays)
-
-        for step, arrays in sorted(self.resumed.snapshots.items()):
-            on_snapshot(step, arrays)
-
-        config = dict(
+        return dict(
             settings=PretrainSettings(
                 steps=settings.steps,
                 batch_size=settings.batch_size,
@@ -288,24 +289,46 @@ class PretrainingJob:
             start_step=self.resumed.step,
             start_flops=self.resumed.flops,
         )
-        if self.resumed.step < settings.steps:
-            RayTrainer(cluster, workers, pretrain_loop).fit(
-                config, {"record": on_record, "snapshot": on_snapshot, "checkpoint": on_checkpoint}
-            )
-        else:  # stopped while fine-tuning: pre-training is done, its snapshots are checkpointed
-            final.update(self.resumed.state)
-        at_step = {r["step"]: r for r in history}
-        tasks = ", ".join(settings.downstream.tasks)
-        print(f"fine-tuning {len(pending)} snapshots on {tasks}", flush=True)
-        for step in sorted(pending):
-            scores = {k: v for ref in pending[step].values() for k, v in ray.get(ref).items()}
-            record = {"step": step, "tokens": at_step[step]["tokens"],
-                      "flops": at_step[step]["flops"], **scores}  # fmt: skip
-            if step == settings.steps:
-                record["validation_loss"] = at_step[step]["validation_loss"]
-            history.append(record)
-            show(record, f"[downstream, step {step}]")
-        params = np.concatenate(
-            [v.ravel() for k, v in sorted(final.items()) if k.startswith("model/model.")]
+
+
+class Snapshots:
+    """The snapshots of a pre-training run: each fine-tuned on the downstream tasks as soon as it
+    is taken (Ray tasks, beside the training), and kept for the checkpoint."""
+
+    def __init__(self, job: PretrainingJob, data: Any, options: dict[str, Any]) -> None:
+        self.job, self.data, self.task = (
+            job,
+            data,
+            ray.remote(downstream.finetune).options(**options),
         )
-        return Outcome(params, history, CURVES, "step", f"{settings.steps} steps")
+        self.pending: dict[int, dict[str, Any]] = {}  # step -> task name -> its scores (a ref)
+        self.taken: dict[int, dict[str, np.ndarray]] = {}
+
+    def fine_tune(self, step: int, arrays: dict[str, np.ndarray]) -> None:
+        job = self.job
+        self.taken[step] = arrays
+        ref = ray.put(arrays)
+        corruption = (job.objective.noise_density, job.objective.mean_span)
+        self.pending[step] = {
+            name: self.task.remote(name, job.spec, job.vocab, ref, self.data,
+                                   job.settings.downstream, corruption, job.seed)
+            for name in job.settings.downstream.tasks
+        }  # fmt: skip
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The snapshots taken so far, as checkpoint arrays (``snapshot/<step>/<name>``)."""
+        return {f"snapshot/{s}/{k}": v for s, snapshot in self.taken.items()
+                for k, v in snapshot.items()}  # fmt: skip
+
+    def scores(self, step: int) -> dict[str, float]:
+        """The downstream scores of ``step``'s snapshot (waits for its tasks)."""
+        return {k: v for ref in self.pending[step].values() for k, v in ray.get(ref).items()}
+
+
+LINE = (PROGRESS, (), ("tokens", "{} tok"))  # progress_line's fields, counters and tail
+
+
+def step_line(steps: int, record: dict[str, Any]) -> str:
+    """A pre-training record's progress line."""
+    head = f"[step {record['step']:>{len(str(steps))}}/{steps}]"
+    return progress_line(head, record, *LINE)

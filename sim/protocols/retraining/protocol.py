@@ -226,4 +226,4 @@ class RetrainingJob:
         params = ray.get(params)
         context.save({"params": params, "base_params": ray.get(base_params)}, 1, [record])
         steps = f"base on {len(rows)} rows, new on {size}"
-        return Outcome(params, [record], CURVES, "round", steps)
+        return Outcome(params, [record], CURVES, x="round", steps=steps)

@@ -22,6 +22,7 @@ samples are written to ``artifacts/samples.jsonl``. Records: the prompt's traini
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -45,6 +46,7 @@ from sim.interfaces.synthesis import (
     TargetDomain,
 )
 from sim.interfaces.teacher_student import LanguageModelSpec
+from sim.protocols.cadence import Cadence, Recorder
 from sim.protocols.synthesis import evaluation
 from sim.protocols.synthesis.evaluation import FEATURE_CHUNK, Downstream
 from sim.protocols.synthesis.generator import FrozenLM
@@ -290,7 +292,8 @@ class SynthesisJob:
             else np.zeros(0, np.float32)
         )
         curves = ("train_loss",) if module is not None else ()
-        return Outcome(params, history, curves, "step", f"{settings.samples} samples", summary)
+        steps = f"{settings.samples} samples"
+        return Outcome(params, history, curves, x="step", steps=steps, summary=summary)
 
     def generator_count(self, cluster: Any) -> int:
         """``protocol.generators``, checked to fit, else as many as fit (at most 64)."""
@@ -313,7 +316,9 @@ class SynthesisJob:
         dims = 0 if pool_features is None else pool_features.shape[1]
         module = method.build(self.spec.width, dims, scale)
         optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr)
-        digits, started = len(str(settings.steps)), time.perf_counter()
+        cadence = Cadence(settings.steps, settings.log_every)
+        recorder = Recorder(context, history, functools.partial(prompt_line, settings.steps))
+        started = time.perf_counter()
         for step in range(settings.steps):
             rows = seeding.rng(seed, "prompt_batch", step).choice(
                 len(pool_ids), settings.batch_size, replace=False)  # fmt: skip
@@ -333,12 +338,9 @@ class SynthesisJob:
             optimizer.zero_grad(set_to_none=True)
             prompts.backward(torch.as_tensor(np.concatenate([r[2] for r in results])) / tokens)
             optimizer.step()
-            if (step + 1) % settings.log_every == 0 or step == 0 or step + 1 == settings.steps:
-                record = {"step": step + 1, "train_loss": loss,
-                          "time_s": round(time.perf_counter() - started, 1)}  # fmt: skip
-                history.append(record)
-                head = f"[prompt step {step + 1:>{digits}}/{settings.steps}]"
-                context.record(record, progress_line(head, record, PROGRESS, tail=TIME))
+            if step == 0 or cadence.evaluates(step + 1):
+                recorder.record({"step": step + 1, "train_loss": loss,
+                                 "time_s": round(time.perf_counter() - started, 1)})  # fmt: skip
         return module
 
     def prompts(self, tokenizer, module, pool, pool_features, batch: int, count: int) -> list:
@@ -402,3 +404,9 @@ class SynthesisJob:
             "copied_fraction": float(np.mean([t in known for t in texts])),
         }
         return record
+
+
+def prompt_line(steps: int, record: dict[str, Any]) -> str:
+    """A prompt-training step's progress line."""
+    head = f"[prompt step {record['step']:>{len(str(steps))}}/{steps}]"
+    return progress_line(head, record, PROGRESS, tail=TIME)

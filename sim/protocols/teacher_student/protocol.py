@@ -18,6 +18,7 @@ finished student's ``final_measures`` (the algorithm's) join the last record.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -39,11 +40,12 @@ from sim.interfaces.teacher_student import (
     StudentAlgorithm,
     TextEnvironment,
 )
+from sim.protocols.cadence import Recorder
 from sim.protocols.ray_train import RayTrainer
 from sim.protocols.teacher_student import generation
 from sim.protocols.teacher_student.data import window_starts
 from sim.protocols.teacher_student.teacher import Teacher
-from sim.protocols.teacher_student.trainer import LoopSettings, train_loop
+from sim.protocols.teacher_student.trainer import LoopSettings, TrainInputs, train_loop
 from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
 from sim.runtime.reservation import Reservation
@@ -214,96 +216,56 @@ class TeacherStudentJob:
 
     def run(self, context: RunContext) -> Outcome:
         cluster, settings, streams = context.cluster, self.settings, self.streams
-        workers = group_size(cluster.worker, cluster.num_workers or 1, max_useful=1)
-        for name, size in (
-            ("protocol", settings.batch_size),
-            ("teacher", settings.teacher.batch_size),
-        ):
-            if size % workers:
-                raise ConfigError(
-                    f"{name}.batch_size: {size} sequences do not split over {workers} workers "
-                    "(cluster.num_workers)"
-                )
-        train_ref, validation_ref = ray.put(streams.train), ray.put(streams.validation)
-        candidates = window_starts(len(streams.train), self.context)
-        shared = dict(
-            train=train_ref,
-            validation=validation_ref,
-            candidates=candidates,
+        workers = self.check_batches(cluster)
+        inputs = TrainInputs(
+            settings=self.loop_settings(workers),
+            spec=self.spec,
+            vocab_size=streams.vocab_size,
+            train=ray.put(streams.train),
+            validation=ray.put(streams.validation),
+            candidates=window_starts(len(streams.train), self.context),
             eval_starts=window_starts(len(streams.validation), self.context)[
                 : settings.eval_windows
             ],
-            vocab_size=streams.vocab_size,
             task_options=cluster.teacher.ray_options(),  # generation and measure tasks
             teacher_spec=self.teacher_spec(),
-            teacher_weights=None,
-            held_out=None,
-            held_out_prompt=0,
         )
         trainer = RayTrainer(cluster, workers, train_loop)
-        plan = self.algorithm.generation()
-        asks_teacher = settings.held_out.prompts > 0 or any(
-            self.algorithm.teacher_weight(step, settings.steps) > 0
-            for step in range(self.start_step, settings.steps)
-        )
-        teacher, selected, weights, held_out = None, None, None, None
-        if asks_teacher or (plan is not None and plan.source == "teacher"):
-            weights = self.teacher_weights(trainer, shared, context)
-        if asks_teacher:
-            teacher = Teacher.options(
-                **cluster.teacher.ray_options(),
-                name=f"teacher-{uuid.uuid4().hex[:12]}",  # findable: ray.get_actor(name)
-                max_restarts=-1,  # restarted from the cached weights; calls in flight retried
-                max_task_retries=-1,
-            ).remote(self.teacher_spec(), streams.vocab_size, str(weights), train_ref, self.context)
-            wait_started([teacher], "teacher", cluster)
-            if self.algorithm.selection_quantile is not None:
-                scores = self.selection_scores(teacher, weights, candidates)
-                keep = scores >= np.nanquantile(scores, self.algorithm.selection_quantile)
-                selected = candidates[keep]
-                if len(selected) < settings.batch_size:
-                    raise ConfigError(
-                        f"algorithm.selection_quantile: keeps {len(selected)} windows, fewer than "
-                        f"a batch of {settings.batch_size}"
-                    )
+        teacher, weights, selected = self.start_teacher(trainer, inputs, context)
+        held_out = None
         if settings.held_out.prompts:
             held_out = self.held_out_sequences(teacher, weights, cluster)
-        history = list(self.history)
-        context.begin(history)
+        line = functools.partial(step_line, settings.steps)
+        recorder = Recorder(context, list(self.history), line)
+        context.begin(recorder.history)
         final: dict[str, np.ndarray] = {}
-
-        def show(record: dict[str, Any]) -> None:
-            head = f"[step {record['step']:>{len(str(settings.steps))}}/{settings.steps}]"
-            context.record(record, progress_line(head, record, PROGRESS, tail=("tokens", "{} tok")))
 
         def on_record(record: dict[str, Any]) -> None:
             record["validation_bits_per_byte"] = streams.bits_per_byte(record["validation_loss"])
-            history.append(record)
+            recorder.history.append(record)
             if held_out is None or record["step"] < settings.steps:
-                show(record)  # the last record waits for the final measures
+                recorder.show(record)  # the last record waits for the final measures
 
         def on_checkpoint(step: int, arrays: dict[str, np.ndarray]) -> None:
-            context.save(arrays, step, history)
+            context.save(arrays, step, recorder.history)
             final.update(arrays)
 
-        config = dict(
-            shared,
-            settings=self.loop_settings(workers),
+        student = replace(
+            inputs,
             algorithm=self.algorithm,
             teacher=teacher,
             selected=selected,
-            spec=self.spec,
+            teacher_weights=None if weights is None else str(weights),
             start_step=self.start_step,
             start=ray.put(self.start) if self.start is not None else None,
-            teacher_weights=None if weights is None else str(weights),
             held_out=None if held_out is None else held_out["train_loop"],
             held_out_prompt=settings.held_out.prompt_length,
         )
-        trainer.fit(config, {"record": on_record, "checkpoint": on_checkpoint})
+        trainer.fit({"inputs": student}, {"record": on_record, "checkpoint": on_checkpoint})
         curves = CURVES
         if held_out is not None:
             print(f"final measures on {settings.held_out.prompts} held-out prompts", flush=True)
-            history[-1].update(
+            recorder.history[-1].update(
                 generation.final_measures(
                     self.algorithm,
                     streams.vocab_size,
@@ -315,12 +277,64 @@ class TeacherStudentJob:
                     cluster.teacher.ray_options(),
                 )
             )
-            show(history[-1])
+            recorder.show(recorder.history[-1])
             curves = (*CURVES, "alpha", "alpha_greedy")
         params = np.concatenate(
             [v.ravel() for k, v in sorted(final.items()) if k.startswith("model/")]
         )
-        return Outcome(params, history, curves, "step", f"{settings.steps} steps")
+        return Outcome(params, recorder.history, curves, x="step", steps=f"{settings.steps} steps")
+
+    def check_batches(self, cluster: ClusterConfig) -> int:
+        """The number of Ray Train workers; refuses a student or teacher batch they cannot
+        split evenly."""
+        settings = self.settings
+        workers = group_size(cluster.worker, cluster.num_workers or 1, max_useful=1)
+        for name, size in (
+            ("protocol", settings.batch_size),
+            ("teacher", settings.teacher.batch_size),
+        ):
+            if size % workers:
+                raise ConfigError(
+                    f"{name}.batch_size: {size} sequences do not split over {workers} workers "
+                    "(cluster.num_workers)"
+                )
+        return workers
+
+    def start_teacher(
+        self, trainer: RayTrainer, inputs: TrainInputs, context: RunContext
+    ) -> tuple[Any, Path | None, np.ndarray | None]:
+        """The teacher actor (None when no step asks it), its weights (trained now if not
+        cached; None when nothing needs them), and the windows its steps draw from (SALT_DS:
+        those it scores at or above the algorithm's quantile; else None)."""
+        settings, cluster = self.settings, context.cluster
+        plan = self.algorithm.generation()
+        asks_teacher = settings.held_out.prompts > 0 or any(
+            self.algorithm.teacher_weight(step, settings.steps) > 0
+            for step in range(self.start_step, settings.steps)
+        )
+        teacher, selected, weights = None, None, None
+        if asks_teacher or (plan is not None and plan.source == "teacher"):
+            weights = self.teacher_weights(trainer, inputs, context)
+        if not asks_teacher:
+            return teacher, weights, selected
+        teacher = Teacher.options(
+            **cluster.teacher.ray_options(),
+            name=f"teacher-{uuid.uuid4().hex[:12]}",  # findable: ray.get_actor(name)
+            max_restarts=-1,  # restarted from the cached weights; calls in flight retried
+            max_task_retries=-1,
+        ).remote(self.teacher_spec(), self.streams.vocab_size, str(weights), inputs.train,
+                 self.context)  # fmt: skip
+        wait_started([teacher], "teacher", cluster)
+        if self.algorithm.selection_quantile is not None:
+            scores = self.selection_scores(teacher, weights, inputs.candidates)
+            keep = scores >= np.nanquantile(scores, self.algorithm.selection_quantile)
+            selected = inputs.candidates[keep]
+            if len(selected) < settings.batch_size:
+                raise ConfigError(
+                    f"algorithm.selection_quantile: keeps {len(selected)} windows, fewer than "
+                    f"a batch of {settings.batch_size}"
+                )
+        return teacher, weights, selected
 
     def held_out_sequences(self, teacher: Any, weights: Path, cluster: Any) -> dict[str, Any]:
         """Test-split prompts, the teacher's sampled (temperature 1) and greedy continuations of
@@ -374,7 +388,9 @@ class TeacherStudentJob:
         }
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
-    def teacher_weights(self, trainer: RayTrainer, shared: dict, context: RunContext) -> Path:
+    def teacher_weights(
+        self, trainer: RayTrainer, inputs: TrainInputs, context: RunContext
+    ) -> Path:
         """The teacher's weights: given, cached, or trained now (and cached)."""
         t = self.settings.teacher
         if t.weights is not None:
@@ -411,18 +427,10 @@ class TeacherStudentJob:
             head = f"[teacher step {record['step']}/{t.steps}]"
             print(progress_line(head, record, PROGRESS, tail=("tokens", "{} tok")), flush=True)
 
-        config = dict(
-            shared,
-            settings=settings,
-            algorithm=None,
-            teacher=None,
-            selected=None,
-            spec=self.teacher_spec(),
-            start_step=0,
-            start=None,
-        )
+        teacher = replace(inputs, settings=settings, spec=self.teacher_spec())
         trainer.fit(
-            config, {"record": on_record, "checkpoint": lambda step, arrays: state.update(arrays)}
+            {"inputs": teacher},
+            {"record": on_record, "checkpoint": lambda step, arrays: state.update(arrays)},
         )
         weights = {k.removeprefix("model/"): torch.tensor(v) for k, v in state.items()
                    if k.startswith("model/")}  # fmt: skip
@@ -443,3 +451,9 @@ class TeacherStudentJob:
         scores = ray.get(teacher.scores.remote(candidates, self.algorithm))
         np.save(path, scores)
         return scores
+
+
+def step_line(steps: int, record: dict[str, Any]) -> str:
+    """A record's progress line."""
+    head = f"[step {record['step']:>{len(str(steps))}}/{steps}]"
+    return progress_line(head, record, PROGRESS, tail=("tokens", "{} tok"))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ import torch
 
 from sim import seeding
 from sim.interfaces.teacher_student import Generation, SoftLabels, StudentAlgorithm
+from sim.protocols.cadence import Cadence
 from sim.protocols.ray_train import all_reduce_sums, load_state, model_arrays, state_arrays
 from sim.protocols.teacher_student.data import shard, step_windows, window_tokens
 from sim.protocols.teacher_student.generation import generate, prompts
@@ -52,6 +53,10 @@ class LoopSettings:
     generation: Generation | None = None
 
     @property
+    def cadence(self) -> Cadence:
+        return Cadence(self.steps, self.eval_every, self.checkpoint_every)
+
+    @property
     def generated_rows(self) -> int:
         """Generated sequences in every global batch."""
         return 0 if self.generation is None else round(self.batch_size * self.generation.share)
@@ -66,167 +71,278 @@ def learning_rate(step: int, settings: LoopSettings) -> float:
     return settings.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+@dataclass(frozen=True)
+class TrainInputs:
+    """Everything one training run of :func:`train_loop` reads (the protocol's job builds it):
+    the settings, the model to train, the corpus (Ray references to the token streams, the
+    candidate window starts), and, for a student, its algorithm and the teacher."""
+
+    settings: LoopSettings
+    spec: Any  # the model's LanguageModelSpec
+    vocab_size: int
+    train: Any  # ref: the train token stream
+    validation: Any  # ref: the validation token stream
+    candidates: np.ndarray  # the train windows' starts
+    eval_starts: np.ndarray  # the validation windows' starts
+    task_options: dict[str, Any] = field(default_factory=dict)  # generation tasks' resources
+    algorithm: StudentAlgorithm | None = None  # None: plain next-token training (the teacher)
+    teacher: Any = None  # the teacher actor, when the algorithm asks it
+    selected: np.ndarray | None = None  # the windows the teacher's steps draw from (SALT_DS)
+    teacher_spec: Any = None  # the teacher's model, for teacher-generated data
+    teacher_weights: str | None = None
+    start_step: int = 0
+    start: Any = None  # ref: the checkpoint's arrays, or None
+    held_out: dict[str, tuple[Any, Any]] | None = None  # refs: the teacher's held-out sequences
+    held_out_prompt: int = 0
+
+
 def train_loop(config: dict[str, Any]) -> None:
-    """Ray Train's ``train_loop_per_worker``; ``config`` is built by the protocol's job."""
+    """Ray Train's ``train_loop_per_worker``: ``config["inputs"]`` (:class:`TrainInputs`) and
+    ``config["queue"]`` (to the driver). Each step trains on this worker's share of the step's
+    batch; on the cadence's evaluation steps, rank 0 sends the record and checkpoints."""
+    import ray.train
     import ray.train.torch
 
+    inputs: TrainInputs = config["inputs"]
+    settings, queue = inputs.settings, config["queue"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    settings: LoopSettings = config["settings"]
-    algorithm: StudentAlgorithm | None = config["algorithm"]
-    teacher, queue = config["teacher"], config["queue"]
     torch.set_num_threads(settings.threads)
     device = ray.train.torch.get_device()
-    train, validation = ray.get(config["train"]), ray.get(config["validation"])
-    candidates, selected = config["candidates"], config["selected"]
-    eval_starts = np.array_split(config["eval_starts"], world)[rank]
+    model, module, optimizer = build_student(inputs, device)
+    batches = Batches(inputs, rank, world, module, device)
+    held_out = shard_held_out(inputs.held_out, rank, world)
+    eval_starts = np.array_split(inputs.eval_starts, world)[rank]
+    validation = ray.get(inputs.validation)
+    tally, tick = Tally(), time.perf_counter()
+    for step in range(inputs.start_step, settings.steps):
+        rows, weight, soft = batches.take(step, tally)
+        tokens = torch.from_numpy(rows).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, settings)
+        tally.losses.append(train_step(model, optimizer, tokens, soft, weight, inputs))
+        done = step + 1
+        if not settings.cadence.evaluates(done):
+            continue
+        elapsed = time.perf_counter() - tick  # training only: the evaluation is not counted
+        loss_sum, count = evaluate(module, validation, eval_starts, settings.context, device)
+        agreed = [0.0, 0.0, 0.0]
+        if held_out is not None:
+            agreed = agreement_sums(module, held_out, inputs.held_out_prompt, device)
+        totals = all_reduce_sums([loss_sum, count, *tally.sums(), *agreed], world)
+        if rank == 0:
+            queue.put(("record", evaluation_record(done, totals, elapsed, inputs, world)))
+            if settings.cadence.checkpoints(done):
+                queue.put(("checkpoint", done, state_arrays(module, optimizer)))
+        tally, tick = Tally(tally.generated), time.perf_counter()
 
+
+def build_student(inputs: TrainInputs, device: torch.device) -> tuple[Any, Any, Any]:
+    """The model (from the run's seed path ``init_stream``; DDP when several workers), the
+    module inside it, and its AdamW, restored from the checkpoint when resuming."""
+    import ray
+    import ray.train.torch
+
+    settings = inputs.settings
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeding.torch_seed(settings.seed, settings.init_stream))
-        model = config["spec"].build(config["vocab_size"])
+        model = inputs.spec.build(inputs.vocab_size)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
     model = ray.train.torch.prepare_model(model)  # DDP when world > 1; moved to the device
     module = getattr(model, "module", model)
-    start_step = config["start_step"]
-    if config["start"] is not None:  # after the move: the optimizer's state follows the device
-        load_state(module, optimizer, ray.get(config["start"]))
+    if inputs.start is not None:  # after the move: the optimizer's state follows the device
+        load_state(module, optimizer, ray.get(inputs.start))
+    return model, module, optimizer
 
-    generation, generated = settings.generation, settings.generated_rows
-    block: dict[str, Any] = {"index": None, "rows": None}  # the generated sequences in use
 
-    def load_block(step: int) -> None:
-        """Generate (rank 0, by Ray tasks) and share the sequences of ``step``'s block."""
-        index = step // generation.refresh
-        rows = None
-        if rank == 0:
-            rng = seeding.rng(settings.seed, "prompts", index)
-            starts = prompts(train, generated * generation.refresh, generation.prompt_length, rng)
-            if generation.source == "teacher":
-                source = (config["teacher_spec"], config["vocab_size"], config["teacher_weights"])
-            else:
-                source = (config["spec"], config["vocab_size"], ray.put(model_arrays(module)))
-            refs = generate(source, starts, settings.context + 1 - generation.prompt_length,
-                            generation.temperature, (settings.seed, "generate", index),
-                            config["task_options"])  # fmt: skip
-            rows = np.concatenate(ray.get(refs))
-        if world > 1:
-            box = [rows]
-            torch.distributed.broadcast_object_list(box, src=0)
-            rows = box[0]
-        block.update(index=index, rows=rows)
+@dataclass
+class Tally:
+    """What a worker counts between two evaluations: its steps' losses, the time it waited (for
+    the teacher, or for generated sequences), and the generated sequences it trained on so far
+    (a running count over the whole run)."""
 
-    def ready(step: int) -> bool:
-        return not generated or block["index"] == step // generation.refresh
+    generated: int = 0
+    losses: list[float] = field(default_factory=list)
+    waited: float = 0.0
 
-    @functools.lru_cache(maxsize=2)  # the prefetch and the step itself ask for the same step
-    def plan(step: int) -> tuple[np.ndarray, float, int]:
-        """This worker's token rows of ``step``, the teacher's weight, and how many of the rows
-        are generated."""
-        weight = algorithm.teacher_weight(step, settings.steps) if algorithm else 0.0
-        pool = selected if weight > 0 and selected is not None else candidates
-        starts = step_windows(settings.seed, step, pool, settings.batch_size - generated)
-        rows = window_tokens(train, starts, settings.context)
-        from_generation = np.zeros(len(rows), bool)
-        if generated:
-            first = step % generation.refresh * generated
-            rows = np.concatenate([rows, block["rows"][first : first + generated]])
-            from_generation = np.concatenate([from_generation, np.ones(generated, bool)])
-        return shard(rows, rank, world), weight, int(shard(from_generation, rank, world).sum())
+    def sums(self) -> list[float]:
+        """The sums the workers all-reduce: losses, steps, time waited, generated sequences."""
+        return [sum(self.losses), len(self.losses), self.waited, self.generated]
 
-    def ask(step: int):
-        if step >= settings.steps or not ready(step):
-            return None
-        rows, weight, _ = plan(step)
-        if weight <= 0:
-            return None
-        return teacher.soft_labels.remote(rows[:, :-1], settings.top_k, algorithm.temperature)
 
-    held_out = config["held_out"]
-    if held_out is not None:
-        held_out = {
-            name: tuple(np.array_split(ray.get(ref), world)[rank] for ref in refs)
-            for name, refs in held_out.items()
-        }
+class Batches:
+    """This worker's share of every step's batch: corpus windows (from the teacher's selection on
+    the steps it weighs), the generated sequences of the step's block (made when a block starts,
+    by rank 0, and broadcast), and the teacher's soft labels for it, asked one step ahead."""
 
-    pending = ask(start_step)
-    train_losses: list[float] = []
-    trained_generated = 0  # generated sequences this worker has trained on, so far
-    waited, tick = 0.0, time.perf_counter()
-    for step in range(start_step, settings.steps):
-        if not ready(step):
+    def __init__(
+        self, inputs: TrainInputs, rank: int, world: int, module: Any, device: torch.device
+    ) -> None:
+        import ray
+
+        self.inputs, self.rank, self.world = inputs, rank, world
+        self.module, self.device = module, device
+        self.settings = inputs.settings
+        self.train = ray.get(inputs.train)
+        self.block_index: int | None = None
+        self.block_rows: np.ndarray | None = None
+        self.plan = functools.lru_cache(maxsize=2)(self.plan_step)  # prefetch, then the step
+        self.pending = self.ask(inputs.start_step)
+
+    def take(self, step: int, tally: Tally) -> tuple[np.ndarray, float, SoftLabels | None]:
+        """``step``'s token rows, the teacher's weight and its soft labels (None: not asked);
+        asks the teacher for the next step's before returning."""
+        import ray
+
+        if not self.ready(step):
             wait = time.perf_counter()
-            load_block(step)
-            waited += time.perf_counter() - wait
-        rows, weight, generated_rows = plan(step)
-        trained_generated += generated_rows
-        tokens = torch.from_numpy(rows).to(device)
-        if pending is None:
-            pending = ask(step)
+            self.load_block(step)
+            tally.waited += time.perf_counter() - wait
+        rows, weight, generated_rows = self.plan(step)
+        tally.generated += generated_rows
+        if self.pending is None:
+            self.pending = self.ask(step)
         soft = None
-        if pending is not None:
+        if self.pending is not None:
             wait = time.perf_counter()
-            answer: SoftLabels = ray.get(pending)
-            waited += time.perf_counter() - wait
+            answer: SoftLabels = ray.get(self.pending)
+            tally.waited += time.perf_counter() - wait
+            device = self.device
             soft = SoftLabels(
                 None if answer.indices is None else torch.tensor(answer.indices, device=device),
                 torch.tensor(answer.probabilities, device=device),
             )
-        pending = ask(step + 1)  # the teacher works on the next batch while this one trains
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, settings)
-        logits = model(tokens[:, :-1])
-        targets = tokens[:, 1:]
-        if algorithm is None:
-            objective = next_token_loss(logits, targets)
-        else:
-            objective = algorithm.loss(logits, targets, soft, weight)
-        if weight > 0:  # the objective mixes in the teacher's term: record the loss alone
-            with torch.no_grad():
-                loss = next_token_loss(logits.detach(), targets)
-        else:
-            loss = objective
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        if settings.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimizer.step()
-        train_losses.append(float(loss.detach()))
+        self.pending = self.ask(step + 1)  # the teacher works on the next batch while this trains
+        return rows, weight, soft
 
-        done = step + 1
-        if done % settings.eval_every and done != settings.steps:
-            continue
-        elapsed = time.perf_counter() - tick  # training only: the evaluation is not counted
-        trained = len(train_losses) * settings.batch_size * settings.context
-        loss_sum, count = evaluate(module, validation, eval_starts, settings.context, device)
-        agreed = [0.0, 0.0, 0.0]
-        if held_out is not None:
-            agreed = agreement_sums(module, held_out, config["held_out_prompt"], device)
-        sums = [loss_sum, count, sum(train_losses), len(train_losses), waited, trained_generated]
-        loss_sum, count, train_sum, steps_seen, waited_all, seen_generated, *agreed = (
-            all_reduce_sums([*sums, *agreed], world)
+    def ready(self, step: int) -> bool:
+        generation = self.settings.generation
+        return not self.settings.generated_rows or self.block_index == step // generation.refresh
+
+    def load_block(self, step: int) -> None:
+        """Generate (rank 0, by Ray tasks) and share the sequences of ``step``'s block."""
+        import ray
+
+        settings, inputs, generation = self.settings, self.inputs, self.settings.generation
+        index = step // generation.refresh
+        rows = None
+        if self.rank == 0:
+            rng = seeding.rng(settings.seed, "prompts", index)
+            count = settings.generated_rows * generation.refresh
+            starts = prompts(self.train, count, generation.prompt_length, rng)
+            if generation.source == "teacher":
+                source = (inputs.teacher_spec, inputs.vocab_size, inputs.teacher_weights)
+            else:
+                source = (inputs.spec, inputs.vocab_size, ray.put(model_arrays(self.module)))
+            refs = generate(source, starts, settings.context + 1 - generation.prompt_length,
+                            generation.temperature, (settings.seed, "generate", index),
+                            inputs.task_options)  # fmt: skip
+            rows = np.concatenate(ray.get(refs))
+        if self.world > 1:
+            box = [rows]
+            torch.distributed.broadcast_object_list(box, src=0)
+            rows = box[0]
+        self.block_index, self.block_rows = index, rows
+
+    def plan_step(self, step: int) -> tuple[np.ndarray, float, int]:
+        """This worker's token rows of ``step``, the teacher's weight, and how many of the rows
+        are generated."""
+        settings, algorithm = self.settings, self.inputs.algorithm
+        generated = settings.generated_rows
+        weight = algorithm.teacher_weight(step, settings.steps) if algorithm else 0.0
+        selected = self.inputs.selected
+        pool = selected if weight > 0 and selected is not None else self.inputs.candidates
+        starts = step_windows(settings.seed, step, pool, settings.batch_size - generated)
+        rows = window_tokens(self.train, starts, settings.context)
+        from_generation = np.zeros(len(rows), bool)
+        if generated:
+            first = step % settings.generation.refresh * generated
+            rows = np.concatenate([rows, self.block_rows[first : first + generated]])
+            from_generation = np.concatenate([from_generation, np.ones(generated, bool)])
+        rank, world = self.rank, self.world
+        return shard(rows, rank, world), weight, int(shard(from_generation, rank, world).sum())
+
+    def ask(self, step: int) -> Any:
+        """The teacher's soft labels for ``step``'s rows (a reference), if it weighs that step
+        and its rows are known; else None."""
+        if step >= self.settings.steps or not self.ready(step):
+            return None
+        rows, weight, _ = self.plan(step)
+        if weight <= 0:
+            return None
+        algorithm = self.inputs.algorithm
+        return self.inputs.teacher.soft_labels.remote(
+            rows[:, :-1], self.settings.top_k, algorithm.temperature
         )
-        if rank == 0:
-            record = {
-                "step": done,
-                "tokens": done * settings.batch_size * settings.context,
-                "train_loss": train_sum / steps_seen,
-                "validation_loss": loss_sum / count,
-                "tokens_per_s": trained / elapsed,
-                "teacher_wait_s": waited_all / world,
-            }
-            if generated:
-                record["generated_sequences"] = int(seen_generated)
-            if held_out is not None:
-                record["alpha"], record["alpha_greedy"] = (
-                    agreed[0] / agreed[2],
-                    agreed[1] / agreed[2],
-                )
-            queue.put(("record", record))
-            if done % settings.checkpoint_every == 0 or done == settings.steps:
-                queue.put(("checkpoint", done, state_arrays(module, optimizer)))
-        train_losses, waited, tick = [], 0.0, time.perf_counter()
+
+
+def shard_held_out(
+    held_out: dict[str, tuple[Any, Any]] | None, rank: int, world: int
+) -> dict[str, tuple[np.ndarray, ...]] | None:
+    """This worker's share of the teacher's held-out sequences and distributions."""
+    import ray
+
+    if held_out is None:
+        return None
+    return {
+        name: tuple(np.array_split(ray.get(ref), world)[rank] for ref in refs)
+        for name, refs in held_out.items()
+    }
+
+
+def train_step(
+    model: Any,
+    optimizer: Any,
+    tokens: torch.Tensor,
+    soft: SoftLabels | None,
+    weight: float,
+    inputs: TrainInputs,
+) -> float:
+    """One optimizer step on the algorithm's objective (next-token loss without one); returns
+    the next-token loss alone (what the record's train loss averages)."""
+    logits = model(tokens[:, :-1])
+    targets = tokens[:, 1:]
+    algorithm = inputs.algorithm
+    if algorithm is None:
+        objective = next_token_loss(logits, targets)
+    else:
+        objective = algorithm.loss(logits, targets, soft, weight)
+    if weight > 0:  # the objective mixes in the teacher's term: record the loss alone
+        with torch.no_grad():
+            loss = next_token_loss(logits.detach(), targets)
+    else:
+        loss = objective
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    if inputs.settings.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), inputs.settings.grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def evaluation_record(
+    done: int, totals: list[float], elapsed: float, inputs: TrainInputs, world: int
+) -> dict[str, Any]:
+    """Rank 0's record after ``done`` steps from the all-reduced ``totals`` (validation loss sum
+    and count, the tally's sums, the held-out agreement sums)."""
+    settings = inputs.settings
+    loss_sum, count, train_sum, steps_seen, waited, generated, *agreed = totals
+    trained = (steps_seen / world) * settings.batch_size * settings.context
+    record = {
+        "step": done,
+        "tokens": done * settings.batch_size * settings.context,
+        "train_loss": train_sum / steps_seen,
+        "validation_loss": loss_sum / count,
+        "tokens_per_s": trained / elapsed,
+        "teacher_wait_s": waited / world,
+    }
+    if settings.generated_rows:
+        record["generated_sequences"] = int(generated)
+    if inputs.held_out is not None:
+        record["alpha"], record["alpha_greedy"] = agreed[0] / agreed[2], agreed[1] / agreed[2]
+    return record
 
 
 @torch.no_grad()
