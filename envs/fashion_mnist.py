@@ -177,7 +177,10 @@ class FashionMNIST:
             keep = rng.permutation(len(y))[: self.train_subset]
             x, y = x[keep], y[keep]
         order, offsets = self.split(y, rng)
-        return FederatedData(x, y, order, offsets, test_x, test_y, NUM_CLASSES)
+        return FederatedData(
+            x, y, order=order, offsets=offsets, test_x=test_x, test_y=test_y,
+            num_classes=NUM_CLASSES,
+        )  # fmt: skip
 
 
 @dataclass

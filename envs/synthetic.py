@@ -166,4 +166,7 @@ class Synthetic:
         first_row = np.empty(self.num_clients, dtype=np.int64)
         first_row[by_size] = np.cumsum(n_train[by_size]) - n_train[by_size]
         order = np.repeat(first_row - offsets[:-1], n_train) + np.arange(offsets[-1])
-        return FederatedData(x, y, order, offsets, test_x, test_y, self.num_classes)
+        return FederatedData(
+            x, y, order=order, offsets=offsets, test_x=test_x, test_y=test_y,
+            num_classes=self.num_classes,
+        )  # fmt: skip

@@ -201,7 +201,14 @@ def run_config(
         steps = outcome.steps or f"{len(history)} rounds"
         shown = f"; {shown}" if shown else ""
         print(f"done: {steps} in {wall_time:.1f} s{shown}; outputs in {run_dir.path}", flush=True)
-    return Result(config, history, final, run_dir.path, outcome.params, wall_time)
+    return Result(
+        config=config,
+        history=history,
+        final=final,
+        output_dir=run_dir.path,
+        params=outcome.params,
+        wall_time_s=wall_time,
+    )
 
 
 def write_outputs(

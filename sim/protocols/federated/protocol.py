@@ -207,7 +207,15 @@ class RoundJob:
                 raise ConfigError(f"model: {error}") from None
             state, start_round, history = None, 0, []
         return cls(
-            schedule, data, model_spec, algorithm, setup.seed, state, start_round, history, **loop
+            schedule=schedule,
+            data=data,
+            model_spec=model_spec,
+            algorithm=algorithm,
+            seed=setup.seed,
+            state=state,
+            start_round=start_round,
+            history=history,
+            **loop,
         )
 
     def run(self, context: RunContext) -> Outcome:

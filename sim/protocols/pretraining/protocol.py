@@ -162,8 +162,18 @@ class Pretraining:
                 f"tasks' {len(data.train)} training passages"
             )
         resumed = Resumed.of(setup.start)
-        return PretrainingJob(self, streams, spec, objective, setup.seed, vocab, length,
-                              snapshots, data, resumed)  # fmt: skip
+        return PretrainingJob(
+            settings=self,
+            streams=streams,
+            spec=spec,
+            objective=objective,
+            seed=setup.seed,
+            vocab=vocab,
+            inputs_length=length,
+            snapshots=snapshots,
+            data=data,
+            resumed=resumed,
+        )
 
 
 @dataclass(frozen=True)

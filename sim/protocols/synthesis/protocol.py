@@ -178,7 +178,15 @@ class Synthesis:
                 raise ConfigError(
                     f"protocol.{key}: {count} exceeds the domain's {available} {split} examples"
                 )
-        return SynthesisJob(self, domain, spec, method, learner, setup.seed, examples)
+        return SynthesisJob(
+            settings=self,
+            domain=domain,
+            spec=spec,
+            method=method,
+            learner=learner,
+            seed=setup.seed,
+            examples=examples,
+        )
 
     @staticmethod
     def check_featurizer(key: str, name: str) -> None:

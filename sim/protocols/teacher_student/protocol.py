@@ -176,7 +176,15 @@ class TeacherStudent:
             if start_step >= self.steps:
                 raise CohortError(f"resume: the checkpoint is already at step {start_step}")
         return TeacherStudentJob(
-            self, streams, spec, algorithm, setup.seed, context, start_step, history, start
+            settings=self,
+            streams=streams,
+            spec=spec,
+            algorithm=algorithm,
+            seed=setup.seed,
+            context=context,
+            start_step=start_step,
+            history=history,
+            start=start,
         )
 
     def check_generation(self, plan: Generation | None, context: int) -> None:
