@@ -32,7 +32,9 @@ SEEDS = (0, 1, 2)
 # Final test accuracy / loss per (lr, seed); hand-computed statistics below.
 ACCURACY = {"0.1": (0.6, 0.7, 0.8), "0.01": (0.5, 0.5, 0.5)}
 LOSS = {"0.1": (1.0, 2.0, 3.0), "0.01": (4.0, 4.0, 4.0)}
-STD_01 = math.sqrt(((0.6 - 0.7) ** 2 + 0 + (0.8 - 0.7) ** 2) / 3)  # population std: 0.08165
+STD_01 = math.sqrt(((0.6 - 0.7) ** 2 + 0 + (0.8 - 0.7) ** 2) / 2)  # sample std (ddof=1): 0.1
+T_975_2 = 4.302652729749464  # Student's t, 97.5% quantile, 2 degrees of freedom (tables)
+HALF_01 = T_975_2 * STD_01 / math.sqrt(3)  # the 95% interval's half-width: 0.2484
 
 
 def write_run(
@@ -125,7 +127,7 @@ def test_group_runs_single_group_and_config_fallback(tmp_path: Path) -> None:
     }
 
 
-def test_summarize_mean_and_population_std(multirun: Path) -> None:
+def test_summarize_mean_sample_std_and_t_interval(multirun: Path) -> None:
     runs = load_runs([multirun])
     rows = summarize(group_runs(runs), ["test_accuracy", "test_loss", "missing"])
     by_group = {row.group: row.stats for row in rows}
@@ -133,12 +135,14 @@ def test_summarize_mean_and_population_std(multirun: Path) -> None:
     assert high["test_accuracy"].mean == pytest.approx(0.7)
     assert high["test_accuracy"].std == pytest.approx(STD_01)
     assert high["test_accuracy"].n == 3
-    assert high["test_loss"] == Stat(2.0, pytest.approx(math.sqrt(2 / 3)), 3)
+    assert high["test_loss"] == Stat(2.0, pytest.approx(1.0), 3)  # losses 1, 2, 3
+    assert high["test_accuracy"].interval == pytest.approx((0.7 - HALF_01, 0.7 + HALF_01))
     assert by_group["algorithm.client_lr=0.01"]["test_accuracy"] == Stat(pytest.approx(0.5), 0.0, 3)
     assert "missing" not in high
 
     single = summarize({"one": runs[:1]}, ["test_accuracy"])
     assert single[0].stats["test_accuracy"] == Stat(0.6, 0.0, 1)
+    assert single[0].stats["test_accuracy"].interval is None  # no spread from one run
 
 
 def test_format_table_text(multirun: Path) -> None:
@@ -148,11 +152,12 @@ def test_format_table_text(multirun: Path) -> None:
     assert lines[0].split() == ["group", "test_accuracy", "test_loss"]
     assert set(lines[1]) <= {"-", " "}
     assert lines[2].startswith("algorithm.client_lr=0.01")
-    assert "0.5 ± 0 (3)" in lines[2] and "4 ± 0 (3)" in lines[2]
-    assert "0.7 ± 0.08165 (3)" in lines[3] and "2 ± 0.8165 (3)" in lines[3]
+    assert "0.5 ± 0 [0.5, 0.5] (3)" in lines[2] and "4 ± 0 [4, 4] (3)" in lines[2]
+    assert "0.7 ± 0.1 [0.4516, 0.9484] (3)" in lines[3]
+    assert "2 ± 1 [-0.4841, 4.484] (3)" in lines[3]
     column = lines[0].index("test_accuracy")
     assert lines[2].index("0.5 ±") == lines[3].index("0.7 ±") == column
-    assert "population std (ddof=0)" in text
+    assert "sample std (ddof=1)" in text and "95% t-interval" in text
 
 
 def test_main_writes_reports_and_reads_no_yaml(
@@ -164,7 +169,7 @@ def test_main_writes_reports_and_reads_no_yaml(
     out = tmp_path / "report"
     assert main([str(multirun), "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
-    assert "algorithm.client_lr=0.1" in stdout and "0.7 ± 0.08165 (3)" in stdout
+    assert "algorithm.client_lr=0.1" in stdout and "0.7 ± 0.1 [0.4516, 0.9484] (3)" in stdout
     assert "diverged" not in stdout and "note" not in stdout  # numeric metrics only
     for name in ("report.csv", "report.md", "report_test_accuracy.png"):
         assert str(out / name) in stdout
@@ -179,10 +184,15 @@ def test_main_writes_reports_and_reads_no_yaml(
     ]
     assert float(table[1]["test_accuracy_mean"]) == pytest.approx(0.7)
     assert float(table[1]["test_accuracy_std"]) == pytest.approx(STD_01)
+    assert float(table[1]["test_accuracy_low"]) == pytest.approx(0.7 - HALF_01)
+    assert float(table[1]["test_accuracy_high"]) == pytest.approx(0.7 + HALF_01)
     assert table[1]["test_loss_n"] == "3"
     markdown = (out / "report.md").read_text()
     assert "| group | test_accuracy | test_loss |" in markdown
-    assert "| algorithm.client_lr=0.1 | 0.7 ± 0.08165 (3) | 2 ± 0.8165 (3) |" in markdown
+    assert (
+        "| algorithm.client_lr=0.1 | 0.7 ± 0.1 [0.4516, 0.9484] (3) | 2 ± 1 [-0.4841, 4.484] (3) |"
+        in markdown
+    )
 
     read = [p for p in opened if Path(p).is_relative_to(tmp_path)]
     assert any(p.endswith("summary.json") for p in read)
@@ -296,9 +306,11 @@ def test_steps_to_match_the_baseline_by_hand(tmp_path: Path) -> None:
     assert matches["algorithm=lm"].reached_at == 30 and matches["algorithm=lm"].fraction == 1.0
     assert matches["algorithm=salt"].reached_at == 20
     assert matches["algorithm=salt"].fraction == pytest.approx(2 / 3)
-    assert matches["algorithm=salt"].final == Stat(0.7, pytest.approx(0.1), 2)
+    assert matches["algorithm=salt"].final == Stat(
+        0.7, pytest.approx(math.sqrt(0.02)), 2
+    )  # 0.6, 0.8
     assert matches["algorithm=rkd"].reached_at is None and matches["algorithm=rkd"].fraction is None
-    assert "| algorithm=rkd | 1.2 ± 0 (1) | never | - |" in format_matches(
+    assert "| algorithm=rkd | 1.2 (1) | never | - |" in format_matches(
         list(matches.values()), "algorithm=lm", "validation_loss", "step"
     )
 
@@ -316,7 +328,7 @@ def test_main_reports_step_based_runs_with_match(tmp_path: Path) -> None:
             "--at-rounds", "20", "--target", "1.0"]  # fmt: skip
     assert main(argv) == 0
     matched = (tmp_path / "report_match.md").read_text()
-    assert "| algorithm=salt | 0.7 ± 0 (1) | 20 | 0.67 |" in matched
+    assert "| algorithm=salt | 0.7 (1) | 20 | 0.67 |" in matched
     table = (tmp_path / "report.md").read_text()
     assert "validation_loss@20" in table and "steps_to_1" in table
 

@@ -62,8 +62,8 @@ def plot_groups(
 ) -> None:
     """Write one PNG of ``key`` vs ``x``: per group, the mean over its histories ± one std band.
 
-    ``groups`` maps a label to one history per seed. At each x the mean and population std
-    (ddof=0) are taken over the histories that record ``key`` there.
+    ``groups`` maps a label to one history per seed. At each x the mean and sample std
+    (ddof=1) are taken over the histories that record ``key`` there.
     """
     plot_panels({"": groups}, key, path, title, x, hold)
 
@@ -108,7 +108,7 @@ def plot_scatter(
     for ax, (panel, groups) in zip(axes, panels.items(), strict=True):
         for i, (label, points) in enumerate(groups.items()):
             xy = np.asarray(points, dtype=float).reshape(-1, 2)
-            mean, std = xy.mean(axis=0), xy.std(axis=0)
+            mean, std = xy.mean(axis=0), sample_std(xy)
             marker = markers[i // 10 % len(markers)]
             ax.errorbar(
                 *mean,
@@ -173,7 +173,14 @@ def mean_band(
         row[inside] = np.interp(grid[inside], xs, values)
         if hold:
             row[grid > xs[-1]] = values[-1]
-    return grid, np.nanmean(stack, axis=0), np.nanstd(stack, axis=0)
+    return grid, np.nanmean(stack, axis=0), sample_std(stack)
+
+
+def sample_std(stack: np.ndarray) -> np.ndarray:
+    """Per column, the sample std (ddof=1) of the rows that are not NaN; 0 where fewer than 2."""
+    count = np.sum(~np.isnan(stack), axis=0)
+    spread = np.nansum((stack - np.nanmean(stack, axis=0)) ** 2, axis=0)
+    return np.sqrt(np.divide(spread, count - 1, out=np.zeros(stack.shape[1]), where=count > 1))
 
 
 def _draw_groups(

@@ -5,7 +5,9 @@ multirun folder holds one run directory per job. Only those JSON/JSONL files are
 or pickle, such as ``multirun.yaml``), and results are written as CSV, Markdown and PNG.
 
 Runs are grouped by the Hydra overrides that differ between them (seeds ignored), and each final
-metric is reported per group as ``mean ± std (n)``, where std is the population std (ddof=0).
+metric is reported per group as ``mean ± std [low, high] (n)``: the sample std (ddof=1) and the
+95% t-interval of the mean (Student's t with n - 1 degrees of freedom; a handful of seeds is
+what presets run, where a bootstrap's interval is too narrow).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.stats
 
 from sim.errors import CohortError
 from sim.reporting.compare import area_under_curve, compare, format_comparison
@@ -36,7 +39,10 @@ from sim.reporting.plotting import (
 )
 from sim.runtime.outputs import METRICS, SUMMARY
 
-STD_NOTE = "± is the population std (ddof=0) over runs; (n) is the number of runs."
+STD_NOTE = (
+    "± is the sample std (ddof=1) over runs; [low, high] the 95% t-interval of the mean; "
+    "(n) the number of runs."
+)
 
 
 @dataclass(frozen=True)
@@ -54,11 +60,26 @@ class Run:
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean and population std (ddof=0) of one metric over ``n`` runs."""
+    """Mean and sample std (ddof=1; 0 for one run) of one metric over ``n`` runs."""
 
     mean: float
     std: float
     n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        array = np.asarray(values, dtype=float)
+        std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+        return cls(float(array.mean()), std, len(array))
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% t-interval of the mean, ``mean ± t(0.975, n - 1) std / sqrt(n)``; None for
+        one run."""
+        if self.n < 2:
+            return None
+        half = float(scipy.stats.t.ppf(0.975, self.n - 1)) * self.std / math.sqrt(self.n)
+        return self.mean - half, self.mean + half
 
 
 @dataclass(frozen=True)
@@ -164,7 +185,7 @@ def steps_to_match(
         ]
         reached = curve <= target if lower_is_better(metric) else curve >= target
         at = float(xs[reached][0]) if reached.any() else None
-        stat = Stat(float(np.mean(finals)), float(np.std(finals)), len(finals))
+        stat = Stat.of(finals)
         matches.append(Match(label, stat, at, at / length if at is not None else None))
     return matches
 
@@ -215,20 +236,21 @@ def derived_metrics(
 
 
 def summarize(groups: Mapping[str, Sequence[Run]], metrics: Sequence[str]) -> list[Row]:
-    """Per group, mean, population std (ddof=0; 0 for one run) and n of each final metric."""
+    """Per group, the :class:`Stat` (mean, sample std, n) of each final metric."""
     rows = []
     for label, runs in groups.items():
         stats = {}
         for metric in metrics:
             values = [run.final[metric] for run in runs if is_number(run.final.get(metric))]
             if values:
-                stats[metric] = Stat(float(np.mean(values)), float(np.std(values)), len(values))
+                stats[metric] = Stat.of(values)
         rows.append(Row(label, stats))
     return rows
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    """An aligned text table, one line per group, cells ``mean ± std (n)``, plus a note on std."""
+    """An aligned text table, one line per group, cells ``mean ± std [low, high] (n)``, plus a
+    note on what they are."""
     metrics = _columns(rows)
     table = [["group", *metrics]] + [[row.group, *map(_cell, _stats(row, metrics))] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
@@ -254,15 +276,21 @@ def format_markdown(rows: Sequence[Row]) -> str:
 
 
 def write_csv(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
-    """Write ``group`` and per metric ``<metric>_mean``, ``_std``, ``_n`` (blank if absent)."""
+    """Write ``group`` and per metric ``<metric>_mean``, ``_std`` (ddof=1), ``_low``, ``_high``
+    (the 95% t-interval; blank for one run) and ``_n`` (all blank if absent)."""
     metrics = _columns(rows)
+    parts = ("mean", "std", "low", "high", "n")
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["group", *(f"{m}_{s}" for m in metrics for s in ("mean", "std", "n"))])
+        writer.writerow(["group", *(f"{m}_{part}" for m in metrics for part in parts)])
         for row in rows:
             cells: list[object] = [row.group]
             for stat in _stats(row, metrics):
-                cells += [stat.mean, stat.std, stat.n] if stat else ["", "", ""]
+                if stat is None:
+                    cells += [""] * len(parts)
+                    continue
+                low, high = stat.interval or ("", "")
+                cells += [stat.mean, stat.std, low, high, stat.n]
             writer.writerow(cells)
 
 
@@ -389,7 +417,7 @@ def write_summary(
         {label: [run.history for run in group] for label, group in groups.items()},
         args.metric,
         outputs[2],
-        title=f"{args.metric}: mean ± std over seeds",
+        title=f"{args.metric}: mean ± sample std over seeds",
         x=args.x,
         hold=args.hold,
     )
@@ -414,7 +442,7 @@ def write_panels(runs: list[Run], args: argparse.Namespace, out: Path) -> Path:
         }
         for value, members in panel_groups(runs, args.by).items()
     }
-    title = f"{args.metric}: mean ± std over seeds"
+    title = f"{args.metric}: mean ± sample std over seeds"
     plot_panels(panels, args.metric, path, title=title, x=args.x, hold=args.hold)
     return path
 
@@ -492,7 +520,7 @@ def write_scatter(
         for panel, members in panels.items()
     }  # fmt: skip
     path = out / f"report_scatter_{_safe(keys[0])}_{_safe(keys[1])}.png"
-    title = f"{keys[1]} vs {keys[0]}: mean ± std over seeds"
+    title = f"{keys[1]} vs {keys[0]}: mean ± sample std over seeds"
     plot_scatter(points, (keys[0], keys[1]), path, title=title)
     return path
 
@@ -524,7 +552,7 @@ def write_comparison(
             for panel, members in group_runs(chosen, ignore=(*NOT_SWEPT, by, key)).items()
         }
         path = out / f"report_{_safe(by)}_{_safe(dataset)}.png"
-        title = f"{dataset}: {metric} vs {x}, mean ± std over seeds"
+        title = f"{dataset}: {metric} vs {x}, mean ± sample std over seeds"
         plot_panels(panels, metric, path, title=title, x=x)
         written.append(path)
     return written
@@ -607,7 +635,12 @@ def _stats(row: Row, metrics: Sequence[str]) -> list[Stat | None]:
 
 
 def _cell(stat: Stat | None) -> str:
-    return f"{stat.mean:.4g} ± {stat.std:.4g} ({stat.n})" if stat else "-"
+    if stat is None:
+        return "-"
+    if stat.interval is None:
+        return f"{stat.mean:.4g} ({stat.n})"
+    low, high = stat.interval
+    return f"{stat.mean:.4g} ± {stat.std:.4g} [{low:.4g}, {high:.4g}] ({stat.n})"
 
 
 def _safe(name: str) -> str:
