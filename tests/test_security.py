@@ -135,3 +135,12 @@ def test_a_refused_connection_points_to_token_authentication(monkeypatch, mode):
     with pytest.raises(CohortError, match="cannot join 10.0.0.1:6379") as error:
         session.join_cluster("10.0.0.1:6379")
     assert ("RAY_AUTH_MODE=token" in str(error.value)) == (mode != "token")
+
+
+def test_a_ray_older_than_the_tested_release_is_refused_in_one_line():
+    from sim.runtime.session import check_ray_version
+
+    for fine in ("2.60.0", "2.61.1", "3.0.0.dev0", ray.__version__):
+        check_ray_version(fine)
+    with pytest.raises(CohortError, match=r"^ray 2\.9\.3 is older than 2\.60, the release"):
+        check_ray_version("2.9.3")

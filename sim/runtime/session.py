@@ -18,6 +18,19 @@ from ray._private import ray_constants
 from sim.errors import CohortError, ConfigError
 from sim.runtime.config import ClusterConfig
 
+# The Ray this module is tested with: it reads Ray's private start-up constants and node handle
+# and relies on token authentication, which older releases do not have.
+RAY_TESTED = (2, 60)
+
+
+def check_ray_version(version: str = ray.__version__) -> None:
+    """Refuse a Ray older than :data:`RAY_TESTED` in one line (pip enforces the same floor; this
+    catches an install made with ``--no-deps`` or a cluster's own Ray)."""
+    found = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if found < RAY_TESTED:
+        wanted = ".".join(map(str, RAY_TESTED))
+        raise CohortError(f"ray {version} is older than {wanted}, the release Cohort supports")
+
 WORKER_SETUP = {"worker_process_setup_hook": "sim.runtime.worker_setup.quiet_worker_logs"}
 # Ray warns at every local start that it turned on token authentication (its default, kept:
 # the token is in ~/.ray/auth_token); the README says so once instead.
@@ -215,6 +228,7 @@ def start_ray(
     workers' console output is not printed by this process (each job keeps its own in its
     folder), and a local Ray gets :func:`side_by_side_config`.
     """
+    check_ray_version()
     if cluster.mode == "local":
         start_local_ray(
             cluster.num_cpus,
