@@ -117,3 +117,42 @@ def test_drivers_and_the_federated_server_import_no_torch():
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_final_model_loads_from_safetensors_and_scores_the_run_s_accuracy(
+    ray_session, tmp_path
+):
+    """``model.safetensors`` holds the final model by its parameters' names (no pickle), with
+    the run's config and parameters hashes; loaded into the model spec's module, it gives the
+    test accuracy the run recorded."""
+    import hashlib
+
+    import torch
+    from omegaconf import OmegaConf
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    from sim import seeding
+    from sim.runtime.config import build_component
+    from sim.runtime.run import config_sha256
+
+    result = sim.run(["protocol.rounds=3", "protocol.eval_every=3", "progress=false",
+                      f"output_dir={tmp_path / 'run'}"])  # fmt: skip
+    path = result.output_dir / "model.safetensors"
+    weights = load_file(path)
+    assert set(weights) == {"1.weight", "1.bias"}  # Flatten, then the linear layer
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata = handle.metadata()
+    assert metadata["config_sha256"] == config_sha256(result.config)
+    flat = np.concatenate([weights["1.weight"].ravel(), weights["1.bias"]])
+    assert metadata["params_sha256"] == hashlib.sha256(flat.tobytes()).hexdigest()
+    env = build_component("env", OmegaConf.create(result.config["env"]))
+    data = env.load(seeding.rng(result.config["seed"], "env"))
+    module = build_component("model", OmegaConf.create(result.config["model"])).build(
+        data.input_shape, data.num_classes
+    )
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    with torch.no_grad():
+        predicted = module(torch.from_numpy(data.test_x)).argmax(dim=1).numpy()
+    accuracy = float((predicted == data.test_y).mean())
+    assert accuracy == pytest.approx(result.final["test_accuracy"], abs=1e-6)

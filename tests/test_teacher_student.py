@@ -3,6 +3,7 @@ workers agreeing (with a teacher that dies on the way), exact resume after SIGKI
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import ray
 import torch
+from safetensors.numpy import load_file, save_file
 
 import sim
 from sim.errors import CohortError, ConfigError
@@ -78,8 +80,13 @@ def test_twenty_steps_end_to_end(baseline, lm_cache):
     assert (out / "checkpoints" / "checkpoint.npz").exists() and (out / "curves.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["algorithm"]["kd_steps"] is None
-    teachers = list(lm_cache.glob("lm/*/teachers/*.pt"))
+    teachers = list(lm_cache.glob("lm/*/teachers/*.safetensors"))
     assert len(teachers) == 1  # trained once, cached for the next runs
+    assert not list(lm_cache.glob("lm/*/teachers/*.pt"))  # no pickle
+    weights = load_file(out / "model.safetensors")  # the student, by its parameters' names
+    assert weights["embed.weight"].shape == (512, 32)
+    flat = np.concatenate([weights[k].ravel() for k in sorted(weights)])
+    assert hashlib.sha256(flat.tobytes()).hexdigest() == summary["params_sha256"]
 
 
 def kill_the_teacher_once_running(metrics: Path, killed: list[str]) -> None:
@@ -145,9 +152,17 @@ def test_bad_input(ray_session, lm_cache, tmp_path, extra, error, needle):
 
 
 def test_a_teacher_of_another_vocabulary_is_refused(ray_session, lm_cache, tmp_path):
-    weights = tmp_path / "teacher.pt"
-    torch.save({"embed.weight": torch.zeros(300, 16)}, weights)
+    weights = tmp_path / "teacher.safetensors"
+    save_file({"embed.weight": np.zeros((300, 16), np.float32)}, weights)
     with pytest.raises(ConfigError, match="vocabulary has 300 tokens, the student's corpus 512"):
+        sim.run(tiny(lm_cache, f"protocol.teacher.weights={weights}", f"output_dir={tmp_path}/r"))
+
+
+def test_a_pickled_teacher_is_refused_unread(ray_session, lm_cache, tmp_path):
+    """A ``torch.save`` file is a pickle: loading it could run code, so it is never loaded."""
+    weights = tmp_path / "teacher.pt"
+    torch.save({"embed.weight": torch.zeros(512, 16)}, weights)
+    with pytest.raises(ConfigError, match="is not a safetensors file .* never unpickled"):
         sim.run(tiny(lm_cache, f"protocol.teacher.weights={weights}", f"output_dir={tmp_path}/r"))
 
 

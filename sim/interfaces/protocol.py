@@ -76,7 +76,8 @@ class RunContext(Protocol):
 class Outcome:
     """What a protocol returns: the final parameters (hashed into the summary), the history
     (one record per round), the metrics worth a curve, the x axis of the curves, a phrase for
-    the closing line (``"60 rounds"``) and extra summary fields."""
+    the closing line (``"60 rounds"``), extra summary fields, and the final model's weights by
+    parameter name (written as ``model.safetensors``)."""
 
     params: np.ndarray
     history: list[dict[str, Any]]
@@ -84,6 +85,17 @@ class Outcome:
     x: str = "round"
     steps: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] | None = None  # the final model by parameter name (None: none)
+
+
+def unflatten(flat: np.ndarray, layout: list[tuple[str, tuple[int, ...]]]) -> dict[str, np.ndarray]:
+    """A flat parameter vector split into named arrays by ``layout`` (each parameter's name and
+    shape, in the order the vector holds them)."""
+    sizes = [int(np.prod(shape)) for _, shape in layout]
+    if sum(sizes) != flat.size:
+        raise ValueError(f"the layout holds {sum(sizes)} parameters, the vector {flat.size}")
+    parts = np.split(flat, np.cumsum(sizes)[:-1])
+    return {name: part.reshape(shape) for (name, shape), part in zip(layout, parts, strict=True)}
 
 
 class Job(Protocol):

@@ -28,12 +28,14 @@ SUMMARY = "summary.json"
 CONFIG = "config.json"
 ARTIFACTS = "artifacts"  # what a protocol writes beside its metrics (synthetic samples, ...)
 LOG = "log.txt"  # a sweep job's console output, written by the launcher that runs it
+MODEL = "model.safetensors"  # the final model's weights by parameter name
 OWN = {
     CONFIG,
     METRICS,
     "checkpoints",
     "curves.png",
     ARTIFACTS,
+    MODEL,
 }  # what a run writes before its summary
 RESUMABLE = ("resume", "progress", "output_dir", "cluster")  # run-level keys a resume may change
 
@@ -229,6 +231,13 @@ class RunDirectory:
         path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.atomic_write(path, lambda h: h.write(text.encode()))
         return path
+
+    def write_model(self, weights: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+        """``model.safetensors`` (no pickle: named arrays and string ``metadata``), atomically."""
+        from safetensors.numpy import save
+
+        data = save({k: np.ascontiguousarray(v) for k, v in weights.items()}, metadata)
+        checkpoint.atomic_write(self.path / MODEL, lambda handle: handle.write(data))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         path = self.path / SUMMARY

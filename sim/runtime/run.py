@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -231,8 +232,19 @@ def write_outputs(
         "params_sha256": hashlib.sha256(outcome.params.tobytes()).hexdigest(),
         **outcome.summary,
     }
+    if outcome.weights is not None:  # before the summary, which says the run is done
+        metadata = {
+            "config_sha256": config_sha256(config),
+            "params_sha256": summary["params_sha256"],
+        }
+        run_dir.write_model(outcome.weights, metadata)
     run_dir.write_summary(summary)
     from sim.reporting.plotting import plot_curves  # matplotlib: only once there is a plot
 
     plot_curves(history, run_dir.path / "curves.png", outcome.curves, title=title, x=outcome.x)
     return final
+
+
+def config_sha256(config: dict[str, Any]) -> str:
+    """The SHA-256 of the resolved config as ``config.json`` holds it (keys sorted)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()

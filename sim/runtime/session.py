@@ -31,6 +31,7 @@ def check_ray_version(version: str = ray.__version__) -> None:
         wanted = ".".join(map(str, RAY_TESTED))
         raise CohortError(f"ray {version} is older than {wanted}, the release Cohort supports")
 
+
 WORKER_SETUP = {"worker_process_setup_hook": "sim.runtime.worker_setup.quiet_worker_logs"}
 # Ray warns at every local start that it turned on token authentication (its default, kept:
 # the token is in ~/.ray/auth_token); the README says so once instead.

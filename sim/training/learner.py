@@ -4,7 +4,7 @@ layer embeddings (active learning, covering, retraining). The learners themselve
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,3 +42,10 @@ def expose(model: ClientModel, x: np.ndarray, block: int = 8192) -> LearnerOutpu
         np.concatenate(embeddings),
         per_model if len(nets) > 1 else None,
     )
+
+
+def learner_layout(learner: Any, pool: Any) -> list[tuple[str, tuple[int, ...]]]:
+    """The names and shapes of ``learner``'s parameters on ``pool`` (its features and classes)."""
+    from sim.training.model import layout
+
+    return layout(learner.build(pool.x.shape[1], pool.num_classes))

@@ -50,6 +50,12 @@ class ClientModel:
         return vector.detach().cpu().numpy().copy()
 
 
+def layout(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    """Each parameter's name and shape, in the order of the flat vector
+    (:meth:`ClientModel.get_flat`)."""
+    return [(name, tuple(param.shape)) for name, param in module.named_parameters()]
+
+
 def initial_params(build: Callable[[], nn.Module], seed: int) -> np.ndarray:
     """Flat parameters of ``build()`` initialised from ``seed``; torch's global RNG is untouched."""
     with torch.random.fork_rng(devices=[]):

@@ -35,7 +35,7 @@ from sim.interfaces.active import (
     StatefulSelector,
     WeightedSelection,
 )
-from sim.interfaces.protocol import Outcome, RunContext, Setup
+from sim.interfaces.protocol import Outcome, RunContext, Setup, unflatten
 from sim.protocols.active.oracle import Oracle, OracleDesk
 from sim.protocols.cadence import Cadence, Recorder
 from sim.protocols.federated.actors import split_range
@@ -43,6 +43,7 @@ from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
 from sim.runtime.reservation import Reservation
 from sim.runtime.workers import actor_device, wait_started
+from sim.training.learner import learner_layout
 
 CURVES = ("test_accuracy",)
 
@@ -194,6 +195,7 @@ def _select(
 fit_task = ray.remote(num_returns=2)(_fit)
 expose_task = ray.remote(_expose)
 select_task = ray.remote(num_returns=4)(_select)
+layout_task = ray.remote(learner_layout)
 
 
 def check_selection(chosen: np.ndarray, labeled: np.ndarray, k: int, name: str) -> np.ndarray:
@@ -349,7 +351,9 @@ class ActiveJob:
             arrays = functools.partial(checkpoint_arrays, state, desk, state_ref)
             if recorder.step(round_index, record, arrays, done=remaining <= 0):
                 steps = f"{len(history)} rounds, {history[-1]['labels']} labels"
-                return Outcome(params, history, CURVES, x="labels", steps=steps)
+                layout = ray.get(layout_task.remote(learner, view_ref))
+                weights = unflatten(params, layout)
+                return Outcome(params, history, CURVES, x="labels", steps=steps, weights=weights)
 
     def begin_state(
         self, desk: OracleDesk, pool_size: int

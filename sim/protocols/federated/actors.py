@@ -180,6 +180,12 @@ class ClientWorker:
 
         return initial_params(self.build, torch_seed)
 
+    def layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        """The model's parameter names and shapes, in the flat vector's order."""
+        from sim.training.model import layout
+
+        return layout(self.model.module)
+
     def placement(self) -> tuple[str, str]:
         """The Ray node this worker runs on and its torch device (the group also waits on this
         call to see the worker up)."""

@@ -30,7 +30,7 @@ from sim.interfaces.federated import (
     ModelSpec,
     ServerState,
 )
-from sim.interfaces.protocol import Outcome, RunContext, Setup
+from sim.interfaces.protocol import Outcome, RunContext, Setup, unflatten
 from sim.protocols.cadence import Cadence, Recorder
 from sim.protocols.federated.actors import (
     ClientWorker,
@@ -239,6 +239,7 @@ class RoundJob:
             record["round_time_s"] = time.perf_counter() - tick
             recorder.step(round_index, record, lambda: self.checkpoint(server))
         assert self.state is not None  # the last round checkpoints
+        [(layout,)] = group.run("layout", [()])
         return Outcome(
             self.state.params,
             recorder.history,
@@ -246,6 +247,7 @@ class RoundJob:
             x="round",
             steps=f"{schedule.rounds} rounds",
             summary=group.summary(),
+            weights=unflatten(self.state.params, layout),
         )
 
     def start_actors(self, cluster: ClusterConfig) -> tuple[Any, WorkerGroup]:

@@ -256,10 +256,14 @@ class PretrainingJob:
                 record["validation_loss"] = at_step[step]["validation_loss"]
             recorder.history.append(record)
             context.record(record, progress_line(f"[downstream, step {step}]", record, *LINE))
-        params = np.concatenate(
-            [v.ravel() for k, v in sorted(final.items()) if k.startswith("model/model.")]
-        )
-        return Outcome(params, recorder.history, CURVES, x="step", steps=f"{settings.steps} steps")
+        weights = {
+            k.removeprefix("model/model."): v
+            for k, v in sorted(final.items())
+            if k.startswith("model/model.")
+        }  # fmt: skip (the encoder-decoder alone)
+        params = np.concatenate([v.ravel() for v in weights.values()])
+        steps = f"{settings.steps} steps"
+        return Outcome(params, recorder.history, CURVES, x="step", steps=steps, weights=weights)
 
     def loop_config(self) -> dict[str, Any]:
         """What :func:`pretrain_loop` reads: the settings, the model and objective, the corpus

@@ -28,14 +28,14 @@ import ray
 from sim import checks, seeding
 from sim.errors import CohortError
 from sim.interfaces.active import Learner, PoolData, PoolEnvironment
-from sim.interfaces.protocol import Outcome, RunContext, Setup
+from sim.interfaces.protocol import Outcome, RunContext, Setup, unflatten
 from sim.interfaces.retraining import RetrainingAlgorithm
 from sim.protocols.retraining.metrics import churn_metrics
 from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
 from sim.runtime.reservation import Reservation
 from sim.runtime.workers import actor_device, wait_started
-from sim.training.learner import expose
+from sim.training.learner import expose, learner_layout
 
 if TYPE_CHECKING:
     from sim.training.model import ClientModel
@@ -226,4 +226,5 @@ class RetrainingJob:
         params = ray.get(params)
         context.save({"params": params, "base_params": ray.get(base_params)}, 1, [record])
         steps = f"base on {len(rows)} rows, new on {size}"
-        return Outcome(params, [record], CURVES, x="round", steps=steps)
+        weights = unflatten(params, ray.get(ray.remote(learner_layout).remote(self.learner, data)))
+        return Outcome(params, [record], CURVES, x="round", steps=steps, weights=weights)

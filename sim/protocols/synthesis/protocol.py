@@ -301,7 +301,12 @@ class SynthesisJob:
         )
         curves = ("train_loss",) if module is not None else ()
         steps = f"{settings.samples} samples"
-        return Outcome(params, history, curves, x="step", steps=steps, summary=summary)
+        weights = None  # the prompt module's (the generator is frozen and never written)
+        if module is not None:
+            weights = {k: v.detach().numpy() for k, v in module.named_parameters()}
+        return Outcome(
+            params, history, curves, x="step", steps=steps, summary=summary, weights=weights
+        )
 
     def generator_count(self, cluster: Any) -> int:
         """``protocol.generators``, checked to fit, else as many as fit (at most 64)."""

@@ -29,7 +29,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import ray
-import torch
+import safetensors
+import safetensors.numpy
 
 from sim import checks, seeding
 from sim.errors import CohortError, ConfigError
@@ -287,10 +288,11 @@ class TeacherStudentJob:
             )
             recorder.show(recorder.history[-1])
             curves = (*CURVES, "alpha", "alpha_greedy")
-        params = np.concatenate(
-            [v.ravel() for k, v in sorted(final.items()) if k.startswith("model/")]
-        )
-        return Outcome(params, recorder.history, curves, x="step", steps=f"{settings.steps} steps")
+        weights = {k.removeprefix("model/"): v for k, v in sorted(final.items())
+                   if k.startswith("model/")}  # fmt: skip
+        params = np.concatenate([v.ravel() for v in weights.values()])
+        steps = f"{settings.steps} steps"
+        return Outcome(params, recorder.history, curves, x="step", steps=steps, weights=weights)
 
     def check_batches(self, cluster: ClusterConfig) -> int:
         """The number of Ray Train workers; refuses a student or teacher batch they cannot
@@ -405,15 +407,14 @@ class TeacherStudentJob:
             path = Path(t.weights)
             if not path.is_file():
                 raise CohortError(f"protocol.teacher.weights: no such file {path}")
-            state = torch.load(path, map_location="cpu")
-            rows = state["embed.weight"].shape[0]
+            rows = safetensors_rows(path, "embed.weight")
             if rows != self.streams.vocab_size:
                 raise ConfigError(
                     f"protocol.teacher.weights: the teacher's vocabulary has {rows} tokens, the "
                     f"student's corpus {self.streams.vocab_size} (env.vocab_size)"
                 )
             return path
-        path = self.streams.folder / "teachers" / f"{self.teacher_key()}.pt"
+        path = self.streams.folder / "teachers" / f"{self.teacher_key()}.safetensors"
         if path.is_file():
             return path
         print(f"training the teacher ({t.steps} steps; cached as {path})", flush=True)
@@ -440,11 +441,11 @@ class TeacherStudentJob:
             {"inputs": teacher},
             {"record": on_record, "checkpoint": lambda step, arrays: state.update(arrays)},
         )
-        weights = {k.removeprefix("model/"): torch.tensor(v) for k, v in state.items()
+        weights = {k.removeprefix("model/"): np.ascontiguousarray(v) for k, v in state.items()
                    if k.startswith("model/")}  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f".{path.name}.{os.getpid()}")
-        torch.save(weights, staging)
+        safetensors.numpy.save_file(weights, staging)  # named arrays: nothing to unpickle
         staging.replace(path)
         return path
 
@@ -465,3 +466,17 @@ def step_line(steps: int, record: dict[str, Any]) -> str:
     """A record's progress line."""
     head = f"[step {record['step']:>{len(str(steps))}}/{steps}]"
     return progress_line(head, record, PROGRESS, tail=("tokens", "{} tok"))
+
+
+def safetensors_rows(path: Path, name: str) -> int:
+    """The first dimension of tensor ``name`` in the safetensors file ``path`` (read from its
+    header alone); a one-line error for a file of another format (a pickled ``.pt``: refused,
+    since loading it could run code)."""
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as handle:
+            return int(handle.get_slice(name).get_shape()[0])
+    except Exception as error:  # safetensors raises its own error types for a bad header
+        raise ConfigError(
+            f"protocol.teacher.weights: {path} is not a safetensors file with {name!r} "
+            f"({type(error).__name__}); weights are read only from safetensors, never unpickled"
+        ) from None

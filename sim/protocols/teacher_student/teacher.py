@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import ray
+import safetensors.torch
 import torch
 
 from sim.interfaces.teacher_student import SoftLabels, StudentAlgorithm
@@ -25,11 +26,11 @@ SCORE_CHUNK = 32  # windows per forward pass when scoring the whole stream
 
 
 def load_model(spec: Any, vocab_size: int, weights: Any, device: torch.device) -> torch.nn.Module:
-    """``spec.build(vocab_size)`` in eval mode with ``weights``: a state-dict file's path, or
+    """``spec.build(vocab_size)`` in eval mode with ``weights``: a safetensors file's path, or
     named arrays (``model/<name>``, as a checkpoint)."""
     model = spec.build(vocab_size).to(device)
     if isinstance(weights, str | Path):
-        state = torch.load(Path(weights), map_location=device)
+        state = safetensors.torch.load_file(str(weights), device=str(device))
     else:
         state = {k.removeprefix("model/"): torch.tensor(v) for k, v in weights.items()
                  if k.startswith("model/")}  # fmt: skip
