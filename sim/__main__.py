@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from sim.errors import CohortError
 from sim.reporting.callbacks import OutputFolder
-from sim.runtime.config import CONF_DIR, register_schemas
+from sim.runtime.config import CONF_DIR, register_schemas, use_user_plugins
 from sim.runtime.run import hydra_task
 
 register_schemas()
@@ -51,6 +51,11 @@ def main() -> None:
         from sim.reporting.report import main as report_main
 
         sys.exit(report_main(sys.argv[2:]))
+    try:
+        use_user_plugins(sys.argv[1:])
+    except CohortError as error:
+        print(f"cohort: error: {error}", file=sys.stderr)
+        sys.exit(2)
     app()
     sweep = sys.modules.get("sim.runtime.sweep")  # hydra/launcher=cohort: did a job fail?
     exit_now(1 if sweep is not None and sweep.failed_jobs else 0)

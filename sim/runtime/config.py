@@ -11,6 +11,9 @@ with the field's name and the run's recorded config holds every value.
 from __future__ import annotations
 
 import os
+import re
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +181,44 @@ def register_schemas(conf_dir: Path = CONF_DIR) -> None:
             if isinstance(target, str):
                 name = f"{path.stem}.yaml"
                 schemas.setdefault(group, {})[name] = LazySchema(name, f"schema/{group}", target)
+
+
+SEARCHPATH = re.compile(r"^\+{0,2}hydra\.searchpath=\[?(?P<paths>[^\]]*)\]?$")
+
+
+def user_conf_dirs(args: Sequence[str]) -> list[Path]:
+    """The config folders a command line adds to Hydra's search path: the ``file://`` entries
+    of ``hydra.searchpath=[...]``, and ``--config-dir``/``-cd`` (a user project's ``conf/``)."""
+    dirs = []
+    for i, arg in enumerate(args):
+        if match := SEARCHPATH.match(arg):
+            entries = (entry.strip().strip("'\"") for entry in match["paths"].split(","))
+            dirs += [Path(e.removeprefix("file://")) for e in entries if e.startswith("file://")]
+        elif arg in ("--config-dir", "-cd") and i + 1 < len(args):
+            dirs.append(Path(args[i + 1]))
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]))
+    return dirs
+
+
+def use_user_plugins(args: Sequence[str]) -> None:
+    """Plug-ins from the user's own project: register the schemas of the plug-in YAMLs in the
+    folders ``args`` add to the search path (so their dataclasses' fields are their schema, as
+    for shipped plug-ins), and make the modules of the folder the command runs in importable
+    here and in the Ray workers this process starts (``PYTHONPATH``), as ``python -m`` does for
+    its own process."""
+    dirs = user_conf_dirs(args)
+    for folder in dirs:
+        if not folder.is_dir():
+            raise ConfigError(f"hydra.searchpath: no such folder {folder}")
+        register_schemas(folder)
+    if dirs:
+        here = os.getcwd()
+        if here not in sys.path:
+            sys.path.insert(0, here)
+        paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if here not in paths:
+            os.environ["PYTHONPATH"] = os.pathsep.join([here, *paths])
 
 
 def check_run_config(cfg: DictConfig) -> None:

@@ -32,6 +32,7 @@ from sim.runtime.config import (
     check_run_config,
     component_config,
     register_schemas,
+    use_user_plugins,
 )
 from sim.runtime.outputs import RunDirectory
 from sim.runtime.session import ray_session, remote_address
@@ -113,6 +114,7 @@ PREPARE_HEAD_START_S = 0.5
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The config ``python -m sim OVERRIDES...`` would run, composed without starting anything."""
     register_schemas()
+    use_user_plugins(overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return hydra_compose("config", overrides=list(overrides))
 
