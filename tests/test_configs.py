@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from sim import compose
 from sim.runtime.config import CONF_DIR, PLUGINS, ClusterConfig, build_component
+from sim.runtime.run import build_trackers
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -30,6 +31,7 @@ def build_all(overrides: list[str]) -> None:
         if cfg[group] is not None:
             build_component(group, cfg[group])
     OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ClusterConfig), cfg.cluster))
+    build_trackers(cfg.logger)
 
 
 @pytest.mark.parametrize("group,name", [o for o in OPTIONS if o[0] != "experiment"])

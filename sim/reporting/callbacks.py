@@ -3,6 +3,7 @@ of a multirun, and its report at the end."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,33 @@ class SharedRay(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if getattr(self, "started", False) and ray.is_initialized():
             ray.shutdown()
+
+
+class SweepTracking(Callback):
+    """With ``logger=mlflow``: the sweep's parent run, made before any job starts (the jobs,
+    side by side or in turn, nest under it) and ended when the multirun ends. A tracking server
+    that cannot be reached costs one warning; the jobs then run as top-level runs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.parent = None
+        node = (config.get("logger") or {}).get("mlflow")
+        if node is None or "_target_" not in node:
+            return
+        from sim.runtime.config import build_component
+        from sim.tracking.mlflow import SweepParent
+
+        logger = build_component("logger.mlflow", node)
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        try:
+            self.parent = SweepParent(logger, config.name, sweep_dir)
+        except Exception as error:  # the jobs still run, and still try their own runs
+            print(f"cohort: warning: logger.mlflow: no parent run for the sweep ({error})",
+                  file=sys.stderr)  # fmt: skip
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if getattr(self, "parent", None) is not None:
+            with contextlib.suppress(Exception):
+                self.parent.end()
 
 
 class MultirunReport(Callback):

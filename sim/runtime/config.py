@@ -120,6 +120,7 @@ class RunConfig:
     learner: Any = None  # active protocol: the model trained on the revealed labels
     algorithm: Any = None
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    logger: Any = field(default_factory=dict)  # trackers by name (conf/logger/); see sim.tracking
     name: str = "default"
     seed: int = 0
     resume: bool = False
@@ -164,7 +165,9 @@ def register_schemas(conf_dir: Path = CONF_DIR) -> None:
     schema (``- /schema/<group>@_here_: <name>`` in its defaults list), so the dataclass is the
     one source of the defaults and every field can be overridden on the command line. A YAML in
     the ``_global_`` package (one that also sets other groups' fields) names it under
-    ``<group>._target_`` and starts from ``- /schema/<group>@<group>: <name>``."""
+    ``<group>._target_`` and starts from ``- /schema/<group>@<group>: <name>``; a logger's YAML
+    (``conf/logger/<name>.yaml``, lightning-hydra-template's layout) names it under
+    ``<name>._target_`` and starts from ``- /schema/logger@<name>: <name>``."""
     # The default run and sweep folders end in the process id (conf/config.yaml): unique among
     # the runs of one machine; the run folder is output_dir when one is given.
     OmegaConf.register_new_resolver("cohort_pid", os.getpid, replace=True)
@@ -174,10 +177,14 @@ def register_schemas(conf_dir: Path = CONF_DIR) -> None:
     store = ConfigStore.instance()
     store.store(name="base_config", node=RunConfig)
     schemas = store.repo.setdefault("schema", {})
-    for group in PLUGINS:
+    for group in (*PLUGINS, "logger"):
         for path in sorted((conf_dir / group).glob("*.yaml")):
             loaded = OmegaConf.load(path)
-            target = loaded.get("_target_") or OmegaConf.select(loaded, f"{group}._target_")
+            target = (
+                loaded.get("_target_")
+                or OmegaConf.select(loaded, f"{group}._target_")
+                or OmegaConf.select(loaded, f"{path.stem}._target_")  # a logger: <name>: {...}
+            )
             if isinstance(target, str):
                 name = f"{path.stem}.yaml"
                 schemas.setdefault(group, {})[name] = LazySchema(name, f"schema/{group}", target)

@@ -37,7 +37,7 @@ OWN = {
     ARTIFACTS,
     MODEL,
 }  # what a run writes before its summary
-RESUMABLE = ("resume", "progress", "output_dir", "cluster")  # run-level keys a resume may change
+RESUMABLE = ("resume", "progress", "output_dir", "cluster", "logger")  # a resume may change them
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -238,6 +238,13 @@ class RunDirectory:
 
         data = save({k: np.ascontiguousarray(v) for k, v in weights.items()}, metadata)
         checkpoint.atomic_write(self.path / MODEL, lambda handle: handle.write(data))
+
+    def files(self) -> list[Path]:
+        """The run's files worth keeping beside its records (a tracker's artifacts): config,
+        summary, final model, curves and the protocol's artifacts."""
+        names = [CONFIG, SUMMARY, MODEL, "curves.png"]
+        found = [self.path / n for n in names if (self.path / n).is_file()]
+        return found + sorted(p for p in (self.path / ARTIFACTS).glob("*") if p.is_file())
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         path = self.path / SUMMARY

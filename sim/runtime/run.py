@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import ray
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sim.errors import ConfigError
@@ -37,6 +38,7 @@ from sim.runtime.config import (
 from sim.runtime.outputs import RunDirectory
 from sim.runtime.session import ray_session, remote_address
 from sim.runtime.workers import check_roles
+from sim.tracking import RunInfo, Trackers, flatten
 
 
 @dataclass
@@ -53,21 +55,36 @@ class Result:
 
 @dataclass
 class Context:
-    """The :class:`~sim.interfaces.protocol.RunContext` of one run."""
+    """The :class:`~sim.interfaces.protocol.RunContext` of one run: its folder, and the trackers
+    (``logger=``) that get what the folder gets."""
 
     seed: int
     cluster: ClusterConfig
     run_dir: RunDirectory
     config: dict[str, Any]
     progress: bool
+    trackers: Trackers = field(default_factory=lambda: Trackers({}))
+    sweep_dir: Path | None = None
+    started: bool = False
 
     def begin(self, history: list[dict[str, Any]]) -> None:
         self.run_dir.prepare(self.config, history)
+        info = RunInfo(self.config["name"], self.run_dir.path, flatten(self.config), self.sweep_dir)
+        self.trackers.start(info)
+        self.started = True
+        for record in history:  # a resumed run's records so far
+            self.trackers.log(record)
 
     def record(self, record: dict[str, Any], line: str) -> None:
         self.run_dir.append_metrics(record)
+        self.trackers.log(record)
         if self.progress:
             print(line, flush=True)
+
+    def finish(self, final: dict[str, float], status: str = "FINISHED") -> None:
+        """The trackers get the final metrics and the run's files (after its summary)."""
+        if self.started:
+            self.trackers.finish(final, self.run_dir.files(), status)
 
     def save(self, arrays: dict[str, np.ndarray], round_index: int, history: list) -> None:
         self.run_dir.save_checkpoint(arrays, round_index, history)
@@ -133,7 +150,9 @@ def hydra_task(cfg: DictConfig) -> float | None:
     (None without one), which a sweeper such as Optuna's optimises."""
     hydra_cfg = HydraConfig.get()
     folder = Path(cfg.output_dir or hydra_cfg.runtime.output_dir)
-    result = run_config(cfg, overrides=list(hydra_cfg.overrides.task), output_dir=str(folder))
+    sweep = str(Path(hydra_cfg.sweep.dir).resolve()) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    overrides = list(hydra_cfg.overrides.task)
+    result = run_config(cfg, overrides=overrides, output_dir=str(folder), sweep_dir=sweep)
     if cfg.objective is None:
         return None
     if cfg.objective not in result.final:
@@ -150,7 +169,10 @@ def _default_output_dir(name: str) -> Path:
 
 
 def run_config(
-    cfg: DictConfig, overrides: Sequence[str] = (), output_dir: str | None = None
+    cfg: DictConfig,
+    overrides: Sequence[str] = (),
+    output_dir: str | None = None,
+    sweep_dir: str | None = None,
 ) -> Result:
     """Validate everything, then run. Nothing is written before every check has passed: the
     protocol's ``prepare`` and its own checks on the cluster.
@@ -164,6 +186,7 @@ def run_config(
     check_run_config(cfg)
     protocol = build_component("protocol", cfg.protocol)
     components = {g: build_component(g, cfg[g]) for g in COMPONENTS if cfg[g] is not None}
+    trackers = build_trackers(cfg.logger)
     config = OmegaConf.to_container(cfg, resolve=True)
     config["protocol"] = component_config(cfg.protocol._target_, protocol)
     for group, component in components.items():
@@ -189,11 +212,18 @@ def run_config(
         with ray_session(cluster, worker_setup=getattr(protocol, "ray_train", False)):
             job = preparing.result()
             check_roles(cluster, getattr(protocol, "roles", ROLES))
-            outcome = job.run(Context(cfg.seed, cluster, run_dir, config, cfg.progress))
+            context = Context(cfg.seed, cluster, run_dir, config, cfg.progress, trackers,
+                              Path(sweep_dir) if sweep_dir else None)  # fmt: skip
+            try:
+                outcome = job.run(context)
+            except BaseException:
+                context.finish({}, "FAILED")
+                raise
             wall_time = time.perf_counter() - start_time
             outputs = (run_dir, outcome, config, overrides, wall_time, cfg.name)
             writing = Beside(write_outputs, *outputs, daemon=False)
         final = writing.result()
+        context.finish(final)
     finally:
         if writing is not None:
             writing.done()  # never release the folder while its summary is being written
@@ -212,6 +242,16 @@ def run_config(
         params=outcome.params,
         wall_time_s=wall_time,
     )
+
+
+def build_trackers(loggers: DictConfig | None) -> Trackers:
+    """The trackers ``logger=`` names (``jsonl``, the run's own files, needs none), built and
+    checked before anything starts (a missing package: one line naming the extra)."""
+    return Trackers({
+        name: build_component(f"logger.{name}", node)
+        for name, node in (loggers or {}).items()
+        if isinstance(node, DictConfig) and "_target_" in node
+    })  # fmt: skip
 
 
 def write_outputs(
