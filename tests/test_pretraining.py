@@ -109,6 +109,13 @@ def test_a_short_spactor_run_end_to_end(lm_cache, tmp_path):
         (["algorithm.generator_scale=0.01"], "algorithm.generator_scale: 0.01 of width 32"),
         (["model=gpt"], "needs an encoder-decoder"),
         (["protocol.downstream.batch_size=100000"], "protocol.downstream.batch_size: 100000"),
+        (["protocol.downstream.at=[]"], r"protocol.downstream.at: must name at least 1.0"),
+        (["algorithm.noise_density=0"], r"algorithm.noise_density: must be in \(0, 1\)"),
+        (
+            ["algorithm.noise_density=0.999999999"],
+            "algorithm.noise_density: 0.999999999 keeps so "
+            "few tokens that inputs of 32 would need more than 3200 raw tokens",
+        ),  # and at once
     ],
 )
 def test_bad_input_is_refused_before_anything_runs(lm_cache, tmp_path, extra, needle):

@@ -214,8 +214,19 @@ def test_main_missing_or_empty_path_exits_2(
         path.mkdir()
     assert main([str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and str(path) in err
+    assert err.startswith("cohort: error: ") and str(path) in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_match_group_the_runs_lack_is_skipped_with_one_line(
+    multirun: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A preset's report options over part of its sweep: the table still comes."""
+    out = tmp_path / "report"
+    assert main([str(multirun), "--match", "algorithm=lm", "--out", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith("cohort: warning: --match algorithm=lm: no such")
+    assert (out / "report.md").is_file() and not (out / "report_match.md").exists()
 
 
 def test_main_unknown_metric_exits_2(multirun: Path, capsys: pytest.CaptureFixture[str]) -> None:

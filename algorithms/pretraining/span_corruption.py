@@ -32,7 +32,8 @@ class SpanCorruption:
     mean_span: float = 3.0
 
     def __post_init__(self) -> None:
-        checks.in_interval(self, 0, 1, "noise_density")
+        if not 0 < self.noise_density < 1:  # none or all noise: nothing to corrupt or to keep
+            raise ValueError(f"noise_density: must be in (0, 1) (got {self.noise_density})")
         checks.at_least(self, 1, "mean_span")
 
     def lengths(self, inputs_length: int) -> tuple[int, int, int, int]:

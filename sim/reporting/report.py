@@ -307,11 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             recorded = sorted({k for run in runs for rec in run.history for k in rec} - {args.x})
             listed = ", ".join(recorded) or "-"
             raise CohortError(f"no run records {args.metric!r} per {args.x}; recorded: {listed}")
-        if args.match and args.match not in (groups := group_runs(runs)):
-            raise CohortError(f"--match {args.match}: no such group ({', '.join(groups)})")
     except (FileNotFoundError, CohortError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"cohort: error: {exc}", file=sys.stderr)
         return 2
+    if args.match and args.match not in (groups := group_runs(runs)):
+        print(f"cohort: warning: --match {args.match}: no such group in these runs "
+              f"({', '.join(groups)}); no match table", file=sys.stderr)  # fmt: skip
+        args.match = None  # a preset's report over part of its sweep: the rest still comes
     options = (args.metric, at_rounds, args.target, args.x, args.area)
     runs = [replace(run, final={**run.final, **derived_metrics(run, *options)}) for run in runs]
     groups = group_runs(runs)

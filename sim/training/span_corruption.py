@@ -104,6 +104,9 @@ def uncorrupt(inputs: np.ndarray, targets: np.ndarray, first_sentinel: int, eos:
     return np.asarray(out, dtype=inputs.dtype)
 
 
+MAX_RAW_FACTOR = 100  # raw tokens per input token at most (noise_density up to about 0.99)
+
+
 def input_and_target_lengths(
     inputs_length: int, noise_density: float, mean_span: float
 ) -> tuple[int, int]:
@@ -116,9 +119,14 @@ def input_and_target_lengths(
         noise, spans = noise_counts(tokens, noise_density, mean_span)  # as corrupt() counts
         return tokens - noise + spans + 1, noise + spans + 1
 
-    tokens = inputs_length
+    tokens, most = inputs_length, MAX_RAW_FACTOR * inputs_length
     while lengths(tokens + 1)[0] <= inputs_length:
         tokens += 1
+        if tokens > most:  # a density near 1 keeps almost nothing: the scan would not end
+            raise ValueError(
+                f"noise_density: {noise_density} keeps so few tokens that inputs of "
+                f"{inputs_length} would need more than {most} raw tokens per example"
+            )
     targets = lengths(tokens)[1]
     if noise_density == 0.5 and targets > lengths(tokens)[0]:
         tokens, targets = tokens - 1, targets - 1

@@ -94,6 +94,10 @@ class Pretraining:
     def snapshot_steps(self) -> tuple[int, ...]:
         """The steps whose model is fine-tuned; each must be an evaluation step."""
         steps = sorted({round(a * self.steps) for a in self.downstream.at})
+        if not steps:
+            raise ConfigError(
+                "protocol.downstream.at: must name at least 1.0, the finished model (got [])"
+            )
         off = [s for s in steps if s == 0 or (s % self.eval_every and s != self.steps)]
         if off:
             raise ConfigError(
@@ -125,7 +129,10 @@ class Pretraining:
                 f"protocol.inputs_length: {length} tokens exceed the model's context "
                 f"{spec.context} (model.context)"
             )
-        raw, inputs, targets, sentinels = objective.lengths(length)
+        try:
+            raw, inputs, targets, sentinels = objective.lengths(length)
+        except ValueError as error:
+            raise ConfigError(f"algorithm.{error}") from None
         if inputs > length:
             raise ConfigError(
                 f"protocol.inputs_length: {length} tokens are too few for span corruption (one "
