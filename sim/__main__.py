@@ -18,6 +18,10 @@ from sim.runtime.config import CONF_DIR, register_schemas, use_user_plugins
 from sim.runtime.run import hydra_task
 
 register_schemas()
+INTERRUPTED = (
+    "cohort: interrupted; to go on from the last checkpoint, run the same command with "
+    "resume=true (and hydra.run.dir, or hydra.sweep.dir for a sweep, set to its folder)"
+)
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
@@ -56,7 +60,11 @@ def main() -> None:
     except CohortError as error:
         print(f"cohort: error: {error}", file=sys.stderr)
         sys.exit(2)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C: what was checkpointed stays, and says how to go on
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        exit_now(130)
     sweep = sys.modules.get("sim.runtime.sweep")  # hydra/launcher=cohort: did a job fail?
     exit_now(1 if sweep is not None and sweep.failed_jobs else 0)
 

@@ -4,6 +4,7 @@ uninterrupted run ends."""
 import json
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -61,3 +62,23 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(ray_session, tmp_path
     assert strip([json.loads(x) for x in lines]) == strip(full.history)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["final"]["test_accuracy"] == full.final["test_accuracy"]
+
+
+def test_ctrl_c_ends_a_run_with_one_line_and_it_resumes(tmp_path):
+    """Ctrl-C: exit status 130, one line that says how to go on and no traceback; the run then
+    resumes from its checkpoint."""
+    out = tmp_path / "run"
+    args = ["protocol.rounds=200", "protocol.eval_every=50", "protocol.checkpoint_every=5",
+            f"output_dir={out}"]  # fmt: skip
+    proc = start_cli(*args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "checkpoints" / "checkpoint.npz").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("cohort: interrupted; to go on from the")
+    again = run_cli(*args, "resume=true", timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "summary.json").exists()
