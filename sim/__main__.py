@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import logging
 import os
 import sys
@@ -49,6 +51,17 @@ def exit_now(status: int = 0) -> None:
     os._exit(status)
 
 
+def show_help() -> None:
+    """Hydra's ``--help`` without the internal ``schema/*`` groups (each option's fields and
+    defaults, which the options themselves load; not for picking), then exit."""
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
+        app()
+    print("\n".join(line for line in text.getvalue().splitlines()
+                    if not line.startswith("schema/")))  # fmt: skip
+    sys.exit(0)
+
+
 def main() -> None:
     """``cohort`` / ``python -m sim``: runs, then ends this process (:func:`exit_now`)."""
     if len(sys.argv) > 1 and sys.argv[1] == "report":
@@ -60,6 +73,8 @@ def main() -> None:
     except CohortError as error:
         print(f"cohort: error: {error}", file=sys.stderr)
         sys.exit(2)
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        show_help()
     try:
         app()
     except KeyboardInterrupt:  # Ctrl-C: what was checkpointed stays, and says how to go on

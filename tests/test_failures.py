@@ -421,3 +421,6 @@ def test_help_names_cohort_and_its_report(tmp_path):
     assert proc.returncode == 0
     assert proc.stdout.startswith("cohort (python -m sim)") and "cohort report DIR" in proc.stdout
     assert "powered by Hydra" not in proc.stdout
+    groups = [line.split(":")[0] for line in proc.stdout.splitlines() if ": " in line]
+    assert {"algorithm", "logger", "model", "protocol"} <= set(groups)
+    assert "schema/" not in proc.stdout  # the options' internal schemas are not choices
