@@ -31,10 +31,7 @@ def app(cfg: DictConfig) -> float | None:
     try:
         return hydra_task(cfg)
     except CohortError as error:
-        folder = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
-        made = folder.resolve() in OutputFolder.made
-        if made and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()  # the empty folder Hydra made for this refused run
+        OutputFolder.remove_empty(Path(cfg.output_dir or HydraConfig.get().runtime.output_dir))
         print(f"cohort: error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -394,6 +394,9 @@ def test_an_output_dir_that_cannot_be_written_is_one_line(tmp_path):
     proc = run_cli("algorithm.client_lr=-1", f"output_dir={tmp_path / 'new'}", cwd=tmp_path)
     assert "algorithm.client_lr: must be >= 0" in one_line(proc)
     assert not (tmp_path / "new").exists()  # the folder Hydra made for it is gone again
+    proc = run_cli("seed=-1", cwd=tmp_path)  # the default folder, outputs/<name>/<time>
+    assert "seed: must be >= 0" in one_line(proc)
+    assert not (tmp_path / "outputs").exists()  # nor its parents: a refused run changes nothing
 
 
 def test_report_input_errors_are_one_line(finished, tmp_path, capsys):

@@ -36,8 +36,18 @@ class OutputFolder(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.run.dir)
         folder = Path(config.hydra.run.dir).resolve()
-        if not folder.exists():
+        while not folder.exists():  # the run's folder and the parents Hydra makes for it
             OutputFolder.made.add(folder)
+            folder = folder.parent
+
+    @staticmethod
+    def remove_empty(folder: Path) -> None:
+        """Remove ``folder`` and its parents that this run made, as far as they are empty (a
+        refused run changes nothing)."""
+        folder = folder.resolve()
+        while folder in OutputFolder.made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir)
