@@ -131,3 +131,17 @@ def test_decoding_bad_input(call, needle):
 def test_distillspec_bad_fields(fields, needle):
     with pytest.raises(ValueError, match=needle):
         DistillSpec(**fields)
+
+
+def test_selection_quantile_is_not_a_field_of_distillspec():
+    """DistillSpec selects no data: ``algorithm.selection_quantile`` is refused by name when the
+    config is built (it was accepted, then a NotImplementedError after training a teacher)."""
+    from omegaconf import OmegaConf
+
+    from sim.errors import ConfigError
+    from sim.runtime.config import build_component
+
+    node = {"_target_": "algorithms.teacher_student.distillspec.DistillSpec"}
+    assert build_component("algorithm", OmegaConf.create(node)).selection_quantile is None
+    with pytest.raises(ConfigError, match=r"^algorithm\.selection_quantile: Key"):
+        build_component("algorithm", OmegaConf.create({**node, "selection_quantile": 0.5}))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -110,7 +110,9 @@ class DistillSpec:
     temperature: float = 1.0  # of both distributions in the loss (the served one included)
     gammas: list[int] = field(default_factory=lambda: [3, 5, 7])
     decode_temperatures: list[float] = field(default_factory=lambda: [0.0, 1.0])
-    selection_quantile: float | None = None  # no data selection
+    # DistillSpec selects no data: not a config field (``algorithm.selection_quantile`` is refused
+    # as an unknown key), only the interface's attribute.
+    selection_quantile: ClassVar[float | None] = None
 
     def __post_init__(self) -> None:
         checks.one_of(self, "divergence", (*DIVERGENCES, "none"))
