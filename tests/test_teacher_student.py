@@ -143,6 +143,17 @@ def test_resume_after_sigkill_gives_the_same_curve(ray_session, lm_cache, tmp_pa
         (["protocol.context=64"], ConfigError, "protocol.context: 64 tokens exceed the model's"),
         (["algorithm.kd_steps=50"], ConfigError, "algorithm.kd_steps: 50 is beyond the run's 20"),
         (["cluster.num_workers=3"], ConfigError, "cluster.num_workers"),
+        (["protocol.top_k=600"], ConfigError, "protocol.top_k: 600 exceeds the vocabulary of 512"),
+        (["protocol.batch_size=100000"], ConfigError, "protocol.batch_size: 100000 sequences"),
+        (
+            [
+                "protocol.held_out.prompts=300000",
+                "protocol.held_out.prompt_length=8",
+                "protocol.held_out.new_tokens=8",
+            ],
+            ConfigError,
+            "protocol.held_out.prompts: 300000",
+        ),
     ],
 )
 def test_bad_input(ray_session, lm_cache, tmp_path, extra, error, needle):

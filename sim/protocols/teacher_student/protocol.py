@@ -170,6 +170,7 @@ class TeacherStudent:
             streams = corpus.token_streams()
         except FileNotFoundError as error:
             raise CohortError(f"env: {error}") from None
+        self.check_sizes(streams, context)
         start_step, history, start = 0, [], None
         if setup.start is not None:
             arrays, meta = setup.start
@@ -187,6 +188,31 @@ class TeacherStudent:
             history=history,
             start=start,
         )
+
+    def check_sizes(self, streams: Any, context: int) -> None:
+        """Refuse, before Ray or any training, what the corpus's sizes cannot give: a top-k
+        above the vocabulary, a batch of more windows than the train split holds, more
+        held-out prompts than the test split can start."""
+        if self.top_k is not None and self.top_k > streams.vocab_size:
+            raise ConfigError(
+                f"protocol.top_k: {self.top_k} exceeds the vocabulary of {streams.vocab_size} "
+                "tokens (env.vocab_size)"
+            )
+        windows = len(window_starts(len(streams.train), context))
+        for key, size in (("batch_size", self.batch_size),
+                          ("teacher.batch_size", self.teacher.batch_size)):  # fmt: skip
+            if size > windows:
+                raise ConfigError(
+                    f"protocol.{key}: {size} sequences exceed the {windows} windows of "
+                    f"{context + 1} tokens in the train split"
+                )
+        held = self.held_out
+        starts = len(streams.test) - held.prompt_length
+        if held.prompts > max(starts, 0):
+            raise ConfigError(
+                f"protocol.held_out.prompts: {held.prompts} exceed the {max(starts, 0)} positions "
+                f"a prompt of {held.prompt_length} tokens can start at in the test split"
+            )
 
     def check_generation(self, plan: Generation | None, context: int) -> None:
         """Refuse generated data that cannot fit the run's windows and batches."""
