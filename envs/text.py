@@ -27,6 +27,7 @@ import os
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from sim.data_dirs import (
     USER_DATA_DIR,
     cache_root,
     candidate_dirs,
+    discard_damaged,
     first_holding,
     publish,
 )
@@ -143,6 +145,15 @@ class TokenStreams:
         return Tokenizer.from_file(str(self.folder / "tokenizer.json"))
 
 
+def read_streams(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A token cache's metadata and its memory-mapped streams (ValueError or OSError if a file
+    is cut short; the tokenizer must parse too)."""
+    meta = json.loads((folder / "meta.json").read_text())
+    streams = {s: np.load(folder / f"{s}.npy", mmap_mode="r") for s in SPLITS}
+    json.loads((folder / "tokenizer.json").read_text())
+    return meta, streams
+
+
 @dataclass
 class TextCorpus:
     """Language-model data: the ``corpora`` joined, split by document, BPE-tokenised with a
@@ -193,8 +204,12 @@ class TextCorpus:
         folder = self.folder(documents)
         if not (folder / "meta.json").is_file():
             self.build(documents, folder)
-        meta = json.loads((folder / "meta.json").read_text())
-        streams = {s: np.load(folder / f"{s}.npy", mmap_mode="r") for s in SPLITS}
+        try:  # a damaged cache (truncated meta or stream) is rebuilt, with one warning
+            meta, streams = read_streams(folder)
+        except (OSError, ValueError, KeyError) as error:
+            discard_damaged(folder, error)
+            self.build(documents, folder)
+            meta, streams = read_streams(folder)
         return TokenStreams(
             **streams,
             vocab_size=self.vocab_size,

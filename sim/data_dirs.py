@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -53,3 +54,24 @@ def publish(staging: Path, folder: Path, marker: str) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         if not (folder / marker).is_file():
             raise
+
+
+def discard_damaged(path: Path, error: BaseException) -> None:
+    """A cache file or folder that cannot be read: say so in one line and remove it (moved
+    aside first, so a concurrent reader never sees half of it), for the caller to rebuild."""
+    print(
+        f"cohort: warning: the cache {path} is damaged ({type(error).__name__}: "
+        f"{str(error).strip().splitlines()[0][:160] if str(error).strip() else '-'}); "
+        "building it again",
+        file=sys.stderr,
+        flush=True,
+    )
+    aside = path.with_name(f".{path.name}.damaged.{os.getpid()}")
+    try:
+        path.rename(aside)
+    except OSError:
+        return  # another process moved or rebuilt it first
+    if aside.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)

@@ -241,3 +241,28 @@ def test_draft_distillation_bad_input(ray_session, lm_cache, tmp_path, extra, ne
     with pytest.raises(ConfigError, match=needle):
         sim.run(draft_distillation(lm_cache, *extra, f"output_dir={tmp_path / 'run'}"))
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_damaged_caches_are_rebuilt_with_one_warning(
+    ray_session, lm_cache, baseline, tmp_path, capsys
+):
+    """A cached teacher, then a token stream, cut short (a full disk, a copy interrupted): the
+    next run says so in one line naming the file, builds it again, and gives the numbers of
+    before. (The teachers live in the token cache's folder: rebuilding it drops them too.)"""
+    from envs.text import TextCorpus
+
+    corpus = TextCorpus(vocab_size=512, cache_dir=str(lm_cache))
+    folder = corpus.folder(corpus.documents())
+    train = np.array(np.load(folder / "train.npy"))
+    for damaged in ("teachers/*.safetensors", "train.npy"):
+        (path,) = folder.glob(damaged)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        capsys.readouterr()
+        out = tmp_path / damaged.split("/")[0]
+        again = sim.run(tiny(lm_cache, "algorithm.kd_steps=null", f"output_dir={out}"))
+        err = capsys.readouterr().err.splitlines()
+        (warning,) = [x for x in err if x.startswith("cohort: warning")]
+        assert "is damaged" in warning and "building it again" in warning
+        assert str(path if "teachers" in damaged else folder) in warning
+        assert validation_curve(again.history) == validation_curve(baseline.history)
+    np.testing.assert_array_equal(np.load(folder / "train.npy"), train)

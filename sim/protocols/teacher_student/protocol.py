@@ -33,6 +33,7 @@ import safetensors
 import safetensors.numpy
 
 from sim import checks, seeding
+from sim.data_dirs import discard_damaged
 from sim.errors import CohortError, ConfigError
 from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.interfaces.teacher_student import (
@@ -442,7 +443,11 @@ class TeacherStudentJob:
             return path
         path = self.streams.folder / "teachers" / f"{self.teacher_key()}.safetensors"
         if path.is_file():
-            return path
+            try:  # a damaged cache is trained again, with one warning
+                safetensors_rows(path, "embed.weight")
+                return path
+            except ConfigError as error:
+                discard_damaged(path, error)
         print(f"training the teacher ({t.steps} steps; cached as {path})", flush=True)
         settings = replace(
             self.loop_settings(trainer.workers),
@@ -481,10 +486,18 @@ class TeacherStudentJob:
         key = hashlib.sha256(described.encode()).hexdigest()[:12]
         path = weights.with_name(f"{weights.stem}.scores.{key}.npy")
         if path.is_file():
-            return np.load(path)
+            try:
+                scores = np.load(path)
+                if scores.shape == candidates.shape:
+                    return scores
+                raise ValueError(f"{scores.shape[0]} scores for {len(candidates)} windows")
+            except (OSError, ValueError) as error:
+                discard_damaged(path, error)
         print(f"scoring {len(candidates)} training windows with the teacher", flush=True)
         scores = ray.get(teacher.scores.remote(candidates, self.algorithm))
-        np.save(path, scores)
+        staging = path.with_name(f".{path.name}.{os.getpid()}.npy")
+        np.save(staging, scores)  # then renamed: a killed write never leaves half a file
+        staging.replace(path)
         return scores
 
 
