@@ -266,3 +266,22 @@ def test_damaged_caches_are_rebuilt_with_one_warning(
         assert str(path if "teachers" in damaged else folder) in warning
         assert validation_curve(again.history) == validation_curve(baseline.history)
     np.testing.assert_array_equal(np.load(folder / "train.npy"), train)
+
+
+def test_given_teacher_weights_are_checked_against_the_teacher_s_shapes(
+    ray_session, lm_cache, baseline, tmp_path
+):
+    """A cached teacher given as ``protocol.teacher.weights`` is taken as it is; the same file
+    with one tensor of another shape is refused in one line naming it, before any actor."""
+    (cached,) = lm_cache.glob("lm/*/teachers/*.safetensors")
+    run = sim.run(tiny(lm_cache, f"protocol.teacher.weights={cached}", "protocol.steps=10",
+                       f"output_dir={tmp_path / 'ok'}"))  # fmt: skip
+    assert run.history[-1]["step"] == 10
+    tensors = load_file(cached)
+    name = next(k for k in sorted(tensors) if tensors[k].ndim == 2 and k != "embed.weight")
+    tensors[name] = np.zeros((tensors[name].shape[0], tensors[name].shape[1] + 1), np.float32)
+    save_file(tensors, tmp_path / "wrong.safetensors")
+    with pytest.raises(ConfigError, match=rf"does not fit the teacher .*: {name} is \("):
+        sim.run(tiny(lm_cache, f"protocol.teacher.weights={tmp_path / 'wrong.safetensors'}",
+                     f"output_dir={tmp_path / 'r'}"))  # fmt: skip
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()

@@ -440,6 +440,7 @@ class TeacherStudentJob:
                     f"protocol.teacher.weights: the teacher's vocabulary has {rows} tokens, the "
                     f"student's corpus {self.streams.vocab_size} (env.vocab_size)"
                 )
+            self.check_teacher_shapes(path)
             return path
         path = self.streams.folder / "teachers" / f"{self.teacher_key()}.safetensors"
         if path.is_file():
@@ -479,6 +480,22 @@ class TeacherStudentJob:
         safetensors.numpy.save_file(weights, staging)  # named arrays: nothing to unpickle
         staging.replace(path)
         return path
+
+    def check_teacher_shapes(self, path: Path) -> None:
+        """Refuse a weights file whose tensors are not the teacher's (names and shapes), in one
+        line naming the first that differs, before any actor loads it."""
+        model = self.teacher_spec().build(self.streams.vocab_size)
+        wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        with safetensors.safe_open(str(path), framework="numpy") as handle:
+            found = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+        for name in sorted(wanted.keys() | found.keys()):
+            if wanted.get(name) != found.get(name):
+                raise ConfigError(
+                    f"protocol.teacher.weights: {path} does not fit the teacher "
+                    f"(protocol.teacher.layers, width, heads): {name} is "
+                    f"{found.get(name, 'missing')} in the file, {wanted.get(name, 'absent')} in "
+                    "the model"
+                )
 
     def selection_scores(self, teacher: Any, weights: Path, candidates: np.ndarray) -> np.ndarray:
         """The algorithm's score of every training window, cached beside the teacher."""
