@@ -229,6 +229,19 @@ def test_a_match_group_the_runs_lack_is_skipped_with_one_line(
     assert (out / "report.md").is_file() and not (out / "report_match.md").exists()
 
 
+def test_a_metric_recorded_only_as_text_is_said_to_be_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    write_run(run, ["seed=0"], {"test_accuracy": 0.5})
+    lines = (run / "metrics.jsonl").read_text().replace('"test_accuracy": ', '"test_accuracy": "x"')
+    (run / "metrics.jsonl").write_text(lines.replace('"x"0', '"x", "y": 0'))
+    assert main([str(run), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cohort: error: 'test_accuracy' is recorded, but never as a number")
+    assert "numeric metrics: " in err and "train_loss" in err and len(err.splitlines()) == 1
+
+
 def test_main_unknown_metric_exits_2(multirun: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(multirun), "--metric", "nope"]) == 2
     err = capsys.readouterr().err

@@ -304,9 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         runs = load_runs(args.dirs)
         if not any(series(run.history, args.metric, args.x)[0].size for run in runs):
-            recorded = sorted({k for run in runs for rec in run.history for k in rec} - {args.x})
-            listed = ", ".join(recorded) or "-"
-            raise CohortError(f"no run records {args.metric!r} per {args.x}; recorded: {listed}")
+            raise CohortError(unrecorded(runs, args.metric, args.x))
     except (FileNotFoundError, CohortError) as exc:
         print(f"cohort: error: {exc}", file=sys.stderr)
         return 2
@@ -334,6 +332,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs.append(write_scatter(runs, groups, args.scatter.split(","), args.by, out))
     print(f"\n{len(runs)} runs in {len(groups)} groups; wrote " + ", ".join(map(str, outputs)))
     return 0
+
+
+def unrecorded(runs: Sequence[Run], metric: str, x: str) -> str:
+    """Why no curve of ``metric`` over ``x`` can be drawn: the numeric metrics the runs do record
+    per ``x``, and ``metric`` named apart when it is recorded but never as a number."""
+    numeric = sorted({k for run in runs for rec in run.history for k, v in rec.items()
+                      if is_number(v) and is_number(rec.get(x))} - {x})  # fmt: skip
+    listed = ", ".join(numeric) or "-"
+    if any(metric in rec for run in runs for rec in run.history):
+        return f"{metric!r} is recorded, but never as a number per {x}; numeric metrics: {listed}"
+    return f"no run records {metric!r} per {x}; numeric metrics: {listed}"
 
 
 def argument_parser() -> argparse.ArgumentParser:
