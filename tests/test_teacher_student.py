@@ -285,3 +285,18 @@ def test_given_teacher_weights_are_checked_against_the_teacher_s_shapes(
         sim.run(tiny(lm_cache, f"protocol.teacher.weights={tmp_path / 'wrong.safetensors'}",
                      f"output_dir={tmp_path / 'r'}"))  # fmt: skip
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_damaged_selection_scores_are_computed_again(ray_session, lm_cache, baseline, tmp_path,
+                                                      capsys):  # fmt: skip
+    """SALT_DS's cached teacher scores, cut short: one warning line, scored again, the same run."""
+    args = ["algorithm=salt_ds", "protocol.steps=10"]
+    first = sim.run(tiny(lm_cache, *args, f"output_dir={tmp_path / 'a'}"))
+    (scores,) = lm_cache.glob("lm/*/teachers/*.scores.*.npy")
+    scores.write_bytes(scores.read_bytes()[:100])
+    capsys.readouterr()
+    again = sim.run(tiny(lm_cache, *args, f"output_dir={tmp_path / 'b'}"))
+    (warning,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("cohort: warn")]
+    assert str(scores) in warning and "building it again" in warning
+    assert validation_curve(again.history) == validation_curve(first.history)
+    assert not list(scores.parent.glob(".*"))  # no staging file left
