@@ -93,6 +93,8 @@ class Trackers:
         self._each("start", run)
 
     def log(self, record: Mapping[str, Any]) -> None:
+        if not self.loggers:  # logger=jsonl: nothing to do per record
+            return
         metrics, step = scalars(record)
         self.records += 1
         self._each("log", metrics, self.records if step is None else step)

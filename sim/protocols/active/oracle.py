@@ -105,6 +105,28 @@ class Oracle:
         self._revealed[np.asarray(revealed, np.int64)] = True
 
 
+def start_first_oracle(
+    env: PoolEnvironment, seed: int, flip_rate: float, cluster: Any
+) -> tuple[Callable[[int], Any], Any, int, int]:
+    """``make_oracle(i)`` (oracle ``i`` of the pool ``env``, with ``cluster.oracle`` resources),
+    oracle 0 started, and the pool's size and number of classes as that oracle loaded them (a
+    pool it cannot load: one line naming the env)."""
+    from sim.runtime.workers import wait_started
+
+    options = cluster.oracle.ray_options()
+
+    def make_oracle(i: int) -> Any:
+        return Oracle.options(**options).remote(env, seed, i, flip_rate)
+
+    first = make_oracle(0)
+    wait_started([first], "oracle", cluster)
+    try:
+        pool_size, num_classes = ray.get(first.describe.remote())
+    except ray.exceptions.RayActorError as error:
+        raise CohortError(f"env: the oracle could not load the pool: {error}") from None
+    return make_oracle, first, pool_size, num_classes
+
+
 class OracleDesk:
     """The driver's front to the oracle actors ``oracles``, sharing one label budget.
 

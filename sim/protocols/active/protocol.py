@@ -36,13 +36,13 @@ from sim.interfaces.active import (
     WeightedSelection,
 )
 from sim.interfaces.protocol import Outcome, RunContext, Setup, unflatten
-from sim.protocols.active.oracle import Oracle, OracleDesk
+from sim.protocols.active.oracle import OracleDesk, start_first_oracle
 from sim.protocols.cadence import Cadence, Recorder
 from sim.protocols.federated.actors import split_range
 from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
 from sim.runtime.reservation import Reservation
-from sim.runtime.workers import actor_device, wait_started
+from sim.runtime.workers import actor_device
 from sim.training.learner import learner_layout
 
 CURVES = ("test_accuracy",)
@@ -257,17 +257,7 @@ def _open_desk(
     settings: Active, env: PoolEnvironment, cluster: Any, seed: int
 ) -> tuple[OracleDesk, Any, int]:
     """Start the oracles; returns the desk, a reference to the pool view, and the pool size."""
-    options = cluster.oracle.ray_options()
-
-    def make_oracle(i: int):
-        return Oracle.options(**options).remote(env, seed, i, settings.label_noise)
-
-    first = make_oracle(0)
-    wait_started([first], "oracle", cluster)
-    try:
-        pool_size, _ = ray.get(first.describe.remote())
-    except ray.exceptions.RayActorError as error:
-        raise CohortError(f"env: the oracle could not load the pool: {error}") from None
+    make_oracle, first, pool_size, _ = start_first_oracle(env, seed, settings.label_noise, cluster)
     if settings.budget > pool_size:
         raise ConfigError(
             f"protocol.budget: must be <= the pool's {pool_size} examples (got {settings.budget})"

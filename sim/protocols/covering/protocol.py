@@ -27,7 +27,7 @@ from sim.errors import CohortError, ConfigError
 from sim.interfaces.active import PoolData, PoolEnvironment, PoolView
 from sim.interfaces.covering import CoveringAlgorithm
 from sim.interfaces.protocol import Outcome, RunContext, Setup
-from sim.protocols.active.oracle import Oracle, OracleDesk
+from sim.protocols.active.oracle import OracleDesk, start_first_oracle
 from sim.protocols.cadence import Cadence, Recorder
 from sim.protocols.covering.metrics import coverage_auc, excess_query_cost, queries_to_cover
 from sim.runtime.config import ClusterConfig
@@ -229,17 +229,9 @@ class CoveringJob:
         """The oracles (behind their desk) and the covering worker, started, and the number of
         positives in the pool; refuses a pool size or positive class the pool cannot give."""
         settings = self.settings
-        options = cluster.oracle.ray_options()
-
-        def make_oracle(i: int):
-            return Oracle.options(**options).remote(self.pool, self.seed, i, 0.0)
-
-        first = make_oracle(0)
-        wait_started([first], "oracle", cluster)
-        try:
-            pool_size, num_classes = ray.get(first.describe.remote())
-        except ray.exceptions.RayActorError as error:
-            raise CohortError(f"env: the oracle could not load the pool: {error}") from None
+        make_oracle, first, pool_size, num_classes = start_first_oracle(
+            self.pool, self.seed, 0.0, cluster
+        )
         if settings.pool_size is not None and settings.pool_size > pool_size:
             raise ConfigError(
                 f"protocol.pool_size: must be <= the pool's {pool_size} points "

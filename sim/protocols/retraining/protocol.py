@@ -105,6 +105,7 @@ def _train_new(
 load_task = ray.remote(num_returns=4)(_load)
 train_task = ray.remote(num_returns=4)(_train)
 train_new_task = ray.remote(num_returns=4)(_train_new)
+layout_task = ray.remote(learner_layout)
 
 
 @ray.remote
@@ -226,5 +227,5 @@ class RetrainingJob:
         params = ray.get(params)
         context.save({"params": params, "base_params": ray.get(base_params)}, 1, [record])
         steps = f"base on {len(rows)} rows, new on {size}"
-        weights = unflatten(params, ray.get(ray.remote(learner_layout).remote(self.learner, data)))
+        weights = unflatten(params, ray.get(layout_task.remote(self.learner, data)))
         return Outcome(params, [record], CURVES, x="round", steps=steps, weights=weights)
