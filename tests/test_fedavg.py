@@ -8,7 +8,7 @@ from torch import nn
 from algorithms.federated.fedavg import FedAvg
 from sim.interfaces.federated import ClientUpdate, FederatedData
 from sim.protocols.federated.actors import run_task
-from sim.protocols.federated.server import combine
+from sim.protocols.federated.server import gather
 from sim.training.model import ClientModel
 
 
@@ -42,8 +42,9 @@ def test_one_round_matches_hand_computation():
         seed=0,
         round_index=1,
     )
-    mean_delta, total = combine([result])
-    assert total == 3.0
+    updates = gather([result], 6, 2)
+    mean_delta = updates.mean()
+    assert (updates.weight, updates.count) == (3.0, 2)
     np.testing.assert_allclose(mean_delta, np.array([0, 0.5, 0, -0.5, 0.25, -0.25]) / 3, atol=1e-7)
 
     state = algorithm.server_update(algorithm.server_init(params), mean_delta.astype(np.float32), 1)
@@ -59,7 +60,9 @@ def test_task_split_does_not_change_the_aggregate():
     apart = [
         run_task(algorithm, linear_model(), data, params, np.array([c]), 5, 2)[0] for c in (0, 1)
     ]
-    np.testing.assert_allclose(combine([together])[0], combine(apart)[0], rtol=1e-12)
+    np.testing.assert_allclose(
+        gather([together], 6, 2).mean(), gather(apart, 6, 2).mean(), rtol=1e-12
+    )
 
 
 class PoisonClientZero(FedAvg):
@@ -86,7 +89,7 @@ def test_non_finite_update_is_dropped_and_counted():
 
 
 def test_all_dropped_gives_no_update():
-    assert combine([run_task_result(weight=0.0)]) == (None, 0.0)
+    assert gather([run_task_result(weight=0.0)], 3, 1).mean() is None
 
 
 def run_task_result(weight: float):

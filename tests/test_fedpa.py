@@ -129,14 +129,14 @@ def run_rounds(algorithm, data, rounds: int) -> float:
     """Full-participation rounds without Ray; the final distance to the global optimum."""
     from models.linear import LinearRegression
     from sim.protocols.federated.actors import run_task
-    from sim.protocols.federated.server import combine
+    from sim.protocols.federated.server import gather
 
     model = ClientModel(LinearRegression().build(data.input_shape, 1), "cpu", "regression")
     state = algorithm.server_init(np.zeros(data.input_shape[0], np.float32))
     clients = np.arange(data.num_clients)
     for round_index in range(1, rounds + 1):
         result, _ = run_task(algorithm, model, data, state.params, clients, 0, round_index)
-        mean_delta = combine([result])[0].astype(np.float32)
+        mean_delta = gather([result], len(state.params), len(clients)).mean().astype(np.float32)
         state = algorithm.server_update(state, mean_delta, round_index)
     return float(np.linalg.norm(state.params - data.optimum))
 

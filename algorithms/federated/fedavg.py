@@ -5,7 +5,8 @@ Networks from Decentralized Data", AISTATS 2017 (arXiv 1602.05629), Algorithm 1;
 optimizer as in Reddi et al., "Adaptive Federated Optimization", ICLR 2021 (arXiv 2003.00295).
 
 Client i runs ``local_epochs`` epochs of minibatch SGD from the server parameters theta and
-returns ``delta_i = theta - theta_i`` with weight ``n_i`` (its number of examples). The server
+returns ``delta_i = theta - theta_i`` with weight ``n_i``, its number of examples
+(``weighting=uniform``: weight 1). The server
 takes ``mean_delta = sum_i n_i delta_i / sum_i n_i`` as a pseudo-gradient:
 ``theta <- theta - server_opt(mean_delta)``. Server SGD with lr 1 and no momentum is Algorithm 1's
 ``theta <- sum_i n_i theta_i / sum_i n_i``.
@@ -27,6 +28,8 @@ from sim import checks
 from sim.interfaces.federated import ClientUpdate, LossTerm, ServerState
 from sim.training.optim import OPTIMIZERS, Optimizer, make_optimizer
 
+WEIGHTINGS = ("examples", "uniform")  # a client's weight: its examples, or 1
+
 if TYPE_CHECKING:  # torch: imported by the client methods, never by the server's process
     from sim.training.model import ClientData, ClientModel
 
@@ -45,8 +48,10 @@ class FedAvg:
     server_optimizer: str = "sgd"
     server_lr: float = 1.0
     server_momentum: float = 0.0
+    weighting: str = "examples"
 
     def __post_init__(self) -> None:
+        checks.one_of(self, "weighting", WEIGHTINGS)
         checks.at_least(self, 0, "client_lr", "server_lr", "weight_decay")
         checks.in_interval(self, 0, 1, "client_momentum", "server_momentum")
         checks.at_least(self, 1, "local_epochs", "batch_size")
@@ -62,6 +67,10 @@ class FedAvg:
 
     def server_init(self, params: np.ndarray) -> ServerState:
         return ServerState(params, self.optimizer().init(params))
+
+    def weight(self, data: ClientData) -> float:
+        """A client's aggregation weight: its examples, or 1 (``weighting=uniform``)."""
+        return float(len(data)) if self.weighting == "examples" else 1.0
 
     def loss_term(self) -> LossTerm | None:
         """An extra term of the local objective (None: the model's loss alone)."""
@@ -102,7 +111,7 @@ class FedAvg:
     ) -> ClientUpdate:
         train_loss = self.local_training(model, params, data, rng)
         delta = params - model.get_flat()
-        return ClientUpdate(delta, float(len(data)), {"train_loss": train_loss})
+        return ClientUpdate(delta, self.weight(data), {"train_loss": train_loss})
 
     def client_update_batch(
         self,
@@ -128,7 +137,7 @@ class FedAvg:
             loss_term=self.loss_term(),
         )
         return [
-            ClientUpdate(params - theta, float(len(data)), {"train_loss": float(loss)})
+            ClientUpdate(params - theta, self.weight(data), {"train_loss": float(loss)})
             for theta, data, loss in zip(final, datas, losses, strict=True)
         ]
 

@@ -144,7 +144,7 @@ class FedPA(FedAvg):
         stacked = np.stack(samples)
         delta = posterior_delta(params, stacked, self.rho).astype(params.dtype)
         return ClientUpdate(
-            delta, float(len(data)), {"train_loss": loss, "num_samples": float(len(samples))}
+            delta, self.weight(data), {"train_loss": loss, "num_samples": float(len(samples))}
         )
 
     def client_update_batch(

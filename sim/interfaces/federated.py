@@ -6,14 +6,16 @@ permutation of the training set, ``offsets`` has ``num_clients + 1`` entries). T
 into the Ray object store once per run and read zero-copy by every worker.
 
 Sign convention: a client's ``delta = theta_server - theta_client`` is a pseudo-gradient; the
-server applies ``theta <- server_opt(theta, mean delta)``.
+server applies ``theta <- server_opt(theta, aggregate)``, where the aggregate is the clients'
+weighted mean delta (``aggregator=mean``, added on the workers) or what an :class:`Aggregator`
+makes of every client's delta (``aggregator=median``, ...).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -110,9 +112,48 @@ class ClientUpdate:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class RoundUpdates:
+    """What the server gets in a round, added over the tasks in task order: the weighted sum of
+    the kept clients' deltas (float64), their total weight and count, the sums of their numeric
+    metrics, the cohort size the round expected (a fixed cohort's size, or a Poisson cohort's
+    mean), and, when the aggregator asks for them, every kept client's delta and weight."""
+
+    weighted_sum: np.ndarray
+    weight: float
+    count: int
+    expected_count: float
+    metric_sums: dict[str, float] = field(default_factory=dict)
+    deltas: np.ndarray | None = None  # (count, num_params) float32, task after task
+    weights: np.ndarray | None = None  # (count,)
+
+    def mean(self) -> np.ndarray | None:
+        """The weighted mean delta; None when no weight is left (every client dropped)."""
+        return self.weighted_sum / self.weight if self.weight > 0 else None
+
+
+@runtime_checkable
+class Aggregator(Protocol):
+    """How the server turns a round's client updates into one delta (``aggregator=``; a
+    dataclass named by ``_target_`` in ``conf/aggregator``). ``per_client`` False: the workers'
+    weighted sums are enough (the fast path); True: the workers send every client's delta, to
+    the server actor, never through the driver. ``aggregate`` returns None when no client is
+    left."""
+
+    per_client: ClassVar[bool]
+
+    def aggregate(self, updates: RoundUpdates) -> np.ndarray | None: ...
+
+
 @runtime_checkable
 class FederatedAlgorithm(Protocol):
     """What a federated algorithm plugin implements (a dataclass; its fields are its config).
+
+    Optional hooks (DP-FedAvg has them): ``server_aggregate(state, updates, rng)`` replaces the
+    aggregator (returns the aggregate delta, or None, and the server state); ``client_settings(
+    state)`` returns fields that the clients' copy of the algorithm takes from the server state
+    each round (an adaptive clip); ``privacy_spent(rounds, sampling, with_pld)`` the privacy
+    spent after ``rounds`` rounds (:class:`CohortSampling`).
 
     ``engines`` declares, in the class's own body, the client engines it supports: a class that
     does not declare it runs on ``"sequential"`` only, whatever its base classes declare (so a
@@ -146,6 +187,20 @@ class BatchedAlgorithm(FederatedAlgorithm, Protocol):
         rngs: list[np.random.Generator],
         round_index: int,
     ) -> list[ClientUpdate]: ...
+
+
+@dataclass(frozen=True)
+class CohortSampling:
+    """How a round's clients are drawn: ``fixed`` (``size`` distinct clients, uniformly) or
+    ``poisson`` (each client independently with probability ``size / population``)."""
+
+    kind: str
+    population: int
+    size: int
+
+    @property
+    def rate(self) -> float:
+        return self.size / self.population
 
 
 def declared_engines(algorithm: Any) -> tuple[str, ...]:

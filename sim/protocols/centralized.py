@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sim.interfaces.federated import CohortSampling
 from sim.interfaces.protocol import Setup
 from sim.protocols.federated.protocol import (
     RoundJob,
@@ -30,5 +31,11 @@ class Centralized(RoundSchedule):
         env, algorithm, model = federated_components(setup, "centralized")
         pooled = load_population(env, setup.seed).pooled()
         return RoundJob.start(
-            self, setup, pooled, model, algorithm, cohort_size=1, clients_per_task=1
+            self,
+            setup,
+            pooled,
+            model,
+            algorithm,
+            sampling=CohortSampling("fixed", 1, 1),
+            clients_per_task=1,
         )

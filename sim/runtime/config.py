@@ -1,9 +1,10 @@
 """Structured-config schemas and the validation that runs before Ray starts.
 
 The run-level schema (:class:`RunConfig`, :class:`ClusterConfig`) lives here. The ``protocol``,
-``env``, ``model``, ``learner`` and ``algorithm`` nodes are dataclasses named by ``_target_`` in
-their YAML: the dataclass is the one source of their defaults (the YAML names it and sets only
-what a variant changes), so a new plug-in brings its own schema and nothing in ``sim/`` changes.
+``env``, ``model``, ``learner``, ``algorithm`` and ``aggregator`` nodes are dataclasses named by
+``_target_`` in their YAML: the dataclass is the one source of their defaults (the YAML names it
+and sets only what a variant changes), so a new plug-in brings its own schema and nothing in
+``sim/`` changes.
 :func:`build_component` merges a node into its dataclass, so unknown keys and wrong types fail
 with the field's name and the run's recorded config holds every value.
 """
@@ -29,7 +30,13 @@ from sim.errors import ConfigError
 # The shipped configs: ``sim/conf`` (a link to the checkout's top-level ``conf/``; a copy in an
 # installed distribution).
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-COMPONENTS = ("env", "model", "learner", "algorithm")  # built when the config names them
+COMPONENTS = (
+    "env",
+    "model",
+    "learner",
+    "algorithm",
+    "aggregator",
+)  # built when the config names them
 PLUGINS = ("protocol", *COMPONENTS)  # config groups whose options name a dataclass
 # Modules that moved (issue 30: models in models/, algorithms grouped by interface): old module
 # -> new module. A config saved before names the old ``_target_``; it fails naming the new one.
@@ -119,6 +126,7 @@ class RunConfig:
     model: Any = None  # federated and centralized protocols
     learner: Any = None  # active protocol: the model trained on the revealed labels
     algorithm: Any = None
+    aggregator: Any = None  # federated protocol: how the server combines the clients' updates
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     logger: Any = field(default_factory=dict)  # trackers by name (conf/logger/); see sim.tracking
     name: str = "default"

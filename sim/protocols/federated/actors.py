@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -30,11 +31,12 @@ from sim.interfaces.federated import (
     ModelSpec,
     declared_engines,
 )
+from sim.protocols.federated.attacks import NO_ATTACK, Attack, attacked_delta, flip_labels
 from sim.protocols.federated.server import TaskResult
 from sim.runtime.workers import WorkerGroup, actor_device, balance
 
 if TYPE_CHECKING:
-    from sim.training.model import ClientModel
+    from sim.training.model import ClientData, ClientModel
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,22 @@ def task_cost(sizes: np.ndarray, task: np.ndarray, engine: str) -> float:
     return float(task_sizes.sum())
 
 
+def client_datas(
+    model: ClientModel, data: FederatedData, clients: np.ndarray, attack: Attack
+) -> list[ClientData]:
+    """The clients' examples on the model's device; a ``label_flip`` attacker's labels
+    flipped."""
+    from sim.training.model import ClientData
+
+    datas = []
+    for client in clients:
+        client_data = ClientData.gather(data.x, data.y, data.client_indices(client), model.device)
+        if attack.kind == "label_flip" and attack.involves(client):
+            client_data = replace(client_data, y=flip_labels(client_data.y, data.num_classes))
+        datas.append(client_data)
+    return datas
+
+
 def run_task(
     algorithm: FederatedAlgorithm,
     model: ClientModel,
@@ -94,19 +112,17 @@ def run_task(
     seed: int,
     round_index: int,
     engine: str = "sequential",
+    attack: Attack = NO_ATTACK,
+    per_client: bool = False,
 ) -> tuple[TaskResult, list[dict[str, Any]]]:
-    """Client updates for ``clients`` in order, pre-aggregated; non-finite deltas are dropped.
+    """Client updates for ``clients`` in order, pre-aggregated (and each kept, if
+    ``per_client``); non-finite deltas are dropped; ``attack``'s clients send their attack.
 
     ``engine`` ``"sequential"`` calls ``client_update`` client by client, ``"vectorized"`` calls
     ``client_update_batch`` once for the task; the rest is the same for both.
     """
-    from sim.training.model import ClientData
-
     check_client_engine(engine, algorithm)
-    datas = [
-        ClientData.gather(data.x, data.y, data.client_indices(client), model.device)
-        for client in clients
-    ]
+    datas = client_datas(model, data, clients, attack)
     rngs = [seeding.rng(seed, "client", round_index, int(client)) for client in clients]
     updates: Iterable[ClientUpdate]
     if engine == "vectorized":
@@ -117,14 +133,21 @@ def run_task(
             algorithm.client_update(model, params, client_data, rng, round_index)
             for client_data, rng in zip(datas, rngs, strict=True)
         )
-    weighted_sum = np.zeros(params.shape, np.float64)
-    weight = 0.0
+    result = TaskResult(np.zeros(params.shape, np.float64), 0.0)
+    kept: list[ClientUpdate] = []
     metrics = []
     for client, client_data, update in zip(clients, datas, updates, strict=True):
+        byzantine = attack.involves(client)
+        if byzantine:
+            rng = seeding.rng(seed, "attack", round_index, int(client))
+            update = replace(
+                update, delta=attacked_delta(attack.kind, update.delta, attack.scale, rng)
+            )
         finite = bool(np.isfinite(update.delta).all()) and np.isfinite(update.weight)
         if finite:
-            weighted_sum += update.weight * update.delta.astype(np.float64)
-            weight += update.weight
+            result.weighted_sum += update.weight * update.delta.astype(np.float64)
+            result.weight += update.weight
+            kept.append(update)
         else:
             log.warning(
                 "round %d: client %d sent a non-finite update; dropped", round_index, client
@@ -134,10 +157,20 @@ def run_task(
                 "client": int(client),
                 "num_examples": len(client_data),
                 "dropped": not finite,
+                "byzantine": byzantine,
                 **update.metrics,
             }
         )
-    return TaskResult(weighted_sum, weight), metrics
+    result.count = len(kept)
+    for update in kept:
+        for name, value in update.metrics.items():
+            result.metric_sums[name] = result.metric_sums.get(name, 0.0) + float(value)
+    if per_client:
+        result.deltas = (
+            np.stack([u.delta for u in kept]) if kept else np.zeros((0, len(params)), np.float32)
+        )
+        result.weights = np.array([u.weight for u in kept], np.float64)
+    return result, metrics
 
 
 EVAL_BLOCK = 4096  # test examples per evaluation task: fixed, so results ignore the workers
@@ -161,11 +194,14 @@ class ClientWorker:
         seed: int,
         num_cpus: float,
         engine: str = "sequential",
+        attack: Attack = NO_ATTACK,
+        per_client: bool = False,
     ) -> None:
         from sim.training.model import ClientModel
 
         device = actor_device(num_cpus)
         self.data, self.algorithm, self.seed, self.engine = data, algorithm, seed, engine
+        self.attack, self.per_client = attack, per_client
         self.model_spec = model_spec
         self.model = ClientModel(self.build(), device, data.task)
 
@@ -192,9 +228,18 @@ class ClientWorker:
         return ray.get_runtime_context().get_node_id(), str(self.model.device)
 
     @ray.method(num_returns=2)
-    def run(self, params: np.ndarray, clients: np.ndarray, round_index: int):
+    def run(
+        self,
+        params: np.ndarray,
+        clients: np.ndarray,
+        round_index: int,
+        settings: dict[str, float] | None = None,
+    ):
+        """A task's client updates; ``settings``: fields of the algorithm that the server state
+        sets this round (``Server.client_settings``: an adaptive clip)."""
+        algorithm = replace(self.algorithm, **settings) if settings else self.algorithm
         return run_task(
-            self.algorithm,
+            algorithm,
             self.model,
             self.data,
             params,
@@ -202,6 +247,8 @@ class ClientWorker:
             self.seed,
             round_index,
             self.engine,
+            self.attack,
+            self.per_client,
         )
 
     def evaluate_test(self, params: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, ...]:

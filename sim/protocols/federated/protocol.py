@@ -24,6 +24,8 @@ from sim import checks, seeding
 from sim.errors import CohortError, ConfigError
 from sim.interfaces.federated import (
     ENGINES,
+    Aggregator,
+    CohortSampling,
     Environment,
     FederatedAlgorithm,
     FederatedData,
@@ -39,6 +41,7 @@ from sim.protocols.federated.actors import (
     split_tasks,
     task_cost,
 )
+from sim.protocols.federated.attacks import ATTACKS, NO_ATTACK, Attack, byzantine_clients
 from sim.protocols.federated.server import Server
 from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
@@ -52,8 +55,15 @@ PROGRESS = (
     ("test_accuracy", "test_acc {:.4f}"),
     ("test_loss", "test_loss {:.4f}"),
     ("client_accuracy_mean", "client_acc {:.4f}"),
+    ("epsilon", "eps {:.3g}"),
+    ("clip", "clip {:.3g}"),
 )
-COUNTERS = (("dropped_clients", "dropped {}"), ("worker_restarts", "worker restarts {}"))
+COUNTERS = (
+    ("dropped_clients", "dropped {}"),
+    ("byzantine_clients", "byzantine {}"),
+    ("worker_restarts", "worker restarts {}"),
+)
+SAMPLINGS = ("fixed", "poisson")
 
 
 @dataclass
@@ -110,20 +120,44 @@ def load_population(env: Environment, seed: int) -> FederatedData:
 @dataclass
 class Federated(RoundSchedule):
     """Cross-device federated learning: ``clients_per_round`` clients a round (None: all of
-    them), in ``ceil(clients_per_round / clients_per_task)`` tasks cut by client size;
-    ``client_engine`` sequential or vectorized;
-    client accuracy measured on ``eval_clients`` clients (None: all)."""
+    them), drawn by ``cohort_sampling`` (``fixed``: that many; ``poisson``: each client with
+    probability ``clients_per_round / population``), in ``ceil(clients_per_round /
+    clients_per_task)`` tasks cut by client size; ``client_engine`` sequential or vectorized;
+    client accuracy measured on ``eval_clients`` clients (None: all). ``byzantine_fraction`` of
+    the clients send ``attack`` (:mod:`~sim.protocols.federated.attacks`) of size
+    ``attack_scale``."""
 
     clients_per_round: int | None = 10
     clients_per_task: int = 5  # sets the tasks a round; they never depend on #workers
     client_engine: str = "sequential"
     eval_clients: int | None = None
+    cohort_sampling: str = "fixed"
+    byzantine_fraction: float = 0.0
+    attack: str = "sign_flip"
+    attack_scale: float = 4.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         checks.at_least(self, 1, "clients_per_round", "eval_clients", optional=True)
         checks.at_least(self, 1, "clients_per_task")
         checks.one_of(self, "client_engine", ENGINES)
+        checks.one_of(self, "cohort_sampling", SAMPLINGS)
+        checks.in_interval(self, 0.0, 1.0, "byzantine_fraction")
+        checks.one_of(self, "attack", ATTACKS)
+        checks.at_least(self, 0.0, "attack_scale")
+        if self.cohort_sampling == "poisson" and self.clients_per_round is None:
+            raise ValueError("cohort_sampling: poisson needs clients_per_round (got null)")
+
+    def attackers(self, setup: Setup, data: FederatedData) -> Attack:
+        """The run's Byzantine clients and their attack (none: ``byzantine_fraction`` 0)."""
+        if self.byzantine_fraction == 0:
+            return NO_ATTACK
+        if self.attack == "label_flip" and data.task != "classification":
+            raise ConfigError(
+                f"protocol.attack: label_flip needs a classification env (got {data.task})"
+            )
+        clients = byzantine_clients(setup.seed, data.num_clients, self.byzantine_fraction)
+        return Attack(self.attack, self.attack_scale, clients)
 
     def tasks_per_round(self) -> int:
         if self.clients_per_round is None:
@@ -146,17 +180,48 @@ class Federated(RoundSchedule):
                 data.num_clients, self.eval_clients, replace=False
             )
             eval_clients = np.sort(chosen)
+        size = self.clients_per_round or data.num_clients
+        sampling = CohortSampling(self.cohort_sampling, data.num_clients, size)
+        aggregator = setup.component(
+            "aggregator", Aggregator, "an aggregator (aggregator=mean, median, ...)", "federated"
+        )
+        check_aggregation(algorithm, aggregator, sampling)
         return RoundJob.start(
             self,
             setup,
             data,
             model,
             algorithm,
-            cohort_size=self.clients_per_round or data.num_clients,
+            sampling=CohortSampling(self.cohort_sampling, data.num_clients, size),
             clients_per_task=self.clients_per_task,
             engine=self.client_engine,
             eval_clients=eval_clients,
+            aggregator=setup.component(
+                "aggregator",
+                Aggregator,
+                "an aggregator (aggregator=mean, median, ...)",
+                "federated",
+            ),
+            attack=self.attackers(setup, data),
         )
+
+
+def check_aggregation(
+    algorithm: FederatedAlgorithm, aggregator: Aggregator, sampling: CohortSampling
+) -> None:
+    """Refuse an algorithm that aggregates on its own (DP-FedAvg's noised sum) with an
+    aggregator that needs every client's update, and a cohort the algorithm cannot take."""
+    if hasattr(algorithm, "server_aggregate") and aggregator.per_client:
+        raise ConfigError(
+            f"aggregator: {type(algorithm).__name__} adds its noise to the clients' sum and "
+            f"takes aggregator=mean only (got {type(aggregator).__name__})"
+        )
+    check = getattr(algorithm, "check_sampling", None)
+    try:
+        if check is not None:
+            check(sampling)
+    except ValueError as error:
+        raise ConfigError(f"algorithm.{error}") from None
 
 
 @dataclass
@@ -171,10 +236,12 @@ class RoundJob:
     state: ServerState | None  # None: fresh parameters, made by the first worker
     start_round: int
     history: list[dict[str, Any]]
-    cohort_size: int
+    sampling: CohortSampling
     clients_per_task: int
     engine: str = "sequential"
     eval_clients: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    aggregator: Aggregator | None = None  # None: the weighted mean
+    attack: Attack = NO_ATTACK
 
     @classmethod
     def start(
@@ -233,6 +300,8 @@ class RoundJob:
             if cadence.evaluates(round_index):
                 record.update(evaluate(group, params_ref, self.data, self.eval_clients))
             record["worker_restarts"] = group.restarts - restarts
+            if spent := getattr(self.algorithm, "privacy_spent", None):
+                record.update(spent(round_index, self.sampling, cadence.evaluates(round_index)))
             if self.data.optimum is not None:
                 distance = np.linalg.norm(ray.get(params_ref) - self.data.optimum)
                 record["distance_to_optimum"] = float(distance)
@@ -252,7 +321,7 @@ class RoundJob:
 
     def start_actors(self, cluster: ClusterConfig) -> tuple[Any, WorkerGroup]:
         """The server (with the initial or resumed state) and the client workers, started."""
-        tasks_per_round = math.ceil(self.cohort_size / self.clients_per_task)
+        tasks_per_round = math.ceil(self.sampling.size / self.clients_per_task)
         num_workers = group_size(cluster.worker, cluster.num_workers, tasks_per_round)
         # The population once, in the object store: from here on the driver reads it there too
         # (zero-copy views) and lets its own copy go; not through Ray Client, where a get copies.
@@ -268,6 +337,8 @@ class RoundJob:
                 self.seed,
                 cluster.worker.num_cpus,
                 self.engine,
+                self.attack,
+                self.aggregator is not None and self.aggregator.per_client,
             )
 
         # The server starts first, beside the workers (it imports no torch: it is up first).
@@ -276,7 +347,9 @@ class RoundJob:
         # (The driver's node is not a safe choice: on one machine, a driver may attach to any.)
         options = cluster.server.ray_options()
         options["resources"] = {**options.get("resources", {}), HEAD_NODE_RESOURCE: SERVER_PIN}
-        server = Server.options(**options).remote(self.algorithm, self.state)
+        server = Server.options(**options).remote(
+            self.algorithm, self.state, self.aggregator, self.seed, float(self.sampling.size)
+        )
         group = WorkerGroup(
             spawn, num_workers, lambda: worker_capacity(cluster.worker), cluster=cluster
         )
@@ -293,17 +366,24 @@ class RoundJob:
         """One round: the cohort's clients train from ``params_ref`` on the workers, the server
         applies their summed updates; the round's record of the clients' metrics."""
         sizes = self.data.client_sizes()
-        cohort = seeding.sample_cohort(
-            self.seed, round_index, self.data.num_clients, self.cohort_size
-        )
+        cohort = sample_cohort(self.seed, round_index, self.sampling)
         tasks = split_tasks(cohort, sizes, self.clients_per_task, self.engine)
-        calls = [(params_ref, task, round_index) for task in tasks]
+        settings = server.client_settings.remote() if self.adapts_clients() else None
+        calls = [(params_ref, task, round_index, settings) for task in tasks]
         costs = [task_cost(sizes, task, self.engine) for task in tasks]
         outputs = group.run("run", calls, num_returns=2, costs=costs)
         applied = server.apply.remote(round_index, *(task_sum for task_sum, _ in outputs))
         record = round_record(round_index, [m for _, metrics in outputs for m in metrics])
+        if self.attack.clients.size:
+            record["byzantine_clients"] = sum(m["byzantine"] for _, ms in outputs for m in ms)
+        if settings is not None:
+            record.update(ray.get(settings))
         ray.get(applied)
         return record
+
+    def adapts_clients(self) -> bool:
+        """Whether the clients take fields of the algorithm from the server state each round."""
+        return hasattr(self.algorithm, "client_settings")
 
     def checkpoint(self, server: Any) -> dict[str, np.ndarray]:
         """The server's state (kept as ``self.state``) as checkpoint arrays."""
@@ -317,6 +397,15 @@ class RoundJob:
         return progress_line(head, record, PROGRESS, COUNTERS)
 
 
+def sample_cohort(seed: int, round_index: int, sampling: CohortSampling) -> np.ndarray:
+    """The round's clients, sorted: ``sampling.size`` distinct ones (``fixed``), or each client
+    with probability ``sampling.rate`` (``poisson``; possibly none), from (seed, round)."""
+    if sampling.kind == "poisson":
+        draws = seeding.rng(seed, "cohort", round_index).random(sampling.population)
+        return np.flatnonzero(draws < sampling.rate)
+    return seeding.sample_cohort(seed, round_index, sampling.population, sampling.size)
+
+
 def round_record(round_index: int, client_metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """A round's record: clients, dropped clients, examples, and each client metric's mean."""
     kept = [m for m in client_metrics if not m["dropped"]]
@@ -326,7 +415,9 @@ def round_record(round_index: int, client_metrics: list[dict[str, Any]]) -> dict
         "dropped_clients": len(client_metrics) - len(kept),
         "examples": int(sum(m["num_examples"] for m in kept)),
     }
-    names = sorted({k for m in kept for k in m} - {"client", "num_examples", "dropped"})
+    names = sorted(
+        {k for m in kept for k in m} - {"client", "num_examples", "dropped", "byzantine"}
+    )
     for name in names:
         record[name] = float(np.mean([m[name] for m in kept if name in m]))
     return record
