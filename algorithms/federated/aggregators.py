@@ -92,15 +92,19 @@ class TrimmedMean:
 
 @dataclass
 class Krum:
-    """Krum with ``f`` Byzantine clients assumed (Blanchard et al. 2017); a round with fewer
-    than ``f + 3`` clients fails with that message."""
+    """Krum with ``f`` Byzantine clients assumed (Blanchard et al. 2017); None: the most its
+    guarantee allows among a round's ``n`` clients, ``f = ceil(n / 2) - 2`` (``n > 2f + 2``,
+    at least 0). A round with fewer than ``f + 3`` clients fails with that message."""
 
     per_client: ClassVar[bool] = True
 
-    f: int = 1
+    f: int | None = None
 
     def __post_init__(self) -> None:
-        checks.at_least(self, 0, "f")
+        checks.at_least(self, 0, "f", optional=True)
 
     def aggregate(self, updates: RoundUpdates) -> np.ndarray | None:
-        return krum(updates.deltas, self.f) if updates.count else None
+        if not updates.count:
+            return None
+        f = self.f if self.f is not None else max(0, -(-updates.count // 2) - 2)
+        return krum(updates.deltas, f)
