@@ -143,7 +143,13 @@ def test_private_runs_ignore_the_workers_and_resume_bit_for_bit(ray_session, tmp
     part = tmp_path / "part"
     sim.run([*PRIVATE, "protocol.rounds=4", "cluster.num_workers=1", f"output_dir={part}"])
     resumed = sim.run(
-        [*PRIVATE, "protocol.rounds=6", "cluster.num_workers=1", "resume=true", f"output_dir={part}"]
+        [
+            *PRIVATE,
+            "protocol.rounds=6",
+            "cluster.num_workers=1",
+            "resume=true",
+            f"output_dir={part}",
+        ]
     )
     np.testing.assert_array_equal(full.params, resumed.params)
     assert strip(full.history) == strip(resumed.history)
