@@ -34,7 +34,7 @@ LossTerm = Callable[[Sequence["torch.Tensor"], Sequence["torch.Tensor"]], "torch
 class FederatedData:
     """A population of clients over one training set, plus a global test set."""
 
-    x: np.ndarray  # (n, *input_shape) float32
+    x: np.ndarray  # (n, *input_shape) float32 features, or int64 indices (letters of a window)
     y: np.ndarray  # (n,) int64 labels, or float32 targets for regression
     order: np.ndarray  # (n,) int64: training examples grouped by client
     offsets: np.ndarray  # (num_clients + 1,) int64

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sim.errors import ConfigError
 from sim.interfaces.federated import CohortSampling
 from sim.interfaces.protocol import Setup
 from sim.protocols.federated.protocol import (
@@ -29,6 +30,8 @@ class Centralized(RoundSchedule):
 
     def prepare(self, setup: Setup) -> RoundJob:
         env, algorithm, model = federated_components(setup, "centralized")
+        if setup.components.get("aggregator") is not None:
+            raise ConfigError("aggregator: protocol=centralized has one client; it takes none")
         pooled = load_population(env, setup.seed).pooled()
         return RoundJob.start(
             self,

@@ -524,10 +524,11 @@ def write_scatter(
     panels = {f"{by}={v}": m for v, m in panel_groups(runs, by).items()} if by else {"": groups}
     points = {
         panel: {
-            label: [(r.final[keys[0]], r.final[keys[1]]) for r in group
-                    if is_number(r.final.get(keys[0])) and is_number(r.final.get(keys[1]))]
+            label: pairs
             for label, group in members.items()
-        }
+            if (pairs := [(r.final[keys[0]], r.final[keys[1]]) for r in group
+                          if is_number(r.final.get(keys[0])) and is_number(r.final.get(keys[1]))])
+        }  # a group that recorded no such pair (e.g. no epsilon: not private) has no point
         for panel, members in panels.items()
     }  # fmt: skip
     path = out / f"report_scatter_{_safe(keys[0])}_{_safe(keys[1])}.png"
