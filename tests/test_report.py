@@ -8,10 +8,12 @@ import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 
+from sim.reporting import report
 from sim.reporting.plotting import mean_band, plot_curves, plot_groups
 from sim.reporting.report import (
     Run,
@@ -25,6 +27,7 @@ from sim.reporting.report import (
     main,
     steps_to_match,
     summarize,
+    write_scatter,
 )
 
 LRS = ("0.1", "0.01")
@@ -386,6 +389,21 @@ def test_main_scatter_and_panels_by_dataset(multirun: Path, tmp_path: Path) -> N
     assert (out / "report_slope.png").stat().st_size > 0
     with pytest.raises(SystemExit):
         main([str(multirun), "--scatter", "test_loss"])
+
+
+def test_scatter_leaves_out_groups_without_the_pair(tmp_path: Path) -> None:
+    # DP-FedAvg without noise reports no epsilon: its group has no point, the others do.
+    for job, (noise, epsilon) in enumerate([(0, None), (1, 3.5)]):
+        final = {"test_accuracy": 0.7 if noise else 0.8}
+        if epsilon is not None:
+            final["epsilon"] = epsilon
+        write_run(tmp_path / str(job), [f"algorithm.noise_multiplier={noise}"], final)
+    runs = load_runs([tmp_path])
+    groups = group_runs(runs)
+    with patch.object(report, "plot_scatter") as plot:
+        write_scatter(runs, groups, ["epsilon", "test_accuracy"], None, tmp_path)
+    (panel,) = plot.call_args.args[0].values()
+    assert panel == {"algorithm.noise_multiplier=1": [(3.5, 0.7)]}
 
 
 def test_mean_band_interpolates_and_holds_finished_runs() -> None:
