@@ -11,6 +11,7 @@ import pytest
 
 import envs.shakespeare_roles as sr
 import envs.text
+import sim
 from envs.shakespeare_roles import ALL_LETTERS, SEQ_LEN, UNKNOWN, Role, ShakespeareRoles
 from envs.text import Document
 from models.lstm import CharLSTM
@@ -199,3 +200,34 @@ def test_configs_compose_and_build():
     cfg = compose(["env=shakespeare_roles", "model=lstm"])
     assert isinstance(build_component("env", cfg.env), ShakespeareRoles)
     assert isinstance(build_component("model", cfg.model), CharLSTM)
+
+
+@corpus
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        ["algorithm=fedavg"],
+        ["algorithm=fedprox"],
+        ["algorithm=fedpa", "algorithm.burn_in_rounds=1", "algorithm.local_epochs=2"],
+        ["algorithm=dp_fedavg", "algorithm.noise_multiplier=0.5"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_federated_algorithms_train_on_the_roles(ray_session, tmp_path, algorithm):
+    result = sim.run(
+        [
+            "env=shakespeare_roles",
+            "env.max_clients=8",
+            "env.max_samples_per_client=20",
+            "model=lstm",
+            "model.hidden=8",
+            "protocol.rounds=2",
+            "protocol.clients_per_round=4",
+            "protocol.eval_every=2",
+            "progress=false",
+            *algorithm,
+            f"output_dir={tmp_path / 'run'}",
+        ]
+    )
+    assert [r["clients"] for r in result.history] == [4, 4]
+    assert np.isfinite(result.final["test_loss"]) and 0 <= result.final["test_accuracy"] <= 1
