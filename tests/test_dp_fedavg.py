@@ -160,3 +160,14 @@ def test_private_runs_ignore_the_workers_and_resume_bit_for_bit(ray_session, tmp
     assert all("epsilon_pld" in r for r in full.history[1::2])  # at the evaluation rounds
     summary = json.loads((part / "summary.json").read_text())
     assert summary["final"]["epsilon"] == epsilons[-1]
+
+
+def test_poisson_cohorts_draw_each_client_with_the_rate():
+    from sim.protocols.federated.protocol import sample_cohort
+
+    sampling = CohortSampling("poisson", 1000, 50)
+    sizes = [len(sample_cohort(3, r, sampling)) for r in range(1, 401)]
+    assert np.mean(sizes) == pytest.approx(50, rel=0.03) and len(set(sizes)) > 10
+    np.testing.assert_array_equal(sample_cohort(3, 7, sampling), sample_cohort(3, 7, sampling))
+    fixed = sample_cohort(3, 7, CohortSampling("fixed", 1000, 50))
+    assert len(fixed) == 50 and np.all(np.diff(fixed) > 0)

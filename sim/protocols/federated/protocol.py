@@ -192,16 +192,11 @@ class Federated(RoundSchedule):
             data,
             model,
             algorithm,
-            sampling=CohortSampling(self.cohort_sampling, data.num_clients, size),
+            sampling=sampling,
             clients_per_task=self.clients_per_task,
             engine=self.client_engine,
             eval_clients=eval_clients,
-            aggregator=setup.component(
-                "aggregator",
-                Aggregator,
-                "an aggregator (aggregator=mean, median, ...)",
-                "federated",
-            ),
+            aggregator=aggregator,
             attack=self.attackers(setup, data),
         )
 

@@ -99,7 +99,7 @@ class Server:
                 updates.mean() if self.aggregator is None else self.aggregator.aggregate(updates)
             )
         if delta is None:
-            log.warning("round %d: every client was dropped; parameters unchanged", round_index)
+            log.warning("round %d: no client update left; parameters unchanged", round_index)
         else:
             delta = delta.astype(self.state.params.dtype)
             self.state = self.algorithm.server_update(self.state, delta, round_index)
