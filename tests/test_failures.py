@@ -102,6 +102,24 @@ def test_a_role_no_node_can_hold_fails_before_writing(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["algorithm=distill", "env=letter", "cluster.teacher.num_cpus=2"],  # teacher + worker
+        ["algorithm=salt", "cluster.num_workers=1", "cluster.teacher.num_cpus=2"],  # + Ray Train
+    ],
+    ids=["distill", "salt"],
+)
+def test_roles_that_fit_one_by_one_but_not_together_fail_before_writing(
+    overrides, ray_session, tmp_path, deadline
+):
+    deadline(120)  # they waited for ever: Ray Train retried its worker group without end
+    message = refused(["progress=false", *overrides], tmp_path / "run")
+    assert "fit the cluster one by one but not together" in message
+    assert "needs {'CPU': 3.0} at once and the cluster has {'CPU': 2.0}" in message
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_actor_whose_resources_stay_taken_fails_after_the_placement_timeout(
     ray_session, tmp_path, deadline
 ):

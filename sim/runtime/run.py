@@ -27,7 +27,6 @@ from sim.interfaces.protocol import Outcome, Setup
 from sim.runtime.config import (
     COMPONENTS,
     CONF_DIR,
-    ROLES,
     ClusterConfig,
     build_component,
     check_run_config,
@@ -211,7 +210,7 @@ def run_config(
             Beside(importlib.import_module, "sim.reporting.plotting")
         with ray_session(cluster, worker_setup=getattr(protocol, "ray_train", False)):
             job = preparing.result()
-            check_roles(cluster, getattr(protocol, "roles", ROLES))
+            check_roles(cluster, protocol)
             context = Context(cfg.seed, cluster, run_dir, config, cfg.progress, trackers,
                               Path(sweep_dir) if sweep_dir else None)  # fmt: skip
             try:

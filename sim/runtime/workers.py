@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from sim.errors import CohortError, ConfigError
-from sim.runtime.config import ClusterConfig, ResourceSpec
-from sim.runtime.reservation import capacity, fits, resources_of
+from sim.runtime.config import ROLES, ClusterConfig, ResourceSpec
+from sim.runtime.reservation import capacity, fits, reservation_of, resources_of, why_never
 
 if TYPE_CHECKING:
     import torch
@@ -77,12 +77,14 @@ def _resources(amounts: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in sorted(amounts.items()) if "memory" not in k and ":" not in k}
 
 
-def check_roles(cluster: ClusterConfig, roles: Sequence[str]) -> None:
+def check_roles(cluster: ClusterConfig, protocol: Any) -> None:
     """Fail, naming the role and what it asks for, unless some live node of the cluster can
-    hold one actor (or task) of each of ``roles`` (the resources a protocol places): a request
-    no node can ever meet would otherwise wait forever for a slot."""
+    hold one actor (or task) of each of the protocol's roles, and the cluster all that the run
+    holds at once (its smallest reservation: one worker, each other role, its Ray Train
+    workers): a request that can never be met would otherwise wait forever for a slot (Ray
+    Train retries its worker group without end)."""
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    for role in roles:
+    for role in getattr(protocol, "roles", ROLES):
         options = getattr(cluster, role).ray_options()
         if not any(fits(resources_of(getattr(cluster, role)), node) for node in nodes):
             have = "; ".join(
@@ -92,6 +94,13 @@ def check_roles(cluster: ClusterConfig, roles: Sequence[str]) -> None:
                 f"cluster.{role}: no node of the cluster can hold one {role} of {options} "
                 f"(its nodes have: {have or 'nothing'})"
             )
+    reservation = reservation_of(protocol, cluster, 1)
+    why = why_never(reservation.bundles(cluster), reservation.trained_resources(cluster), nodes)
+    if why is not None:
+        raise CohortError(
+            f"cluster: the run's roles fit the cluster one by one but not together: {why} "
+            "(lower a role's resources, e.g. cluster.teacher.num_cpus, or add nodes)"
+        )
 
 
 def wait_started(actors: Sequence[Any], role: str, cluster: ClusterConfig) -> None:
