@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from sim.errors import CohortError
 from sim.reporting.callbacks import OutputFolder
-from sim.runtime.config import CONF_DIR, register_schemas, use_user_plugins
+from sim.runtime.config import CONF_DIR, register_schemas, sweep_in_jobs, use_user_plugins
 from sim.runtime.run import hydra_task
 
 register_schemas()
@@ -72,6 +72,7 @@ def main() -> None:
         sys.exit(2)
     if {"--help", "-h"} & set(sys.argv[1:]):
         show_help()
+    sys.argv[1:] = sweep_in_jobs(sys.argv[1:])
     try:
         app()
     except KeyboardInterrupt:  # Ctrl-C: what was checkpointed stays, and says how to go on

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import sim
+from sim.runtime.config import sweep_in_jobs
 from tests.conftest import run_cli, start_cli
 
 FAST = ["protocol.rounds=4", "protocol.eval_every=2", "progress=false"]
@@ -68,6 +69,32 @@ def test_two_job_multirun_and_its_report(tmp_path):
     assert "test_accuracy" in report.stdout and "(2)" in report.stdout
     assert (sweep / "report_test_accuracy.png").stat().st_size > 0
     assert (sweep / "report.csv").exists()
+
+
+def test_a_sweep_of_algorithms_takes_a_field_of_their_own_protocol(tmp_path):
+    # protocol.budget exists for the active protocol only, which margin and random pick: it is
+    # applied in each job's composition, not to the sweep's primary config (federated).
+    assert sweep_in_jobs(["-m", "algorithm=margin,random", "protocol.budget=60", "seed=1"]) == [
+        "-m",
+        "algorithm=margin,random",
+        "protocol.budget=choice(60)",
+        "seed=1",
+    ]
+    assert sweep_in_jobs(["-m", "seed=0,1", "protocol.rounds=2"])[2] == "protocol.rounds=2"
+    assert sweep_in_jobs(["algorithm=margin", "protocol.budget=60"])[1] == "protocol.budget=60"
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "-m",
+        "algorithm=margin,random",
+        "env.dataset=iris",
+        "protocol.budget=30",
+        "progress=false",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    configs = [json.loads(p.read_text())["config"] for p in sorted(sweep.glob("*/summary.json"))]
+    assert [c["protocol"]["budget"] for c in configs] == [30, 30]
+    assert {c["algorithm"]["_target_"].rsplit(".", 1)[1] for c in configs} == {"Margin", "RandomSelection"}
 
 
 def test_a_failing_job_is_recorded_and_the_others_go_on(tmp_path):

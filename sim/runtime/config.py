@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigNode, ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -196,6 +198,33 @@ def register_schemas(conf_dir: Path = CONF_DIR) -> None:
             if isinstance(target, str):
                 name = f"{path.stem}.yaml"
                 schemas.setdefault(group, {})[name] = LazySchema(name, f"schema/{group}", target)
+
+
+def sweep_in_jobs(args: Sequence[str]) -> list[str]:
+    """The command line of a multirun that sweeps a config group (``algorithm=margin,random``)
+    with each plain override of a plug-in's field (``protocol.budget=60``) written as a sweep of
+    one value (``protocol.budget=choice(60)``): Hydra then applies it in each job's composition,
+    with that job's groups (the algorithm's protocol), not to the sweep's primary config, whose
+    groups are the defaults (there it fails: ``Key 'budget' is not in struct``). The jobs get the
+    same overrides either way. Any other command line is returned as it is."""
+    if not {"-m", "--multirun"} & set(args):
+        return list(args)
+    candidates = [(i, arg) for i, arg in enumerate(args) if "=" in arg and not arg.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides([arg for _, arg in candidates])
+    except (OmegaConfBaseException, HydraException):
+        return list(args)  # Hydra reports it
+    groups = {*PLUGINS, "experiment"}
+    if not any(o.is_sweep_override() and o.key_or_group in groups for o in parsed):
+        return list(args)
+    rewritten = list(args)
+    for (i, arg), override in zip(candidates, parsed, strict=True):
+        key = override.key_or_group
+        field_of_plugin = "." in key and key.split(".")[0] in PLUGINS
+        plain = not (override.is_sweep_override() or override.is_add() or override.is_delete())
+        if field_of_plugin and plain and not override.is_hydra_override():
+            rewritten[i] = f"{key}=choice({arg.split('=', 1)[1]})"
+    return rewritten
 
 
 SEARCHPATH = re.compile(r"^\+{0,2}hydra\.searchpath=\[?(?P<paths>[^\]]*)\]?$")
