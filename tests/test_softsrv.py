@@ -180,6 +180,21 @@ TINY = [
 ]
 
 
+def test_a_damaged_feature_cache_is_computed_again_with_one_warning(ray_session, tmp_path, capsys):
+    from sim.protocols.synthesis.protocol import features
+    from sim.runtime.config import ClusterConfig
+
+    texts, cluster = ["def f(): pass", "x = 1", "print(2)"], ClusterConfig()
+    first = features("all-minilm-l6-v2", texts, cluster, tmp_path)
+    (cached,) = tmp_path.glob("all-minilm-l6-v2-*.npy")
+    cached.write_bytes(cached.read_bytes()[:100])  # a truncated file
+    again = features("all-minilm-l6-v2", texts, cluster, tmp_path)
+    np.testing.assert_array_equal(first, again)
+    warnings = [x for x in capsys.readouterr().err.splitlines() if "damaged" in x]
+    assert len(warnings) == 1 and cached.name in warnings[0]
+    np.testing.assert_array_equal(np.load(cached), first)  # rebuilt whole
+
+
 @pytest.mark.parametrize(
     "extra,error,needle",
     [

@@ -94,7 +94,10 @@ def test_a_sweep_of_algorithms_takes_a_field_of_their_own_protocol(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     configs = [json.loads(p.read_text())["config"] for p in sorted(sweep.glob("*/summary.json"))]
     assert [c["protocol"]["budget"] for c in configs] == [30, 30]
-    assert {c["algorithm"]["_target_"].rsplit(".", 1)[1] for c in configs} == {"Margin", "RandomSelection"}
+    assert {c["algorithm"]["_target_"].rsplit(".", 1)[1] for c in configs} == {
+        "Margin",
+        "RandomSelection",
+    }
 
 
 def test_a_failing_job_is_recorded_and_the_others_go_on(tmp_path):

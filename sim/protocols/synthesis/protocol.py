@@ -36,6 +36,7 @@ import ray
 import torch
 
 from sim import checks, seeding
+from sim.data_dirs import discard_damaged
 from sim.errors import CohortError, ConfigError
 from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.interfaces.synthesis import (
@@ -206,7 +207,13 @@ def features(name: str, texts: list[str], cluster: Any, cache: Path | None) -> n
         key = hashlib.sha256(json.dumps([name, texts]).encode()).hexdigest()[:24]
         path = cache / f"{name}-{key}.npy"
     if path is not None and path.is_file():
-        return np.load(path)
+        try:
+            cached = np.load(path, allow_pickle=False)
+            if cached.ndim == 2 and len(cached) == len(texts):
+                return cached
+            raise ValueError(f"shape {cached.shape} for {len(texts)} texts")
+        except (OSError, ValueError) as error:  # a damaged file: rebuilt, one warning
+            discard_damaged(path, error)
     chunks = -(-len(texts) // FEATURE_CHUNK)
     tasks = group_size(cluster.worker, None, max_useful=chunks)
     bounds = [FEATURE_CHUNK * (chunks * i // tasks) for i in range(tasks + 1)]
