@@ -15,7 +15,7 @@ from algorithms.federated.aggregators import (
     krum_scores,
     trimmed_mean,
 )
-from sim.interfaces.federated import RoundUpdates
+from sim.interfaces.federated import CohortSampling, RoundUpdates
 from sim.protocols.federated.attacks import attacked_delta, byzantine_clients, flip_labels
 
 # Five clients' updates in R^2; the last is an outlier.
@@ -30,7 +30,6 @@ def updates(deltas: np.ndarray, weights: np.ndarray | None = None) -> RoundUpdat
         count=len(deltas),
         expected_count=len(deltas),
         deltas=deltas.astype(np.float32),
-        weights=weights,
     )
 
 
@@ -65,6 +64,11 @@ def test_aggregators_on_round_updates():
     np.testing.assert_array_equal(Krum().aggregate(round_updates), DELTAS[0])
     empty = updates(np.zeros((0, 2)))
     assert all(a.aggregate(empty) is None for a in (Mean(), Median(), TrimmedMean(), Krum()))
+    # Fewer than f + 3 updates (a small Poisson round): no update, not a crash.
+    assert Krum().aggregate(updates(DELTAS[:2])) is None
+    assert Krum(f=3).aggregate(round_updates) is None
+    with pytest.raises(ValueError, match="needs at least 6 clients a round"):
+        Krum(f=3).check_sampling(CohortSampling("fixed", 100, 5))
     with pytest.raises(ValueError, match="fraction"):
         TrimmedMean(0.5)
 

@@ -153,21 +153,3 @@ def test_balance_is_longest_processing_time_first():
     assert balance([3, 7, 4, 5, 3], 2) == [0, 0, 1, 1, 1]
     assert balance([1.0, 1.0, 1.0], 3) == [0, 1, 2]
     assert balance([], 2) == []
-
-
-def test_ray_train_workers_find_their_own_cluster_when_another_ray_runs(ray_session):
-    # Ray Train's placement-group cleaner calls the state API without an address; with two Ray
-    # instances on the machine Ray could not tell which (a traceback, the cleaner's thread
-    # dead). The worker set-up hook names the worker's own cluster.
-    @ray_session.remote(num_cpus=0)
-    def address_after_setup() -> tuple[str, str]:
-        import os
-
-        from sim.runtime.worker_setup import quiet_worker_logs
-
-        os.environ.pop("RAY_ADDRESS", None)
-        quiet_worker_logs()
-        return os.environ["RAY_ADDRESS"], ray_session.get_runtime_context().gcs_address
-
-    set_to, own = ray_session.get(address_after_setup.remote())
-    assert set_to == own == ray_session.get_runtime_context().gcs_address

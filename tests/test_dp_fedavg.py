@@ -69,7 +69,11 @@ def test_adaptive_clipping_by_hand():
     round_updates = RoundUpdates(np.array([1.0, 2.0, 3.0]), 4.0, 4, 4.0, {"below_clip": 1.0})
     delta, state = algorithm.server_aggregate(state, round_updates, np.random.default_rng(0))
     np.testing.assert_allclose(delta, [0.25, 0.5, 0.75])  # the sum over the expected cohort
+    # b = (sum_i (b_i - 1/2)) / m + 1/2 = (1 - 2) / 4 + 1/2 = 1/4 of the clients under the clip.
     assert float(state.opt_state[CLIP_KEY]) == pytest.approx(2.0 * np.exp(-0.2 * (0.25 - 0.5)))
+    # A Poisson round of 6 clients where 4 were expected, all under the clip: kept in [0, 1].
+    many = RoundUpdates(np.zeros(3), 6.0, 6, 4.0, {"below_clip": 6.0})
+    assert algorithm.noised_fraction_below(many, np.random.default_rng(0)) == 1.0
     assert algorithm.client_settings(state) == {"clip": float(state.opt_state[CLIP_KEY])}
 
 
@@ -78,14 +82,15 @@ def test_epsilon_equals_dp_accounting_s_own_computation(kind):
     z, rounds, delta = 1.1, 37, 1e-5
     sampling = CohortSampling(kind, 1000, 50)
     spent = DPFedAvg(noise_multiplier=z, delta=delta).privacy_spent(rounds, sampling, True)
-    gaussian = dp_accounting.GaussianDpEvent(z)
     logging.getLogger("absl").setLevel(logging.ERROR)
-    if kind == "poisson":
+    if kind == "poisson":  # add/remove one client: the sum moves by at most the clip
+        gaussian = dp_accounting.GaussianDpEvent(z)
         event = dp_accounting.PoissonSampledDpEvent(50 / 1000, gaussian)
         relation = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
         expected_pld = pld.PLDAccountant(relation).compose(event, rounds).get_epsilon(delta)
         assert spent["epsilon_pld"] == pytest.approx(expected_pld, rel=1e-12)
-    else:  # sampling without replacement: replace-one neighbours, RDP only
+    else:  # replace one client: the sum moves by up to 2 clip, so the multiplier is z / 2
+        gaussian = dp_accounting.GaussianDpEvent(z / 2)
         event = dp_accounting.SampledWithoutReplacementDpEvent(1000, 50, gaussian)
         relation = dp_accounting.NeighboringRelation.REPLACE_ONE
         assert "epsilon_pld" not in spent
@@ -97,6 +102,34 @@ def test_epsilon_equals_dp_accounting_s_own_computation(kind):
     assert DPFedAvg(noise_multiplier=0.0).privacy_spent(rounds, sampling, True) == {}
 
 
+@pytest.mark.parametrize("kind,sensitivity", [("fixed", 2.0), ("poisson", 1.0)])
+def test_one_round_of_the_whole_cohort_is_the_gaussian_mechanism_in_closed_form(kind, sensitivity):
+    # q = 1 (every client every round): the Gaussian mechanism, whose RDP at order a is
+    # a * sensitivity^2 / (2 sigma^2), with sigma = z * clip and the sum's sensitivity to one
+    # client clip (add/remove) or 2 clip (replace one) -- so 2 a / z^2 for a fixed cohort.
+    from algorithms.federated.dp_fedavg import _one_round_rdp
+
+    z = 1.3
+    orders, step = _one_round_rdp(z, CohortSampling(kind, 20, 20))
+    np.testing.assert_allclose(step, np.array(orders) * sensitivity**2 / (2 * z**2), rtol=1e-9)
+
+
+def test_the_server_adds_the_noise_the_accounting_assumes():
+    # Zero updates from a cohort of m: the server's step is noise alone, N(0, (z_delta clip)^2)
+    # on the sum over m; the clipped count gets N(0, sigma_b^2).
+    m, d, clip, z, sigma_b = 50, 200_000, 0.5, 1.0, 2.0
+    algorithm = DPFedAvg(noise_multiplier=z, clip=clip, adaptive_clip=True,
+                         clipped_count_stddev=sigma_b)  # fmt: skip
+    zeros = RoundUpdates(np.zeros(d), float(m), m, float(m), {"below_clip": m / 2})
+    state = algorithm.server_init(np.zeros(d, np.float32))
+    delta, _ = algorithm.server_aggregate(state, zeros, np.random.default_rng(0))
+    assert np.std(delta * m) == pytest.approx(update_noise_multiplier(z, sigma_b) * clip, rel=0.01)
+    fractions = [algorithm.noised_fraction_below(zeros, np.random.default_rng(i))
+                 for i in range(4000)]  # fmt: skip
+    assert np.std(np.array(fractions) * m) == pytest.approx(sigma_b, rel=0.05)
+    assert np.mean(fractions) == pytest.approx(0.5, abs=0.01)
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="weighting"):
         DPFedAvg(weighting="examples")
@@ -106,6 +139,10 @@ def test_bad_settings_are_refused():
         sim.run(["algorithm=dp_fedavg", "aggregator=median", "progress=false"])
     with pytest.raises(ConfigError, match="clipped_count_stddev"):  # 10 clients: sigma_b = 0.5
         sim.run(["algorithm=dp_fedavg", "algorithm.adaptive_clip=true", "progress=false"])
+    with pytest.raises(ConfigError, match="protocol.byzantine_fraction: DPFedAvg bounds"):
+        sim.run(["algorithm=dp_fedavg", "protocol.byzantine_fraction=0.1", "progress=false"])
+    with pytest.raises(ConfigError, match="protocol=centralized has one client holding"):
+        sim.run(["algorithm=dp_fedavg", "protocol=centralized", "progress=false"])
 
 
 COMMON = ["protocol.clients_per_round=12", "protocol.eval_every=2", "progress=false"]
@@ -139,7 +176,10 @@ PRIVATE = [
 
 def test_private_runs_ignore_the_workers_and_resume_bit_for_bit(ray_session, tmp_path):
     strip = lambda h: [{k: v for k, v in r.items() if k != "round_time_s"} for r in h]  # noqa: E731
-    full = sim.run([*PRIVATE, "protocol.rounds=6", f"output_dir={tmp_path / 'full'}"])
+    full = sim.run(
+        [*PRIVATE, "protocol.rounds=6", "cluster.num_workers=2", f"output_dir={tmp_path / 'full'}"]
+    )
+    assert full.config["cluster"]["num_workers"] == 2
     part = tmp_path / "part"
     sim.run([*PRIVATE, "protocol.rounds=4", "cluster.num_workers=1", f"output_dir={part}"])
     resumed = sim.run(

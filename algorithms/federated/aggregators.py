@@ -16,13 +16,16 @@ number of examples.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from sim import checks
-from sim.interfaces.federated import RoundUpdates
+from sim.interfaces.federated import CohortSampling, RoundUpdates
+
+log = logging.getLogger(__name__)
 
 
 def coordinate_median(deltas: np.ndarray) -> np.ndarray:
@@ -94,7 +97,9 @@ class TrimmedMean:
 class Krum:
     """Krum with ``f`` Byzantine clients assumed (Blanchard et al. 2017); None: the most its
     guarantee allows among a round's ``n`` clients, ``f = ceil(n / 2) - 2`` (``n > 2f + 2``,
-    at least 0). A round with fewer than ``f + 3`` clients fails with that message."""
+    at least 0). A round with fewer than ``f + 3`` clients (a small Poisson cohort, dropped
+    clients) leaves the parameters unchanged, with a warning; a fixed cohort that small is
+    refused before the run starts."""
 
     per_client: ClassVar[bool] = True
 
@@ -103,8 +108,19 @@ class Krum:
     def __post_init__(self) -> None:
         checks.at_least(self, 0, "f", optional=True)
 
+    def check_sampling(self, sampling: CohortSampling) -> None:
+        if self.f is not None and sampling.kind == "fixed" and sampling.size < self.f + 3:
+            raise ValueError(
+                f"f: Krum with f={self.f} needs at least {self.f + 3} clients a round "
+                f"(protocol.clients_per_round is {sampling.size})"
+            )
+
     def aggregate(self, updates: RoundUpdates) -> np.ndarray | None:
-        if not updates.count:
-            return None
         f = self.f if self.f is not None else max(0, -(-updates.count // 2) - 2)
+        if updates.count < f + 3:
+            if updates.count:
+                log.warning(
+                    "krum: %d updates, fewer than f + 3 = %d; none kept", updates.count, f + 3
+                )
+            return None
         return krum(updates.deltas, f)

@@ -117,7 +117,7 @@ class RoundUpdates:
     """What the server gets in a round, added over the tasks in task order: the weighted sum of
     the kept clients' deltas (float64), their total weight and count, the sums of their numeric
     metrics, the cohort size the round expected (a fixed cohort's size, or a Poisson cohort's
-    mean), and, when the aggregator asks for them, every kept client's delta and weight."""
+    mean), and, when the aggregator asks for them, every kept client's delta."""
 
     weighted_sum: np.ndarray
     weight: float
@@ -125,7 +125,6 @@ class RoundUpdates:
     expected_count: float
     metric_sums: dict[str, float] = field(default_factory=dict)
     deltas: np.ndarray | None = None  # (count, num_params) float32, task after task
-    weights: np.ndarray | None = None  # (count,)
 
     def mean(self) -> np.ndarray | None:
         """The weighted mean delta; None when no weight is left (every client dropped)."""

@@ -32,6 +32,11 @@ class Centralized(RoundSchedule):
         env, algorithm, model = federated_components(setup, "centralized")
         if setup.components.get("aggregator") is not None:
             raise ConfigError("aggregator: protocol=centralized has one client; it takes none")
+        if hasattr(algorithm, "privacy_spent"):
+            raise ConfigError(
+                f"algorithm: {type(algorithm).__name__} protects clients among many; "
+                "protocol=centralized has one client holding all the data"
+            )
         pooled = load_population(env, setup.seed).pooled()
         return RoundJob.start(
             self,

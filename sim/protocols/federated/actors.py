@@ -169,7 +169,6 @@ def run_task(
         result.deltas = (
             np.stack([u.delta for u in kept]) if kept else np.zeros((0, len(params)), np.float32)
         )
-        result.weights = np.array([u.weight for u in kept], np.float64)
     return result, metrics
 
 

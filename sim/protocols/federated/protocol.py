@@ -185,7 +185,8 @@ class Federated(RoundSchedule):
         aggregator = setup.component(
             "aggregator", Aggregator, "an aggregator (aggregator=mean, median, ...)", "federated"
         )
-        check_aggregation(algorithm, aggregator, sampling)
+        attack = self.attackers(setup, data)
+        check_aggregation(algorithm, aggregator, sampling, attack)
         return RoundJob.start(
             self,
             setup,
@@ -197,26 +198,34 @@ class Federated(RoundSchedule):
             engine=self.client_engine,
             eval_clients=eval_clients,
             aggregator=aggregator,
-            attack=self.attackers(setup, data),
+            attack=attack,
         )
 
 
 def check_aggregation(
-    algorithm: FederatedAlgorithm, aggregator: Aggregator, sampling: CohortSampling
+    algorithm: FederatedAlgorithm, aggregator: Aggregator, sampling: CohortSampling, attack: Attack
 ) -> None:
     """Refuse an algorithm that aggregates on its own (DP-FedAvg's noised sum) with an
-    aggregator that needs every client's update, and a cohort the algorithm cannot take."""
+    aggregator that needs every client's update or with attackers (their updates would skip
+    the clipping that bounds every contribution), and a cohort the algorithm or the aggregator
+    cannot take."""
     if hasattr(algorithm, "server_aggregate") and aggregator.per_client:
         raise ConfigError(
             f"aggregator: {type(algorithm).__name__} adds its noise to the clients' sum and "
             f"takes aggregator=mean only (got {type(aggregator).__name__})"
         )
-    check = getattr(algorithm, "check_sampling", None)
-    try:
-        if check is not None:
-            check(sampling)
-    except ValueError as error:
-        raise ConfigError(f"algorithm.{error}") from None
+    if hasattr(algorithm, "server_aggregate") and attack.clients.size:
+        raise ConfigError(
+            f"protocol.byzantine_fraction: {type(algorithm).__name__} bounds every client's "
+            "contribution by its clipping, which simulated attackers would bypass; use 0"
+        )
+    for group, component in (("algorithm", algorithm), ("aggregator", aggregator)):
+        check = getattr(component, "check_sampling", None)
+        try:
+            if check is not None:
+                check(sampling)
+        except ValueError as error:
+            raise ConfigError(f"{group}.{error}") from None
 
 
 @dataclass

@@ -26,14 +26,13 @@ log = logging.getLogger(__name__)
 class TaskResult:
     """A worker's output for one task (a fixed subset of the cohort): the weighted sum of its
     kept clients' deltas, their weight, count and metric sums, and (``per_client``
-    aggregators) each kept client's delta and weight in client order."""
+    aggregators) each kept client's delta in client order."""
 
     weighted_sum: np.ndarray  # sum_i w_i delta_i, float64
     weight: float  # sum_i w_i over the clients kept
     count: int = 0
     metric_sums: dict[str, float] = field(default_factory=dict)
     deltas: np.ndarray | None = None  # (count, num_params) float32
-    weights: np.ndarray | None = None
 
 
 def gather(results: Sequence[TaskResult], num_params: int, expected_count: float) -> RoundUpdates:
@@ -53,7 +52,6 @@ def gather(results: Sequence[TaskResult], num_params: int, expected_count: float
         expected_count=expected_count,
         metric_sums=metric_sums,
         deltas=np.concatenate([r.deltas for r in per_client]) if per_client else None,
-        weights=np.concatenate([r.weights for r in per_client]) if per_client else None,
     )
 
 
