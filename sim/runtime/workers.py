@@ -21,7 +21,14 @@ import ray
 
 from sim.errors import CohortError, ConfigError
 from sim.runtime.config import ROLES, ClusterConfig, ResourceSpec
-from sim.runtime.reservation import capacity, fits, reservation_of, resources_of, why_never
+from sim.runtime.reservation import (
+    add,
+    capacity,
+    fits,
+    reservation_of,
+    resources_of,
+    why_never,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -79,8 +86,9 @@ def _resources(amounts: dict[str, float]) -> dict[str, float]:
 
 def check_roles(cluster: ClusterConfig, protocol: Any) -> None:
     """Fail, naming the role and what it asks for, unless some live node of the cluster can
-    hold one actor (or task) of each of the protocol's roles, and the cluster all that the run
-    holds at once (its smallest reservation: one worker, each other role, its Ray Train
+    hold one actor (or task) of each of the protocol's roles, and, when each role's own count
+    fits the cluster (else the protocol's check of that count names it), the cluster all that
+    the run holds at once (its smallest reservation: one worker, each other role, its Ray Train
     workers): a request that can never be met would otherwise wait forever for a slot (Ray
     Train retries its worker group without end)."""
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
@@ -95,6 +103,11 @@ def check_roles(cluster: ClusterConfig, protocol: Any) -> None:
                 f"(its nodes have: {have or 'nothing'})"
             )
     reservation = reservation_of(protocol, cluster, 1)
+    groups = [[add(resources_of(getattr(cluster, role)), reservation.pinned.get(role, {}))] * n
+              for role, n in reservation.counts.items()]  # fmt: skip
+    groups.append(reservation.trained_resources(cluster))
+    if any(not fits(add(*group), add(*nodes)) for group in groups if group):
+        return  # one role's count alone is too many: the protocol's own check names it
     why = why_never(reservation.bundles(cluster), reservation.trained_resources(cluster), nodes)
     if why is not None:
         raise CohortError(
