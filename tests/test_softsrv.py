@@ -261,3 +261,17 @@ def test_a_short_softsrv_run_end_to_end_the_same_on_one_or_two_generators(tmp_pa
     ]
     assert np.array_equal(one.params, result.params)
     assert (one.output_dir / "artifacts" / "samples.jsonl").read_text() == "\n".join(samples) + "\n"
+
+
+@pytest.mark.slow  # the copy is made from the GGUF file twice: 37 s here
+def test_a_damaged_smollm2_copy_is_made_again_with_one_warning(tmp_path, capsys):
+    from models.smollm2 import SmolLM2
+
+    spec = SmolLM2(cache_dir=str(tmp_path))
+    ids = spec.tokenizer()("def f():")["input_ids"]
+    folder = spec.cached()
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "trunc')  # a file cut short
+    assert spec.tokenizer()("def f():")["input_ids"] == ids
+    warnings = [x for x in capsys.readouterr().err.splitlines() if "damaged" in x]
+    assert len(warnings) == 1 and folder.name in warnings[0]
+    json.loads((folder / "tokenizer.json").read_text())  # made whole again
