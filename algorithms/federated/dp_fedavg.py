@@ -46,8 +46,6 @@ from sim.interfaces.federated import ClientUpdate, CohortSampling, RoundUpdates,
 if TYPE_CHECKING:
     import dp_accounting
 
-    from sim.training.model import ClientData, ClientModel
-
 CLIP_KEY = "dp_clip"  # the adaptive clip, in the server state's arrays (checkpointed with them)
 
 
@@ -176,31 +174,12 @@ class DPFedAvg(FedAvg):
         """The clients clip at the server's current (adaptive) clip."""
         return {"clip": float(state.opt_state[CLIP_KEY])} if self.adaptive_clip else {}
 
-    def clipped(self, update: ClientUpdate) -> ClientUpdate:
+    def sent(self, update: ClientUpdate) -> ClientUpdate:
+        """The update clipped to norm ``clip``, with its norm before clipping and whether it was
+        under the clip (adaptive clipping's count) as metrics."""
         delta, norm = clip_update(update.delta, self.clip)
         metrics = {**update.metrics, "update_norm": norm, "below_clip": float(norm <= self.clip)}
         return ClientUpdate(delta, update.weight, metrics)
-
-    def client_update(
-        self,
-        model: ClientModel,
-        params: np.ndarray,
-        data: ClientData,
-        rng: np.random.Generator,
-        round_index: int,
-    ) -> ClientUpdate:
-        return self.clipped(super().client_update(model, params, data, rng, round_index))
-
-    def client_update_batch(
-        self,
-        model: ClientModel,
-        params: np.ndarray,
-        datas: list[ClientData],
-        rngs: list[np.random.Generator],
-        round_index: int,
-    ) -> list[ClientUpdate]:
-        updates = super().client_update_batch(model, params, datas, rngs, round_index)
-        return [self.clipped(update) for update in updates]
 
     def check_sampling(self, sampling: CohortSampling) -> None:
         """Refuse a cohort this mechanism cannot run with (adaptive clipping's noise split)."""

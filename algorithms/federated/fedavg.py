@@ -13,7 +13,8 @@ takes ``mean_delta = sum_i n_i delta_i / sum_i n_i`` as a pseudo-gradient:
 
 ``client_update_batch`` (``client_engine=vectorized``) runs the same local SGD for a task's
 clients at once (:func:`sim.training.vectorized.vectorized_sgd`). A variant that changes the
-local objective overrides :meth:`FedAvg.loss_term` only (FedProx), and both engines use it.
+local objective overrides :meth:`FedAvg.loss_term` only (FedProx), one that changes what a client
+sends :meth:`FedAvg.sent` only (DP-FedAvg's clipping), and both engines use them.
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ class FedAvg:
         """An extra term of the local objective (None: the model's loss alone)."""
         return None
 
+    def sent(self, update: ClientUpdate) -> ClientUpdate:
+        """What a client sends of its update (itself; DP-FedAvg clips it), on both engines."""
+        return update
+
     def local_training(
         self,
         model: ClientModel,
@@ -111,7 +116,7 @@ class FedAvg:
     ) -> ClientUpdate:
         train_loss = self.local_training(model, params, data, rng)
         delta = params - model.get_flat()
-        return ClientUpdate(delta, self.weight(data), {"train_loss": train_loss})
+        return self.sent(ClientUpdate(delta, self.weight(data), {"train_loss": train_loss}))
 
     def client_update_batch(
         self,
@@ -137,7 +142,7 @@ class FedAvg:
             loss_term=self.loss_term(),
         )
         return [
-            ClientUpdate(params - theta, self.weight(data), {"train_loss": float(loss)})
+            self.sent(ClientUpdate(params - theta, self.weight(data), {"train_loss": float(loss)}))
             for theta, data, loss in zip(final, datas, losses, strict=True)
         ]
 

@@ -143,9 +143,8 @@ class FedPA(FedAvg):
             samples.append(model.get_flat().astype(np.float64))
         stacked = np.stack(samples)
         delta = posterior_delta(params, stacked, self.rho).astype(params.dtype)
-        return ClientUpdate(
-            delta, self.weight(data), {"train_loss": loss, "num_samples": float(len(samples))}
-        )
+        metrics = {"train_loss": loss, "num_samples": float(len(samples))}
+        return self.sent(ClientUpdate(delta, self.weight(data), metrics))
 
     def client_update_batch(
         self,

@@ -106,7 +106,8 @@ def check_roles(cluster: ClusterConfig, protocol: Any) -> None:
     groups = [[add(resources_of(getattr(cluster, role)), reservation.pinned.get(role, {}))] * n
               for role, n in reservation.counts.items()]  # fmt: skip
     groups.append(reservation.trained_resources(cluster))
-    if any(not fits(add(*group), add(*nodes)) for group in groups if group):
+    total = add(*nodes)
+    if any(not fits(add(*group), total) for group in groups if group):
         return  # one role's count alone is too many: the protocol's own check names it
     why = why_never(reservation.bundles(cluster), reservation.trained_resources(cluster), nodes)
     if why is not None:

@@ -147,6 +147,8 @@ def run_task(
         if finite:
             result.weighted_sum += update.weight * update.delta.astype(np.float64)
             result.weight += update.weight
+            for name, value in update.metrics.items():
+                result.metric_sums[name] = result.metric_sums.get(name, 0.0) + float(value)
             kept.append(update)
         else:
             log.warning(
@@ -162,9 +164,6 @@ def run_task(
             }
         )
     result.count = len(kept)
-    for update in kept:
-        for name, value in update.metrics.items():
-            result.metric_sums[name] = result.metric_sums.get(name, 0.0) + float(value)
     if per_client:
         result.deltas = (
             np.stack([u.delta for u in kept]) if kept else np.zeros((0, len(params)), np.float32)
