@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sim.errors import CohortError
@@ -31,8 +32,14 @@ def app(cfg: DictConfig) -> float | None:
     try:
         return hydra_task(cfg)
     except CohortError as error:
-        OutputFolder.remove_empty(Path(cfg.output_dir or HydraConfig.get().runtime.output_dir))
+        sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+        folder = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).resolve()
+        if sweeping:
+            OutputFolder.made.add(folder)  # a job's own folder, made by Hydra for it
+        OutputFolder.remove_empty(folder)
         print(f"cohort: error: {error}", file=sys.stderr)
+        if sweeping:
+            raise  # a job of a sweep: recorded by the sweeper, and the next job runs
         sys.exit(2)
 
 

@@ -100,25 +100,32 @@ def test_a_sweep_of_algorithms_takes_a_field_of_their_own_protocol(tmp_path):
     }
 
 
-def test_a_failing_job_is_recorded_and_the_others_go_on(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "cohort"])
+def test_a_failing_job_is_recorded_and_the_others_go_on(tmp_path, launcher):
     """Jobs 1 and 3 are refused before the sweep starts (seed -1), job 2 fails while it runs
-    (a cohort larger than the population, found once the data is loaded); job 0 finishes, the
-    report covers it, and the sweep ends with status 1 and a table of what failed."""
+    (a cohort larger than the population, found once the data is loaded), jobs 4-7 cannot be
+    composed (margin's protocol has no clients_per_round); job 0 finishes, the report covers it,
+    and the sweep ends with status 1 and a table of what failed. Either launcher."""
     sweep = tmp_path / "sweep"
     proc = run_cli(
-        "-m", "hydra/launcher=cohort", *FAST, f"hydra.sweep.dir={sweep}",
-        "protocol.clients_per_round=10,1000", "seed=0,-1",
+        "-m", f"hydra/launcher={launcher}", *FAST, f"hydra.sweep.dir={sweep}",
+        "algorithm=fedavg,margin", "protocol.clients_per_round=10,1000", "seed=0,-1",
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-3000:]
     jobs = sweep_record(sweep)
-    assert [jobs[k]["status"] for k in range(4)] == ["done", "failed", "failed", "failed"]
+    assert [jobs[k]["status"] for k in range(8)] == ["done"] + ["failed"] * 7
     assert jobs[1]["error"] == "seed: must be >= 0 (got -1)"
     assert jobs[2]["error"].startswith("protocol.clients_per_round: must be <= the population")
-    assert "\n" not in jobs[2]["error"]
-    assert (sweep / "2" / "log.txt").read_text().count("cohort: error: protocol.clients") == 1
-    assert "3 of 4 jobs did not finish" in (sweep / "failed.md").read_text()
+    assert jobs[4]["error"] == "Could not override 'protocol.rounds': Key 'rounds' is not in struct"
+    assert all("\n" not in job["error"] for job in list(jobs.values())[1:])
+    console = (sweep / "2" / "log.txt").read_text() if launcher == "cohort" else proc.stderr
+    assert console.count("cohort: error: protocol.clients_per_round") == 1  # no traceback
+    assert "Traceback" not in console
+    assert "7 of 8 jobs did not finish" in (sweep / "failed.md").read_text()
     assert "clients_per_round=1000 seed=0 | protocol.clients_per_round: must be" in proc.stderr
     assert (sweep / "0" / "summary.json").exists() and (sweep / "report.md").exists()
+    folders = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert folders == (["0", "2"] if launcher == "cohort" else ["0"])  # 2: its log.txt
 
 
 def test_a_killed_job_is_retried_from_its_checkpoint_to_the_same_numbers(ray_session, tmp_path):

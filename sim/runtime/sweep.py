@@ -38,8 +38,11 @@ from typing import Any
 import ray
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
+from hydra.errors import HydraException
+from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
 
 from sim.errors import CohortError
 from sim.runtime.config import (
@@ -140,9 +143,14 @@ class Job:
 
 
 def one_line(error: BaseException) -> str:
-    """An error as one line: a Cohort error's message, else its type and first line."""
+    """An error as one line: a Cohort error's message; Hydra's first line and its cause's
+    (``Could not override 'env.dataset': Key 'dataset' is not in struct``); else its type and
+    first line."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if isinstance(error, CohortError):
+    if isinstance(error, HydraException):
+        cause = error.__cause__
+        return f"{text.rstrip('.')}: {one_line(cause)}" if cause is not None else text
+    if isinstance(error, CohortError | OmegaConfBaseException):
         return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
@@ -646,15 +654,59 @@ def launch(
     try:
         sweep.run(inbox)
     finally:
-        write_record(sweep_dir, jobs)
-        table = failure_table(jobs)
-        failed_jobs.extend(job.index for job in jobs if job.status in ("failed", "interrupted"))
-        if table:
-            (sweep_dir / "failed.md").write_text(table + "\n")
-            print(f"\n{table}\n", file=sys.stderr, flush=True)
-        else:
-            (sweep_dir / "failed.md").unlink(missing_ok=True)
+        finish(sweep_dir, jobs)
     return [job_return(job) for job in jobs]
+
+
+def finish(sweep_dir: Path, jobs: list[Job]) -> None:
+    """A batch's end: ``sweep.json``, and the table of the jobs that did not finish (printed,
+    in ``failed.md``, and in the exit status)."""
+    write_record(sweep_dir, jobs)
+    table = failure_table(jobs)
+    failed_jobs.extend(job.index for job in jobs if job.status in ("failed", "interrupted"))
+    if table:
+        (sweep_dir / "failed.md").write_text(table + "\n")
+        print(f"\n{table}\n", file=sys.stderr, flush=True)
+    else:
+        (sweep_dir / "failed.md").unlink(missing_ok=True)
+
+
+def launch_in_turn(
+    launcher: Launcher,
+    hydra_context: HydraContext,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+) -> list[JobReturn]:
+    """One batch of a sweep's jobs run by ``launcher`` (Hydra's basic one: in this process, one
+    after another), every job composed and checked before the first starts. A refused job is
+    reported and skipped, a job that fails is recorded (a Cohort error was printed as one line
+    by the app; anything else's traceback is printed), and the next job runs either way; the
+    batch ends with :func:`finish`."""
+    sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        Job(initial_job_idx + k, list(overrides), sweep_dir / str(initial_job_idx + k))
+        for k, overrides in enumerate(job_overrides)
+    ]
+    for job in jobs:
+        compose_job(hydra_context.config_loader, config, job, sweep_dir)
+        if job.status == "failed":
+            print(f"[sweep] job {job.index} refused: {job.error}", file=sys.stderr, flush=True)
+    returns: dict[int, JobReturn] = {}
+    for job in [job for job in jobs if job.status != "failed"]:
+        started = time.time()
+        [returned] = launcher.launch([job.overrides], initial_job_idx=job.index)
+        job.wall_s, job.attempts = time.time() - started, 1
+        if returned.status == JobStatus.COMPLETED:
+            job.status, job.value, returns[job.index] = "done", returned.return_value, returned
+            continue
+        error = returned._return_value
+        if not isinstance(error, CohortError):
+            traceback.print_exception(error)
+        job.status, job.error = "failed", one_line(error)
+    finish(sweep_dir, jobs)
+    return [returns.get(job.index) or job_return(job) for job in jobs]
 
 
 def run_jobs(
