@@ -463,3 +463,28 @@ def test_ray_train_workers_find_their_own_cluster_when_another_ray_runs(ray_sess
 
     set_to, own = ray_session.get(address_after_setup.remote())
     assert set_to == own == ray_session.get_runtime_context().gcs_address
+
+
+def test_ray_train_workers_held_out_by_others_fail_naming_the_role(ray_session, deadline):
+    """Ray Train's workers wait for their resources ``cluster.placement_timeout_s``, then the
+    run fails in one line naming the role (Ray Train alone would try again for ever)."""
+    from sim.protocols.ray_train import RayTrainer
+    from sim.runtime.config import ClusterConfig
+
+    @ray_session.remote(num_cpus=2)
+    class Holder:  # another run's actors, holding every CPU of the cluster
+        def ready(self) -> bool:
+            return True
+
+    holder = Holder.remote()
+    ray_session.get(holder.ready.remote())
+    deadline(120)
+    try:
+        with pytest.raises(CohortError) as refused:
+            RayTrainer(ClusterConfig(placement_timeout_s=3), 1, lambda config: None).fit({}, {})
+    finally:
+        ray_session.kill(holder)
+    assert str(refused.value).startswith(
+        "cluster.worker: 1 Ray Train workers of {'CPU': 1.0} were not placed and started within "
+        "3 s (cluster.placement_timeout_s)"
+    )

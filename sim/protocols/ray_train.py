@@ -6,10 +6,12 @@ arrays of a model and its AdamW state, and sums over the workers."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue as queue_module
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,10 @@ import ray
 import torch
 
 from sim.errors import CohortError
+from sim.runtime.workers import not_placed
+
+START_TIMEOUT = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def model_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -56,6 +62,25 @@ def all_reduce_sums(values: list[float], world: int) -> list[float]:
     return tensor.tolist()
 
 
+@contextlib.contextmanager
+def train_environment(cluster: Any) -> Iterator[None]:
+    """Ray Train's settings for one fit (read from the environment, which Ray Train hands from
+    the driver to its controller), unless the user set them: its worker group waits for its
+    resources ``cluster.placement_timeout_s``; on an embedded local Ray, no preemption watcher
+    (no node of it is ever drained, and the watcher's start logs an error-level line, its
+    constructor's arguments in the object store: ray-project/ray#53727)."""
+    settings = {START_TIMEOUT: f"{cluster.placement_timeout_s:g}"}
+    if cluster.mode == "local":
+        settings[PREEMPTION_WATCHER] = "0"
+    added = {k: v for k, v in settings.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 class RayTrainer:
     """Runs ``loop`` (a ``train_loop_per_worker`` whose config gets a ``queue``) on Ray Train
     workers and calls ``handlers[kind](*args)`` for every item rank 0 puts on the queue."""
@@ -64,7 +89,7 @@ class RayTrainer:
         self.cluster, self.workers, self.loop = cluster, workers, loop
 
     def fit(self, config: dict, handlers: dict[str, Callable[..., None]]) -> None:
-        from ray.train import LoggingConfig, RunConfig, ScalingConfig
+        from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
         from ray.util.queue import Queue
 
@@ -86,6 +111,9 @@ class RayTrainer:
                 storage_path=storage,
                 name=self.loop.__name__,
                 logging_config=LoggingConfig(log_level="WARNING"),  # not every worker's start
+                # Workers not placed within the start timeout: the fit fails (Ray Train would
+                # otherwise try again for ever).
+                failure_config=FailureConfig(controller_failure_limit=0),
             ),
         )
         failure: list[BaseException] = []
@@ -97,14 +125,19 @@ class RayTrainer:
                 failure.append(error)
 
         thread = threading.Thread(target=fit, daemon=True)
-        thread.start()
-        while thread.is_alive() or not inbox.empty():
-            try:
-                kind, *args = inbox.get(timeout=0.2)
-            except queue_module.Empty:
-                continue
-            handlers[kind](*args)
-        thread.join()
+        with train_environment(self.cluster):  # read by the fit's thread as it starts
+            thread.start()
+            while thread.is_alive() or not inbox.empty():
+                try:
+                    kind, *args = inbox.get(timeout=0.2)
+                except queue_module.Empty:
+                    continue
+                handlers[kind](*args)
+            thread.join()
         ray.kill(inbox.actor)
         if failure:
+            cause = getattr(failure[0], "controller_failure", None)  # Ray Train's, by name:
+            if type(cause).__name__ == "WorkerGroupStartupTimeoutError":  # an internal class
+                what = f"{self.workers} Ray Train workers of {resources}"
+                raise not_placed("worker", what, self.cluster.placement_timeout_s) from None
             raise CohortError(f"training failed: {failure[0]}") from failure[0]

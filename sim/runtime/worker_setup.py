@@ -16,6 +16,18 @@ QUIET_LOGGERS = {
 }
 
 
+CONTROLLER = "ray.train.v2._internal.execution.controller.controller"  # Ray Train's controller
+
+
+class NoPlacementTimeout(logging.Filter):
+    """Drops Ray Train's controller traceback of a worker group not placed in time: the run
+    fails with one line naming the role (:class:`sim.protocols.ray_train.RayTrainer`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return type(error).__name__ != "WorkerGroupStartupTimeoutError"
+
+
 def quiet_worker_logs() -> None:
     """Apply :data:`QUIET_LOGGERS`, and point the worker's state-API calls at its own cluster.
 
@@ -28,4 +40,5 @@ def quiet_worker_logs() -> None:
 
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    logging.getLogger(CONTROLLER).addFilter(NoPlacementTimeout())
     os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)

@@ -117,6 +117,14 @@ def check_roles(cluster: ClusterConfig, protocol: Any) -> None:
         )
 
 
+def not_placed(role: str, what: str, timeout: float) -> CohortError:
+    """The error for ``what`` (actors or workers of ``cluster.<role>``) not placed in time."""
+    return CohortError(
+        f"cluster.{role}: {what} were not placed and started within {timeout:g} s "
+        f"(cluster.placement_timeout_s); free now: {_resources(ray.available_resources())}"
+    )
+
+
 def wait_started(actors: Sequence[Any], role: str, cluster: ClusterConfig) -> None:
     """Wait until every actor of ``role`` is placed and constructed; fail naming the role and
     its resources if some are not within ``cluster.placement_timeout_s`` (a request the cluster
@@ -129,11 +137,7 @@ def wait_started(actors: Sequence[Any], role: str, cluster: ClusterConfig) -> No
         for actor in actors:
             ray.kill(actor, no_restart=True)
         options = getattr(cluster, role).ray_options()
-        raise CohortError(
-            f"cluster.{role}: {len(pending)} of {len(refs)} {role} actors of {options} were not "
-            f"placed and started within {timeout:g} s (cluster.placement_timeout_s); free now: "
-            f"{_resources(ray.available_resources())}"
-        )
+        raise not_placed(role, f"{len(pending)} of {len(refs)} {role} actors of {options}", timeout)
     try:
         ray.get(refs)
     except ray.exceptions.RayActorError as error:

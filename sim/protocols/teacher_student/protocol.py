@@ -359,11 +359,10 @@ class TeacherStudentJob:
             name=f"teacher-{uuid.uuid4().hex[:12]}",  # findable: ray.get_actor(name)
             max_restarts=-1,  # restarted from the cached weights; calls in flight retried
             max_task_retries=-1,
-        ).remote(self.teacher_spec(), self.streams.vocab_size, str(weights), inputs.train,
-                 self.context)  # fmt: skip
+        ).remote(self.teacher_spec(), self.streams.vocab_size, str(weights), self.context)
         wait_started([teacher], "teacher", cluster)
         if self.algorithm.selection_quantile is not None:
-            scores = self.selection_scores(teacher, weights, inputs.candidates)
+            scores = self.selection_scores(teacher, weights, inputs.train, inputs.candidates)
             keep = scores >= np.nanquantile(scores, self.algorithm.selection_quantile)
             selected = inputs.candidates[keep]
             if len(selected) < settings.batch_size:
@@ -497,8 +496,11 @@ class TeacherStudentJob:
                     "the model"
                 )
 
-    def selection_scores(self, teacher: Any, weights: Path, candidates: np.ndarray) -> np.ndarray:
-        """The algorithm's score of every training window, cached beside the teacher."""
+    def selection_scores(
+        self, teacher: Any, weights: Path, train: Any, candidates: np.ndarray
+    ) -> np.ndarray:
+        """The algorithm's score of every training window (``train``: the stream's ref), cached
+        beside the teacher."""
         described = json.dumps(asdict(self.algorithm), sort_keys=True)
         key = hashlib.sha256(described.encode()).hexdigest()[:12]
         path = weights.with_name(f"{weights.stem}.scores.{key}.npy")
@@ -511,7 +513,7 @@ class TeacherStudentJob:
             except (OSError, ValueError) as error:
                 discard_damaged(path, error)
         print(f"scoring {len(candidates)} training windows with the teacher", flush=True)
-        scores = ray.get(teacher.scores.remote(candidates, self.algorithm))
+        scores = ray.get(teacher.scores.remote(train, candidates, self.algorithm))
         staging = path.with_name(f".{path.name}.{os.getpid()}.npy")
         np.save(staging, scores)  # then renamed: a killed write never leaves half a file
         staging.replace(path)

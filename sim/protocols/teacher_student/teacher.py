@@ -40,10 +40,12 @@ def load_model(spec: Any, vocab_size: int, weights: Any, device: torch.device) -
 
 @ray.remote
 class Teacher:
-    def __init__(self, spec: Any, vocab_size: int, weights: str, stream: np.ndarray, context: int):
+    def __init__(self, spec: Any, vocab_size: int, weights: str, context: int):
+        # Small arguments only: Ray restarts an actor from its constructor's arguments, and
+        # warns about any it holds in the object store (ray-project/ray#53727).
         self.device = actor_device(1)
         self.model = load_model(spec, vocab_size, weights, self.device)
-        self.stream, self.context = stream, context
+        self.context = context
 
     def soft_labels(self, tokens: np.ndarray, k: int | None, temperature: float) -> SoftLabels:
         """The next-token distributions after every position of ``tokens`` (n, length) at
@@ -55,11 +57,13 @@ class Teacher:
         top = top_k_soft_labels(logits, k, temperature)
         return SoftLabels(top.indices.cpu().numpy(), top.probabilities.cpu().numpy())
 
-    def scores(self, starts: np.ndarray, algorithm: StudentAlgorithm) -> np.ndarray:
-        """The algorithm's ``sequence_scores`` of each training window."""
+    def scores(
+        self, stream: np.ndarray, starts: np.ndarray, algorithm: StudentAlgorithm
+    ) -> np.ndarray:
+        """The algorithm's ``sequence_scores`` of each training window of ``stream``."""
         parts = []
         for chunk in np.array_split(starts, max(1, -(-len(starts) // SCORE_CHUNK))):
-            tokens = torch.from_numpy(window_tokens(self.stream, chunk, self.context))
+            tokens = torch.from_numpy(window_tokens(stream, chunk, self.context))
             with torch.no_grad():
                 logits = self.model(tokens[:, :-1].to(self.device))
             parts.append(np.asarray(algorithm.sequence_scores(logits, tokens[:, 1:])))
