@@ -12,10 +12,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sim.errors import CohortError
+from sim.errors import CohortError, one_line
 from sim.reporting.callbacks import OutputFolder
 from sim.runtime.config import CONF_DIR, register_schemas, sweep_in_jobs, use_user_plugins
 from sim.runtime.run import hydra_task
@@ -80,11 +81,18 @@ def main() -> None:
     if {"--help", "-h"} & set(sys.argv[1:]):
         show_help()
     sys.argv[1:] = sweep_in_jobs(sys.argv[1:])
+    full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"  # as Hydra reads it
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors; a composition error is one line
     try:
         app()
     except KeyboardInterrupt:  # Ctrl-C: what was checkpointed stays, and says how to go on
         print(INTERRUPTED, file=sys.stderr, flush=True)
         exit_now(130)
+    except CompactHydraException as error:  # an override Hydra cannot apply, an unknown option
+        if full_errors:
+            raise
+        print(f"cohort: error: {one_line(error)}", file=sys.stderr)
+        sys.exit(2)
     sweep = sys.modules.get("sim.runtime.sweep")  # hydra/launcher=cohort: did a job fail?
     exit_now(1 if sweep is not None and sweep.failed_jobs else 0)
 

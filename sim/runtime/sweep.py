@@ -38,13 +38,11 @@ from typing import Any
 import ray
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
-from hydra.errors import HydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from omegaconf.errors import OmegaConfBaseException
 
-from sim.errors import CohortError
+from sim.errors import CohortError, one_line
 from sim.runtime.config import (
     COMPONENTS,
     ClusterConfig,
@@ -140,19 +138,6 @@ class Job:
             "overhead_s": round(self.overhead_s, 2),
             "span": self.span,
         }
-
-
-def one_line(error: BaseException) -> str:
-    """An error as one line: a Cohort error's message; Hydra's first line and its cause's
-    (``Could not override 'env.dataset': Key 'dataset' is not in struct``); else its type and
-    first line."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if isinstance(error, HydraException):
-        cause = error.__cause__
-        return f"{text.rstrip('.')}: {one_line(cause)}" if cause is not None else text
-    if isinstance(error, CohortError | OmegaConfBaseException):
-        return text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def cluster_nodes() -> list[Resources]:
