@@ -49,7 +49,7 @@ def api_error(overrides, tmp_path):
             "algorithm.clusters: must be <= micro_clusters 4096",
         ),
         (["algorithm=iwes", "algorithm.variant=margin"], "algorithm.variant: must be one of"),
-        (["algorithm=iwes", "algorithm.floor=0"], "algorithm.floor: must be > 0"),
+        (["algorithm=iwes", "algorithm.floor=-0.1"], "algorithm.floor: must be in [0, 1]"),
         (["algorithm=iwes"], "learner: algorithm IWeS needs a learner of 2 models"),
         (["algorithm=iwes", "learner=ensemble", "learner.size=0"], "learner.size: must be >= 1"),
         (["cluster.connect_timeout_s=nan"], "cluster.connect_timeout_s: must be a finite number"),

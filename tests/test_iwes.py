@@ -3,6 +3,8 @@ sampling, and the learner it needs: per-example weights in the loss, an ensemble
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -12,9 +14,11 @@ from algorithms.active.iwes import (
     disagreement_probability,
     entropy_probability,
     importance_sample,
+    importance_weights,
 )
 from models.learner import EnsembleLearner, MLPLearner
 from sim.interfaces.active import LearnerOutputs, WeightedSelection
+from sim.protocols.active.protocol import ActiveState
 from sim.training.learner import expose
 from sim.training.model import ClientData, ClientModel
 from sim.training.sgd import SGD, train_epochs
@@ -46,8 +50,62 @@ def test_importance_sample_takes_each_point_at_its_rate():
     assert abs(np.mean(np.array(picks) == 0) - take0 / (take0 + take1)) < 0.01
     taken = importance_sample(np.full(10, 0.3), np.arange(10), 10, rng)
     assert sorted(taken) == list(range(10))  # passes repeat until the batch is full
-    with pytest.raises(ValueError, match="> 0"):
-        importance_sample(np.array([0.5, 0.0]), np.arange(2), 1, rng)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        importance_sample(np.array([0.5, 1.5]), np.arange(2), 1, rng)
+
+
+def passes(p: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
+    """Algorithm 1's sampling as written: passes in a fresh random order over the points not
+    yet taken, each taken with its probability, until ``k`` are taken (``p > 0``)."""
+    remaining, taken = list(range(len(p))), []
+    while len(taken) < k:
+        for i in rng.permutation(remaining):
+            if len(taken) < k and rng.random() < p[i]:
+                taken.append(int(i))
+        remaining = [i for i in remaining if i not in taken]
+    return taken
+
+
+def test_the_closed_form_draws_batches_as_the_passes_do():
+    p, k, n = np.array([0.05, 0.3, 0.6, 0.9]), 2, 20000
+    rng = np.random.default_rng(0)
+    ours = Counter(tuple(importance_sample(p, np.arange(4), k, rng)) for _ in range(n))
+    loop = Counter(tuple(passes(p, k, rng)) for _ in range(n))
+    for batch in set(ours) | set(loop):  # each ordered batch's frequency, within 4 std
+        a, b = ours[batch] / n, loop[batch] / n
+        assert abs(a - b) < 4 * np.sqrt(max(a, b, 1 / n) / n), (batch, a, b)
+
+
+def test_floor_zero_never_leaves_a_batch_unfilled():
+    """The paper's probabilities (floor 0): points of p = 0 are never taken while points of
+    p > 0 remain; a batch they cannot fill is filled from the rest, weighing 1. Tiny p costs
+    no more than large."""
+    p = np.array([0.0, 1e-300, 0.0, 0.5, 0.0, 0.0])
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        taken = importance_sample(p, np.arange(6), 4, rng)
+        assert len(set(taken.tolist())) == 4 and set(taken[:2].tolist()) == {1, 3}
+    members = np.repeat(np.array([[0.5, 0.5]] * 5 + [[1.0, 0.0]], np.float32)[:, None], 2, 1)
+    members[5, 1] = [0.5, 0.5]  # only point 5: p = 1; the rest p = 0
+    outputs = LearnerOutputs(members.mean(axis=1), np.zeros((6, 1), np.float32), members)
+    chosen = IWeS(floor=0.0, weight_cap=None).select(
+        outputs, np.zeros(6, bool), np.full(6, -1), 3, np.random.default_rng(1)
+    )
+    assert chosen.indices[0] == 5 and len(set(chosen.indices.tolist())) == 3
+    np.testing.assert_array_equal(chosen.weights, [1.0, 1.0, 1.0])
+
+
+def test_weight_cap_none_and_one():
+    p = np.array([0.001, 0.5, 1.0])
+    np.testing.assert_allclose(importance_weights(p, None), [1000.0, 2.0, 1.0])
+    np.testing.assert_array_equal(importance_weights(p, 1.0), [1.0, 1.0, 1.0])
+    # weights all 1 (weight_cap=1): the labels are kept without weights, so the learner
+    # trains unweighted, bit for bit; a later weighted batch gives the earlier ones weight 1
+    state = ActiveState(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    state.extend(np.array([3, 4]), np.array([0, 1]), importance_weights(p[:2], 1.0))
+    assert state.weights is None
+    state.extend(np.array([5]), np.array([1]), np.array([2.5]))
+    np.testing.assert_array_equal(state.weights, [1.0, 1.0, 2.5])
 
 
 def test_iwes_weights_are_capped_inverse_probabilities():

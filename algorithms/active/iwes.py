@@ -13,8 +13,11 @@ Two sampling probabilities (Section 3):
 - entropy only, one model: ``p(x) = H(f(x)) / log2(classes)`` (with ``learner=ensemble``,
   ``f`` is the members' mean probabilities).
 
-Every ``p`` is floored at ``floor`` so that a batch fills in a bounded number of passes over the
-pool (an addition: the paper's model-certain points have ``p`` near 0 and are never taken).
+Every ``p`` is floored at ``floor`` (an addition; ``floor=0``: the paper's). The paper's
+model-certain points have ``p`` near 0: they are all but never taken, and with ``p = 0`` never; a
+batch that the points of ``p > 0`` cannot fill is filled uniformly from the rest, weighing 1
+(:func:`importance_sample`). ``weight_cap`` 1 trains unweighted (the protocol then hands the
+learner no weights at all), None uncapped.
 """
 
 from __future__ import annotations
@@ -52,24 +55,33 @@ def entropy_probability(f: np.ndarray) -> np.ndarray:
 def importance_sample(
     p: np.ndarray, candidates: np.ndarray, k: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """``k`` of ``candidates`` (pool indices; ``p`` their probabilities) taken one at a time:
-    each pass visits the not-yet-taken ones in a fresh random order and takes each with its
-    probability, until ``k`` are taken. Returns positions into ``candidates``, in the order
-    taken. Needs ``p > 0``."""
+    """``k`` of ``candidates`` (pool indices; ``p`` their probabilities) taken one at a time
+    (Algorithm 1): each pass visits the not-yet-taken ones in a fresh random order and takes
+    each with its probability, until ``k`` are taken. Returns positions into ``candidates``, in
+    the order taken.
+
+    Drawn in closed form, with the same distribution as the passes and bounded work whatever
+    the ``p``: the pass in which candidate ``i`` is taken is Geometric(``p_i``) (inverse CDF),
+    the order within a pass uniform, and the batch is the first ``k`` by (pass, order).
+    Candidates of ``p = 0`` are never taken by the passes; when fewer than ``k`` have ``p > 0``
+    (all of which are taken), the rest of the batch is drawn uniformly from them."""
     if k > len(candidates):
         raise ValueError(f"importance_sample: {k} asked from {len(candidates)} candidates")
-    if len(p) and not p.min() > 0:
-        raise ValueError("importance_sample: every probability must be > 0")
-    remaining = np.arange(len(candidates))
-    taken: list[np.ndarray] = []
-    count = 0
-    while count < k:
-        order = remaining[rng.permutation(len(remaining))]
-        accepted = order[rng.random(len(order)) < p[order]][: k - count]
-        taken.append(accepted)
-        count += len(accepted)
-        remaining = np.setdiff1d(remaining, accepted, assume_unique=True)
-    return np.concatenate(taken) if taken else np.zeros(0, np.int64)
+    p = np.asarray(p, np.float64)
+    if len(p) and not (p.min() >= 0 and p.max() <= 1):
+        raise ValueError("importance_sample: every probability must be in [0, 1]")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        trials = np.floor(np.log1p(-rng.random(len(p))) / np.log1p(-p)) + 1  # Geometric(p)
+    passes = np.where(p >= 1, 1.0, np.where(p > 0, trials, np.inf))
+    return np.lexsort((rng.random(len(p)), passes))[:k]
+
+
+def importance_weights(p: np.ndarray, cap: float | None) -> np.ndarray:
+    """``min(1 / p, cap)`` (no cap: ``cap`` None); a point of ``p = 0``, taken only to fill a
+    batch (:func:`importance_sample`), weighs 1."""
+    with np.errstate(divide="ignore"):
+        weights = np.where(p > 0, 1.0 / p, 1.0)
+    return weights if cap is None else np.minimum(weights, cap)
 
 
 @dataclass
@@ -79,14 +91,13 @@ class IWeS:
     ``floor``."""
 
     variant: str = "disagreement"
-    weight_cap: float = 10.0
-    floor: float = 0.01
+    weight_cap: float | None = 10.0  # None: no cap (1: no weighting)
+    floor: float = 0.01  # 0: the paper's probabilities
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant: must be one of {VARIANTS} (got {self.variant!r})")
-        checks.at_least(self, 1, "weight_cap")
-        checks.positive(self, "floor")
+        checks.at_least(self, 1, "weight_cap", optional=True)
         checks.in_interval(self, 0, 1, "floor", closed=True)
 
     @property
@@ -114,4 +125,4 @@ class IWeS:
         candidates = np.flatnonzero(~labeled)
         p = self.probabilities(outputs)[candidates]
         taken = importance_sample(p, candidates, batch_size, rng)
-        return WeightedSelection(candidates[taken], np.minimum(1.0 / p[taken], self.weight_cap))
+        return WeightedSelection(candidates[taken], importance_weights(p[taken], self.weight_cap))

@@ -237,6 +237,8 @@ class ActiveState:
     def extend(
         self, indices: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
     ) -> None:
+        if weights is not None and np.all(weights == 1):
+            weights = None  # all 1: the learner trains unweighted, bit for bit
         if weights is not None or self.weights is not None:
             old = np.ones(len(self.indices)) if self.weights is None else self.weights
             new = np.ones(len(indices)) if weights is None else weights
