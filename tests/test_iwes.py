@@ -186,3 +186,14 @@ def test_ensemble_of_one_is_the_base_learner_and_two_differ():
     np.testing.assert_allclose(outputs.probabilities, outputs.members.mean(axis=1), rtol=1e-6)
     np.testing.assert_allclose(outputs.members[:, 0], expose(single, x).probabilities, rtol=1e-6)
     assert expose(single, x).members is None
+
+
+def test_the_entropy_variant_scores_the_ensemble_mean_or_one_model():
+    members = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.5, 0.5], [0.5, 0.5]]], np.float32)
+    outputs = LearnerOutputs(members.mean(axis=1), np.zeros((2, 1), np.float32), members)
+    mean = IWeS(variant="entropy", floor=0.0).probabilities(outputs)
+    first = IWeS(variant="entropy", floor=0.0, entropy_model="first").probabilities(outputs)
+    np.testing.assert_allclose(mean, [1.0, 1.0])  # the mean of two certain, opposite models
+    np.testing.assert_allclose(first, [0.0, 1.0])  # the first model alone is certain
+    with pytest.raises(ValueError, match="entropy_model"):
+        IWeS(variant="entropy", entropy_model="last")

@@ -11,7 +11,8 @@ Two sampling probabilities (Section 3):
 - entropy-based disagreement of two models ``f, g`` trained from different initialisations
   (``learner=ensemble``), ``p(x) = min(1, sum_y |f_y log2 f_y - g_y log2 g_y|)``;
 - entropy only, one model: ``p(x) = H(f(x)) / log2(classes)`` (with ``learner=ensemble``,
-  ``f`` is the members' mean probabilities).
+  ``f`` is the members' mean probabilities, or with ``entropy_model=first`` the first member's
+  alone, the paper's one model, while the ensemble still trains and predicts).
 
 Every ``p`` is floored at ``floor`` (an addition; ``floor=0``: the paper's). The paper's
 model-certain points have ``p`` near 0: they are all but never taken, and with ``p = 0`` never; a
@@ -30,6 +31,7 @@ from sim import checks
 from sim.interfaces.active import LearnerOutputs, WeightedSelection
 
 VARIANTS = ("disagreement", "entropy")
+ENTROPY_MODELS = ("mean", "first")
 
 
 def plogp2(p: np.ndarray) -> np.ndarray:
@@ -87,16 +89,21 @@ def importance_weights(p: np.ndarray, cap: float | None) -> np.ndarray:
 @dataclass
 class IWeS:
     """IWeS (module docstring): ``variant`` ``disagreement`` (needs ``learner=ensemble``, two
-    models) or ``entropy`` (one model); weights ``min(1/p, weight_cap)``; ``p`` floored at
-    ``floor``."""
+    models) or ``entropy`` (one model; ``entropy_model``: which, with an ensemble); weights
+    ``min(1/p, weight_cap)``; ``p`` floored at ``floor``."""
 
     variant: str = "disagreement"
     weight_cap: float | None = 10.0  # None: no cap (1: no weighting)
     floor: float = 0.01  # 0: the paper's probabilities
+    entropy_model: str = "mean"  # entropy variant: the ensemble's mean, or its first model's
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant: must be one of {VARIANTS} (got {self.variant!r})")
+        if self.entropy_model not in ENTROPY_MODELS:
+            raise ValueError(
+                f"entropy_model: must be one of {ENTROPY_MODELS} (got {self.entropy_model!r})"
+            )
         checks.at_least(self, 1, "weight_cap", optional=True)
         checks.in_interval(self, 0, 1, "floor", closed=True)
 
@@ -110,6 +117,8 @@ class IWeS:
             if outputs.members is None or outputs.members.shape[1] < 2:
                 raise ValueError("IWeS disagreement needs two models' outputs (learner=ensemble)")
             p = disagreement_probability(outputs.members[:, 0], outputs.members[:, 1])
+        elif self.entropy_model == "first" and outputs.members is not None:
+            p = entropy_probability(outputs.members[:, 0])  # one model, as in the paper
         else:
             p = entropy_probability(outputs.probabilities)
         return np.maximum(p, self.floor)
