@@ -38,11 +38,13 @@ class MLPLearner:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warm_start: bool = False
+    dropout: float = 0.0  # after each hidden layer, in training (and MC dropout: BALD)
 
     def __post_init__(self) -> None:
         checks.at_least(self, 1, "width", "depth", "epochs", "batch_size")
         checks.positive(self, "lr")
         checks.at_least(self, 0, "weight_decay")
+        checks.in_interval(self, 0, 1, "dropout")
 
     def build(self, num_features: int, num_classes: int) -> nn.Module:
         """The module that :meth:`fit` trains and the flat parameters fill."""
@@ -56,6 +58,7 @@ class MLPLearner:
         width_in = num_features
         for _ in range(self.depth):
             layers += [nn.Linear(width_in, self.width), nn.ReLU()]
+            layers += [nn.Dropout(self.dropout)] if self.dropout > 0 else []
             width_in = self.width
         layers.append(nn.Linear(width_in, num_classes))
         return nn.Sequential(*layers)
@@ -92,9 +95,11 @@ class MLPLearner:
             else torch.tensor(weights, dtype=torch.float32, device=model.device),
         )
         optimizer = AdamW(model.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        losses = train_epochs(
-            model, data, optimizer, epochs=self.epochs, batch_size=self.batch_size, rng=rng
-        )
+        with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+            torch.manual_seed(torch_seed)  # dropout's masks: from the run's seed, not the process's
+            losses = train_epochs(
+                model, data, optimizer, epochs=self.epochs, batch_size=self.batch_size, rng=rng
+            )
         return model, losses[-1]
 
 

@@ -64,19 +64,24 @@ class PoolEnvironment(Protocol):
 class LearnerOutputs:
     """What a selector sees of the learner on (a block of) the pool. A learner of several models
     (:attr:`Learner.models` > 1) gives their mean probabilities, the first model's embeddings,
-    and each model's probabilities in ``members``."""
+    and each model's probabilities in ``members``; a selector with an ``mc_samples`` attribute
+    also gets that many MC-dropout samples of the (first) model's probabilities (BALD)."""
 
     probabilities: np.ndarray  # (n, classes) float32, rows sum to 1
     embeddings: np.ndarray  # (n, width) float32: the last hidden layer's activations
     members: np.ndarray | None = None  # (n, models, classes) float32, or None for one model
+    samples: np.ndarray | None = None  # (n, mc_samples, classes) MC-dropout samples, if asked
 
     @classmethod
     def concatenate(cls, blocks: list[LearnerOutputs]) -> LearnerOutputs:
-        members = [b.members for b in blocks]
+        def joined(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+            return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
         return cls(
             np.concatenate([b.probabilities for b in blocks]),
             np.concatenate([b.embeddings for b in blocks]),
-            None if any(m is None for m in members) else np.concatenate(members),
+            joined([b.members for b in blocks]),
+            joined([b.samples for b in blocks]),
         )
 
     def __len__(self) -> int:

@@ -95,6 +95,11 @@ class Active:
                 f"learner: algorithm {type(selector).__name__} needs a learner of {needed} "
                 f"models (learner=ensemble learner.size={needed}; got {learner.models})"
             )
+        if getattr(selector, "mc_samples", 0) and not getattr(learner, "dropout", 0) > 0:
+            raise ConfigError(
+                f"learner.dropout: algorithm {type(selector).__name__} samples the learner with "
+                "MC dropout: it needs a learner trained with dropout (e.g. learner.dropout=0.1)"
+            )
         try:
             env.locate()  # fail here, with the way to get the data, not inside an oracle actor
         except FileNotFoundError as error:
@@ -145,7 +150,14 @@ def _fit(
     return model.get_flat(), metrics
 
 
-def _expose(view: PoolView, context: RoundContext, params: np.ndarray, start: int, stop: int):
+def _expose(
+    view: PoolView,
+    context: RoundContext,
+    params: np.ndarray,
+    start: int,
+    stop: int,
+    round_index: int,
+):
     from sim.training.learner import expose
     from sim.training.model import ClientModel
 
@@ -153,7 +165,9 @@ def _expose(view: PoolView, context: RoundContext, params: np.ndarray, start: in
         context.learner.build(view.x.shape[1], view.num_classes), actor_device(context.num_cpus)
     )
     model.set_flat(params)
-    return expose(model, view.x[start:stop])
+    samples = getattr(context.selector, "mc_samples", 0)  # MC dropout (BALD): masks per block
+    rng = seeding.rng(context.seed, "mc_dropout", round_index, start) if samples else None
+    return expose(model, view.x[start:stop], mc_samples=samples, rng=rng)
 
 
 def _select(
@@ -321,7 +335,7 @@ class ActiveJob:
                 k = min(settings.batch_size, remaining)
                 blocks = [
                     expose_task.options(**options).remote(
-                        view_ref, round_context, params_ref, lo, hi
+                        view_ref, round_context, params_ref, lo, hi, round_index
                     )
                     for lo, hi in split_range(pool_size, settings.score_block)
                 ]
