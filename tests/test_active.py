@@ -18,6 +18,7 @@ import sim
 from envs.tabular import Tabular
 from sim.errors import CohortError, ConfigError
 from sim.interfaces.active import LearnerOutputs
+from sim.protocols.active.oracle import every_class_sample
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # test selectors travel by value
 
@@ -192,3 +193,28 @@ def test_outputs_concatenate_blocks():
     ]
     joined = LearnerOutputs.concatenate(blocks)
     assert len(joined) == 4 and joined.embeddings[:2].sum() == 6
+
+
+def test_every_class_sample_by_hand():
+    answers = np.array([0, 0, 1, 2, 2, 2, 1, 0])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        picked = every_class_sample(answers, 4, rng)
+        assert len(set(picked.tolist())) == 4 and list(picked) == sorted(picked)
+        assert set(answers[picked]) == {0, 1, 2}
+    with pytest.raises(ValueError, match="2 points for 3 classes"):
+        every_class_sample(answers, 2, rng)
+
+
+def test_a_seed_set_of_every_class_and_a_budget_capped_by_the_pool(ray_session, tmp_path):
+    """iris: a pool of 105 in 3 classes. A seed set of 3 labels of every class; the budget of
+    100 capped at half the pool (52); a seed set too small for every class refused."""
+    result = run(tmp_path, "algorithm=margin", "protocol.seed_set=every_class",
+                 "protocol.seed_size=3", "protocol.budget=100", "protocol.pool_fraction=0.5",
+                 "protocol.batch_size=25")  # fmt: skip
+    assert [r["labels"] for r in result.history] == [3, 28, 52]
+    seed_labels = np.load(result.output_dir / "checkpoints" / "checkpoint.npz")["labels"][:3]
+    assert sorted(seed_labels.tolist()) == [0, 1, 2]
+    with pytest.raises(CohortError, match="protocol.seed_size: 2 labels cannot give each of"):
+        run(tmp_path, "algorithm=margin", "protocol.seed_set=every_class",
+            "protocol.seed_size=2", name="refused")  # fmt: skip

@@ -22,6 +22,9 @@ def test_area_under_curve_by_hand():
     assert area_under_curve(history, "test_accuracy", "labels") == pytest.approx(2 / 3)
     assert area_under_curve(history[:1], "test_accuracy", "labels") == 0.5
     assert area_under_curve(history, "missing", "labels") is None
+    # up to a budget: the points of labels <= 20 alone, (0.5 + 0.7) / 2
+    assert area_under_curve(history, "test_accuracy", "labels", upto=25) == pytest.approx(0.6)
+    assert area_under_curve(history, "test_accuracy", "labels", upto=10) == 0.5
 
 
 def scores_for(differences: dict[str, list[float]]) -> dict:
@@ -104,3 +107,23 @@ def test_report_compare_cli(tmp_path, capsys):
 def test_report_compare_needs_by(tmp_path):
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--compare", "algorithm=margin"])
+
+
+def test_report_compare_up_to_each_budget(tmp_path):
+    """margin ahead early and behind late: a win up to 10 labels, a loss over the whole curve."""
+    for seed in range(6):
+        write_run(tmp_path / f"m{seed}", ["algorithm=margin", "env.dataset=iris", f"seed={seed}"],
+                  [0.8 + 0.01 * seed, 0.6, 0.6])  # fmt: skip
+        write_run(tmp_path / f"r{seed}", ["algorithm=random", "env.dataset=iris", f"seed={seed}"],
+                  [0.7, 0.9, 0.9])  # fmt: skip
+    code = main([str(tmp_path), "--x", "labels", "--compare", "algorithm=margin",
+                 "--by", "env.dataset", "--upto", "10,30"])  # fmt: skip
+    assert code == 0
+    assert "| random | 1 | 0 | 0 |" in (tmp_path / "report_compare_upto_10.md").read_text()
+    assert "| random | 0 | 0 | 1 |" in (tmp_path / "report_compare_upto_30.md").read_text()
+    assert "| random | 0 | 0 | 1 |" in (tmp_path / "report_compare.md").read_text()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--upto", "10"])  # needs --compare
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--compare", "algorithm=margin", "--by", "env.dataset",
+              "--upto", "0"])  # fmt: skip

@@ -117,8 +117,11 @@ class MultirunReport(Callback):
         slope: str | None = None,
         hold: bool = False,
         area: bool = False,
+        upto: str | None = None,
     ) -> None:
         self.arguments = ["--metric", metric, "--at-rounds", at_rounds, "--x", x]
+        if upto is not None:
+            self.arguments += ["--upto", str(upto)]
         if area:
             self.arguments.append("--area")
         if match is not None:

@@ -15,10 +15,15 @@ from scipy.stats import rankdata, wilcoxon
 from sim.reporting.plotting import series
 
 
-def area_under_curve(history: Sequence[Mapping], metric: str, x: str) -> float | None:
-    """The curve's mean height: trapezoid area of ``metric`` vs ``x`` over the x range (a
-    single point gives its value; no point gives None)."""
+def area_under_curve(
+    history: Sequence[Mapping], metric: str, x: str, upto: float | None = None
+) -> float | None:
+    """The curve's mean height: trapezoid area of ``metric`` vs ``x`` over the x range, or over
+    its points of ``x <= upto`` (a budget: the curve as a run stopped there would have drawn
+    it); a single point gives its value; no point gives None."""
     xs, ys = series(history, metric, x)
+    if upto is not None:
+        xs, ys = xs[xs <= upto], ys[xs <= upto]
     if len(xs) == 0:
         return None
     if len(xs) == 1 or xs[-1] == xs[0]:

@@ -324,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs += write_comparison(
             runs, args.compare, args.by, args.metric, args.x, args.alpha, out
         )
+        for budget in args.upto:  # the same runs, stopped at smaller budgets
+            outputs.append(write_tally(runs, args, out, budget))
     elif args.by:
         outputs.append(write_panels(runs, args, out))
     if args.slope:
@@ -397,13 +399,34 @@ def argument_parser() -> argparse.ArgumentParser:
         "log KEY over the runs (a growth rate, e.g. protocol.pool_size:excess_query_cost)",
     )
     parser.add_argument("--alpha", type=float, default=0.05, help="with --compare: test level")
+    parser.add_argument(
+        "--upto",
+        type=budgets,
+        default=[],
+        metavar="B1,B2,...",
+        help="with --compare: also the comparison of the curves up to each --x budget (e.g. "
+        "100,300,600 labels), one table each",
+    )
     return parser
+
+
+def budgets(text: str) -> list[float]:
+    """``--upto``'s comma-separated positive numbers."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not numbers: {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"budgets must be > 0 (got {text!r})")
+    return values
 
 
 def checked_rounds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[int]:
     """``--at-rounds`` as numbers, after refusing options given in the wrong form."""
     if args.compare and ("=" not in args.compare or not args.by):
         parser.error("--compare takes KEY=BASELINE and needs --by KEY")
+    if args.upto and not args.compare:
+        parser.error("--upto needs --compare")
     if args.slope and ":" not in args.slope:
         parser.error("--slope takes KEY:METRIC")
     if args.scatter and len(args.scatter.split(",")) != 2:
@@ -537,19 +560,40 @@ def write_scatter(
     return path
 
 
+def paired_areas(
+    runs: Sequence[Run], key: str, by: str, metric: str, x: str, upto: float | None = None
+) -> dict[tuple[str, str, tuple], float]:
+    """Each run's area under ``metric`` vs ``x`` (up to ``upto``), keyed by its ``key`` value,
+    its ``by`` value and its pairing (every other override, the seed included)."""
+    ignored = (set(NOT_SWEPT) - {"seed"}) | {key, by}
+    pairing_keys = sorted({k for run in runs for k in run.overrides} - ignored)
+    scores = {}
+    for run in runs:
+        auc = area_under_curve(run.history, metric, x, upto)
+        if auc is not None:
+            pairing = tuple(_value(run, k) for k in pairing_keys)
+            scores[(_value(run, key), _value(run, by), pairing)] = auc
+    return scores
+
+
+def write_tally(runs: Sequence[Run], args: argparse.Namespace, out: Path, budget: float) -> Path:
+    """``--upto``: the comparison of each run's curve up to ``budget`` (``--x``) alone, in
+    ``report_compare_upto_<budget>.md``."""
+    key, baseline = _split_override(args.compare)
+    scores = paired_areas(runs, key, args.by, args.metric, args.x, budget)
+    text = format_comparison(compare(scores, baseline, args.alpha), baseline, args.alpha)
+    print(f"\nup to {args.x} = {budget:g}:\n{text}")
+    path = out / f"report_compare_upto_{budget:g}.md"
+    path.write_text(f"Up to {args.x} = {budget:g}.\n\n{text}")
+    return path
+
+
 def write_comparison(
     runs: Sequence[Run], compare_arg: str, by: str, metric: str, x: str, alpha: float, out: Path
 ) -> list[Path]:
     """Print and write the win/tie/loss comparison; one plot of the curves per ``by`` value."""
     key, baseline = _split_override(compare_arg)
-    ignored = (set(NOT_SWEPT) - {"seed"}) | {key, by}
-    pairing_keys = sorted({k for run in runs for k in run.overrides} - ignored)
-    scores = {}
-    for run in runs:
-        auc = area_under_curve(run.history, metric, x)
-        if auc is not None:
-            pairing = tuple(_value(run, k) for k in pairing_keys)
-            scores[(_value(run, key), _value(run, by), pairing)] = auc
+    scores = paired_areas(runs, key, by, metric, x)
     text = format_comparison(compare(scores, baseline, alpha), baseline, alpha)
     print("\n" + text)
     written = [out / "report_compare.md"]

@@ -67,6 +67,17 @@ def noisy_answers(
     return np.where(flip, (labels + shift) % num_classes, labels).astype(np.int64)
 
 
+def every_class_sample(answers: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` distinct pool indices, sorted: one uniformly from each class of ``answers`` (in
+    the order of the classes), the rest uniformly from the remaining points."""
+    classes = np.unique(answers)
+    if size < len(classes):
+        raise ValueError(f"every_class_sample: {size} points for {len(classes)} classes")
+    first = np.array([rng.choice(np.flatnonzero(answers == c)) for c in classes], np.int64)
+    rest = rng.choice(np.setdiff1d(np.arange(len(answers)), first), size - len(first), False)
+    return np.sort(np.concatenate([first, rest]))
+
+
 @ray.remote
 class Oracle:
     """One annotator: the pool's hidden labels (with its own fixed noise) and what it revealed."""
@@ -98,6 +109,11 @@ class Oracle:
 
     def revealed(self) -> np.ndarray:
         return np.flatnonzero(self._revealed)
+
+    def every_class_sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """A seed set with a label of every class (:func:`every_class_sample`); it reveals
+        nothing (the protocol then asks for its labels)."""
+        return every_class_sample(self._answers, size, rng)
 
     def restore(self, revealed: np.ndarray) -> None:
         """Mark ``revealed`` as answered (after a restart or on resume)."""

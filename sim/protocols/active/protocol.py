@@ -50,8 +50,10 @@ CURVES = ("test_accuracy",)
 
 @dataclass
 class Active:
-    """Pool-based batch active learning: ``seed_size`` random labels, then ``batch_size`` labels
-    a round chosen by the selector, until ``budget`` labels are spent (or ``max_rounds``
+    """Pool-based batch active learning: ``seed_size`` random labels (``seed_set=every_class``:
+    one of each class among them, drawn by the simulator, which knows the labels), then
+    ``batch_size`` labels a round chosen by the selector, until ``budget`` labels (at most
+    ``pool_fraction`` of the pool) are spent (or ``max_rounds``
     rounds: ``resume=true`` continues). ``oracles`` annotator actors answer each request in
     parallel, each flipping ``label_noise`` of its answers (fixed per example) at
     ``cost_per_label``; the pool is scored in Ray tasks of ``score_block`` rows."""
@@ -62,6 +64,8 @@ class Active:
     seed_size: int = 20
     batch_size: int = 10
     budget: int = 100
+    pool_fraction: float | None = None  # the budget at most this fraction of the pool
+    seed_set: str = "random"  # or every_class: a label of every class in it
     oracles: int = 1
     cost_per_label: float = 1.0
     label_noise: float = 0.0
@@ -74,6 +78,11 @@ class Active:
         if self.budget < self.seed_size:
             raise ValueError(f"budget: must be >= seed_size {self.seed_size} (got {self.budget})")
         checks.in_interval(self, 0, 1, "label_noise")
+        if self.pool_fraction is not None:
+            checks.positive(self, "pool_fraction")
+            checks.in_interval(self, 0, 1, "pool_fraction", closed=True)
+        if self.seed_set not in SEED_SETS:
+            raise ValueError(f"seed_set: must be one of {SEED_SETS} (got {self.seed_set!r})")
         checks.at_least(self, 0, "cost_per_label", "checkpoint_every")
         checks.at_least(self, 1, "max_rounds", optional=True)
 
@@ -261,6 +270,7 @@ class ActiveState:
         self.labels = np.concatenate([self.labels, labels])
 
 
+SEED_SETS = ("random", "every_class")
 PROGRESS = (
     ("test_accuracy", "test_acc {:.4f}"),
     ("train_time_s", "train {:.2f}s"),
@@ -269,19 +279,33 @@ PROGRESS = (
 )
 
 
+def run_budget(settings: Active, pool_size: int) -> int:
+    """The labels a run may spend: ``budget``, at most ``pool_fraction`` of the pool (never
+    below the seed set)."""
+    if settings.pool_fraction is None:
+        return settings.budget
+    return min(settings.budget, max(settings.seed_size, int(settings.pool_fraction * pool_size)))
+
+
 def _open_desk(
     settings: Active, env: PoolEnvironment, cluster: Any, seed: int
 ) -> tuple[OracleDesk, Any, int]:
-    """Start the oracles; returns the desk, a reference to the pool view, and the pool size."""
-    make_oracle, first, pool_size, _ = start_first_oracle(env, seed, settings.label_noise, cluster)
-    if settings.budget > pool_size:
+    """Start the oracles; returns the desk (its ``budget`` the run's), a reference to the pool
+    view, and the pool size. A seed set of every class is checked against the classes."""
+    make_oracle, first, pool_size, classes = start_first_oracle(
+        env, seed, settings.label_noise, cluster
+    )
+    budget = run_budget(settings, pool_size)
+    if budget > pool_size:
+        raise ConfigError(f"protocol.budget: must be <= the pool's {pool_size} examples "
+                          f"(got {budget}; protocol.pool_fraction caps it)")  # fmt: skip
+    if settings.seed_set == "every_class" and settings.seed_size < classes:
         raise ConfigError(
-            f"protocol.budget: must be <= the pool's {pool_size} examples (got {settings.budget})"
+            f"protocol.seed_size: {settings.seed_size} labels cannot give each of the pool's "
+            f"{classes} classes one (protocol.seed_set=every_class)"
         )
     others = [make_oracle(i) for i in range(1, settings.oracles)]
-    desk = OracleDesk(
-        [first, *others], make_oracle, pool_size, settings.budget, settings.cost_per_label
-    )
+    desk = OracleDesk([first, *others], make_oracle, pool_size, budget, settings.cost_per_label)
     return desk, first.pool_view.remote(), pool_size
 
 
@@ -295,10 +319,12 @@ class ActiveJob:
     selector: Selector
     seed: int
     start: Any = None
+    budget: int = 0  # the run's (run_budget), once the pool's size is known
 
     def run(self, context: RunContext) -> Outcome:
         settings, learner = self.settings, self.learner
         desk, view_ref, pool_size = _open_desk(settings, self.env, context.cluster, self.seed)
+        self.budget = desk.budget
         state, round_index, history, selector_state = self.begin_state(desk, pool_size)
         options = context.cluster.worker.ray_options()
         round_context = ray.put(
@@ -330,7 +356,7 @@ class ActiveJob:
                 state.weights,
             )
             record: dict[str, Any] = {"round": round_index, "labels": len(state.indices)}
-            remaining = min(settings.budget, pool_size) - len(state.indices)
+            remaining = min(desk.budget, pool_size) - len(state.indices)
             if remaining > 0:
                 k = min(settings.batch_size, remaining)
                 blocks = [
@@ -367,9 +393,11 @@ class ActiveJob:
         """The labelled set, round, history and selector state to start from: a random seed set
         labelled now, or the checkpoint's (the oracles restored to it)."""
         if self.start is None:
-            first = seeding.rng(self.seed, "seed_set").choice(
-                pool_size, self.settings.seed_size, replace=False
-            )
+            rng, size = seeding.rng(self.seed, "seed_set"), self.settings.seed_size
+            if self.settings.seed_set == "every_class":  # drawn by the oracle, which knows
+                first = ray.get(desk.oracles[0].every_class_sample.remote(size, rng))
+            else:
+                first = rng.choice(pool_size, size, replace=False)
             state = ActiveState(np.sort(first), np.zeros(0, np.int64))
             state.labels = desk.label(state.indices)
             return state, 0, [], {}
@@ -397,7 +425,7 @@ class ActiveJob:
         state.extend(chosen, desk.label(chosen), weights)
 
     def progress_line(self, record: dict[str, Any]) -> str:
-        budget = self.settings.budget
+        budget = self.budget
         head = (
             f"[round {record['round']:>3}]  labels {record['labels']:>{len(str(budget))}}/{budget}"
         )
