@@ -22,10 +22,8 @@ def one_line(error: BaseException) -> str:
         if error.__cause__ is not None:
             return f"{text.rstrip('.')}: {one_line(error.__cause__)}"
         options = [line.strip() for line in lines if line.startswith("\t")]
-        if options and "search path" not in text:  # a missing option: the ones there are
-            listed = [o for o in options if not o.startswith("provider=")]
-            return f"{text} (options: {', '.join(listed)})"
-        return text
+        listed = [o for o in options if not o.startswith("provider=")]  # not the search path
+        return f"{text} (options: {', '.join(listed)})" if listed else text
     if isinstance(error, CohortError | OmegaConfBaseException):
         return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -99,6 +99,8 @@ def test_weight_cap_none_and_one():
     p = np.array([0.001, 0.5, 1.0])
     np.testing.assert_allclose(importance_weights(p, None), [1000.0, 2.0, 1.0])
     np.testing.assert_array_equal(importance_weights(p, 1.0), [1.0, 1.0, 1.0])
+    # no cap: a vanishing probability weighs at most 1e12 (finite in the float32 loss)
+    np.testing.assert_array_equal(importance_weights(np.array([1e-39, 0.0]), None), [1e12, 1.0])
     # weights all 1 (weight_cap=1): the labels are kept without weights, so the learner
     # trains unweighted, bit for bit; a later weighted batch gives the earlier ones weight 1
     state = ActiveState(np.zeros(0, np.int64), np.zeros(0, np.int64))

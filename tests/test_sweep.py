@@ -126,6 +126,15 @@ def test_a_failing_job_is_recorded_and_the_others_go_on(tmp_path, launcher):
     assert (sweep / "0" / "summary.json").exists() and (sweep / "report.md").exists()
     folders = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert folders == (["0", "2"] if launcher == "cohort" else ["0"])  # 2: its log.txt
+    if launcher == "basic":  # resume=true skips the finished job (the cohort launcher: below)
+        finished = (sweep / "0" / "metrics.jsonl").read_bytes()
+        again = run_cli(
+            "-m", f"hydra/launcher={launcher}", *FAST, f"hydra.sweep.dir={sweep}", "resume=true",
+            "algorithm=fedavg,margin", "protocol.clients_per_round=10,1000", "seed=0,-1",
+        )  # fmt: skip
+        assert again.returncode == 1 and sweep_record(sweep)[0]["status"] == "finished_before"
+        assert (sweep / "0" / "metrics.jsonl").read_bytes() == finished
+        assert "7 of 8 jobs did not finish" in again.stderr
 
 
 def test_a_killed_job_is_retried_from_its_checkpoint_to_the_same_numbers(ray_session, tmp_path):

@@ -32,6 +32,7 @@ from sim.interfaces.active import LearnerOutputs, WeightedSelection
 
 VARIANTS = ("disagreement", "entropy")
 ENTROPY_MODELS = ("mean", "first")
+P_MIN = 1e-12  # the smallest probability a weight is the inverse of (1e12: finite in float32)
 
 
 def plogp2(p: np.ndarray) -> np.ndarray:
@@ -79,10 +80,11 @@ def importance_sample(
 
 
 def importance_weights(p: np.ndarray, cap: float | None) -> np.ndarray:
-    """``min(1 / p, cap)`` (no cap: ``cap`` None); a point of ``p = 0``, taken only to fill a
-    batch (:func:`importance_sample`), weighs 1."""
+    """``min(1 / p, cap)`` (no cap: ``cap`` None, and at most ``1 / P_MIN``, so that a
+    learner's float32 loss stays finite); a point of ``p = 0``, taken only to fill a batch
+    (:func:`importance_sample`), weighs 1."""
     with np.errstate(divide="ignore"):
-        weights = np.where(p > 0, 1.0 / p, 1.0)
+        weights = np.where(p > 0, 1.0 / np.maximum(p, P_MIN), 1.0)
     return weights if cap is None else np.minimum(weights, cap)
 
 

@@ -23,6 +23,7 @@ from sim.runtime.workers import not_placed
 
 START_TIMEOUT = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+STARTUP_ATTEMPTS = 3  # a fit whose workers failed to start (a node lost meanwhile): tries
 
 
 def model_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -89,8 +90,6 @@ class RayTrainer:
         self.cluster, self.workers, self.loop = cluster, workers, loop
 
     def fit(self, config: dict, handlers: dict[str, Callable[..., None]]) -> None:
-        from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
         from ray.util.queue import Queue
 
         worker = self.cluster.worker
@@ -98,7 +97,36 @@ class RayTrainer:
         if worker.num_gpus:
             resources["GPU"] = worker.num_gpus
         inbox = Queue(actor_options={"num_cpus": 0})
-        storage = tempfile.mkdtemp(prefix="cohort-train-")
+        try:
+            with train_environment(self.cluster):  # read by the fit's thread as it starts
+                timeout = float(os.environ[START_TIMEOUT])
+                for _ in range(STARTUP_ATTEMPTS):
+                    failure = self.attempt(config, handlers, inbox, resources)
+                    kind = type(getattr(failure, "controller_failure", None)).__name__
+                    if kind != "WorkerGroupStartupFailedError":  # Ray Train's internal classes
+                        break
+                    # the workers failed to start (a node lost meanwhile): nothing ran; again
+        finally:
+            ray.kill(inbox.actor)
+        if failure is not None:
+            if kind == "WorkerGroupStartupTimeoutError":
+                what = f"{self.workers} Ray Train workers of {resources}"
+                raise not_placed("worker", what, timeout) from None
+            raise CohortError(f"training failed: {failure}") from failure
+
+    def attempt(
+        self,
+        config: dict,
+        handlers: dict[str, Callable[..., None]],
+        inbox: Any,
+        resources: dict[str, float],
+    ) -> BaseException | None:
+        """One ``TorchTrainer.fit`` in a thread, its queue's items handed to ``handlers`` here
+        as they come; returns its error, if any."""
+        from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        worker = self.cluster.worker
         trainer = TorchTrainer(
             self.loop,
             train_loop_config={**config, "queue": inbox},
@@ -108,11 +136,11 @@ class RayTrainer:
                 resources_per_worker=resources,
             ),
             run_config=RunConfig(
-                storage_path=storage,
+                storage_path=tempfile.mkdtemp(prefix="cohort-train-"),
                 name=self.loop.__name__,
                 logging_config=LoggingConfig(log_level="WARNING"),  # not every worker's start
                 # Workers not placed within the start timeout: the fit fails (Ray Train would
-                # otherwise try again for ever).
+                # otherwise try again for ever); a failed start is tried again in fit.
                 failure_config=FailureConfig(controller_failure_limit=0),
             ),
         )
@@ -125,19 +153,12 @@ class RayTrainer:
                 failure.append(error)
 
         thread = threading.Thread(target=fit, daemon=True)
-        with train_environment(self.cluster):  # read by the fit's thread as it starts
-            thread.start()
-            while thread.is_alive() or not inbox.empty():
-                try:
-                    kind, *args = inbox.get(timeout=0.2)
-                except queue_module.Empty:
-                    continue
-                handlers[kind](*args)
-            thread.join()
-        ray.kill(inbox.actor)
-        if failure:
-            cause = getattr(failure[0], "controller_failure", None)  # Ray Train's, by name:
-            if type(cause).__name__ == "WorkerGroupStartupTimeoutError":  # an internal class
-                what = f"{self.workers} Ray Train workers of {resources}"
-                raise not_placed("worker", what, self.cluster.placement_timeout_s) from None
-            raise CohortError(f"training failed: {failure[0]}") from failure[0]
+        thread.start()
+        while thread.is_alive() or not inbox.empty():
+            try:
+                kind, *args = inbox.get(timeout=0.2)
+            except queue_module.Empty:
+                continue
+            handlers[kind](*args)
+        thread.join()
+        return failure[0] if failure else None

@@ -120,6 +120,8 @@ class MultirunReport(Callback):
         upto: str | None = None,
     ) -> None:
         self.arguments = ["--metric", metric, "--at-rounds", at_rounds, "--x", x]
+        if upto is not None and compare is None:
+            raise ValueError("hydra.callbacks.report.upto: needs compare (a tally per budget)")
         if upto is not None:
             self.arguments += ["--upto", str(upto)]
         if area:

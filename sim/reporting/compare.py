@@ -19,8 +19,9 @@ def area_under_curve(
     history: Sequence[Mapping], metric: str, x: str, upto: float | None = None
 ) -> float | None:
     """The curve's mean height: trapezoid area of ``metric`` vs ``x`` over the x range, or over
-    its points of ``x <= upto`` (a budget: the curve as a run stopped there would have drawn
-    it); a single point gives its value; no point gives None."""
+    its points of ``x <= upto`` (a budget: the curve to its last point within it, which is
+    ``upto`` itself when the batches end there); a single point gives its value; no point
+    gives None."""
     xs, ys = series(history, metric, x)
     if upto is not None:
         xs, ys = xs[xs <= upto], ys[xs <= upto]

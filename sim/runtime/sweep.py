@@ -585,8 +585,9 @@ def job_return(job: Job) -> JobReturn:
     return returned
 
 
-def write_record(sweep_dir: Path, jobs: list[Job]) -> None:
-    """``sweep.json``: every job of the sweep so far (a sweeper may launch several batches)."""
+def write_record(sweep_dir: Path, jobs: list[Job]) -> list[dict[str, Any]]:
+    """``sweep.json``: every job of the sweep so far (a sweeper may launch several batches);
+    returns their records."""
     path = sweep_dir / RECORD
     known = {}
     if path.exists():
@@ -597,15 +598,16 @@ def write_record(sweep_dir: Path, jobs: list[Job]) -> None:
     nodes = sorted({r["node"] for r in records if r["node"]})
     text = json.dumps({"nodes": nodes, "jobs": records}, indent=2)
     path.write_text(text + "\n")
+    return records
 
 
-def failure_table(jobs: list[Job]) -> str:
-    """A Markdown table of the jobs that failed (empty if none did)."""
-    failed = [job for job in jobs if job.status in ("failed", "interrupted")]
+def failure_table(records: list[dict[str, Any]]) -> str:
+    """A Markdown table of the jobs (``sweep.json`` records) that failed (empty if none did)."""
+    failed = [r for r in records if r["status"] in ("failed", "interrupted")]
     if not failed:
         return ""
-    rows = [f"| {job.index} | {' '.join(job.overrides)} | {job.error} |" for job in failed]
-    head = f"{len(failed)} of {len(jobs)} jobs did not finish:\n\n| job | overrides | error |"
+    rows = [f"| {r['job']} | {' '.join(r['overrides'])} | {r['error']} |" for r in failed]
+    head = f"{len(failed)} of {len(records)} jobs did not finish:\n\n| job | overrides | error |"
     return "\n".join([head, "|---|---|---|", *rows])
 
 
@@ -644,10 +646,9 @@ def launch(
 
 
 def finish(sweep_dir: Path, jobs: list[Job]) -> None:
-    """A batch's end: ``sweep.json``, and the table of the jobs that did not finish (printed,
-    in ``failed.md``, and in the exit status)."""
-    write_record(sweep_dir, jobs)
-    table = failure_table(jobs)
+    """A batch's end: ``sweep.json``, and the table of the sweep's jobs so far (every batch)
+    that did not finish (printed, in ``failed.md``; this batch's in the exit status)."""
+    table = failure_table(write_record(sweep_dir, jobs))
     failed_jobs.extend(job.index for job in jobs if job.status in ("failed", "interrupted"))
     if table:
         (sweep_dir / "failed.md").write_text(table + "\n")
@@ -678,19 +679,28 @@ def launch_in_turn(
         compose_job(hydra_context.config_loader, config, job, sweep_dir)
         if job.status == "failed":
             print(f"[sweep] job {job.index} refused: {job.error}", file=sys.stderr, flush=True)
+        elif job.config.resume and (job.folder / SUMMARY).exists():  # resume=true: done before
+            job.status, job.value = "finished_before", finished_value(job)
     returns: dict[int, JobReturn] = {}
-    for job in [job for job in jobs if job.status != "failed"]:
-        started = time.time()
-        [returned] = launcher.launch([job.overrides], initial_job_idx=job.index)
-        job.wall_s, job.attempts = time.time() - started, 1
-        if returned.status == JobStatus.COMPLETED:
-            job.status, job.value, returns[job.index] = "done", returned.return_value, returned
-            continue
-        error = returned._return_value
-        if not isinstance(error, CohortError):
-            traceback.print_exception(error)
-        job.status, job.error = "failed", one_line(error)
-    finish(sweep_dir, jobs)
+    try:
+        for job in [job for job in jobs if job.status == "queued"]:
+            started = time.time()
+            [returned] = launcher.launch([job.overrides], initial_job_idx=job.index)
+            job.wall_s, job.attempts = time.time() - started, 1
+            if returned.status == JobStatus.COMPLETED:
+                job.status, job.value, returns[job.index] = "done", returned.return_value, returned
+                continue
+            error = returned._return_value
+            if not isinstance(error, CohortError):
+                traceback.print_exception(error)
+            job.status, job.error = "failed", one_line(error)
+    except BaseException:  # Ctrl-C, or the launcher itself failed: what ran stays recorded
+        for job in jobs:
+            if job.status == "queued":
+                job.status, job.error = "interrupted", "the sweep was stopped"
+        raise
+    finally:
+        finish(sweep_dir, jobs)
     return [returns.get(job.index) or job_return(job) for job in jobs]
 
 
