@@ -12,6 +12,7 @@ import torch
 from algorithms.teacher_student.salt import SALT, selection_scores
 from envs.text import TextCorpus, split_documents, train_tokenizer
 from models.gpt import GPT
+from sim.interfaces.teacher_student import SoftLabels
 from sim.training.distill import distillation_loss, next_token_loss, top_k_soft_labels
 
 
@@ -37,6 +38,27 @@ def test_distillation_loss_on_three_tokens_by_hand(temperature):
     expected = t**2 * sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q, strict=True))
     got = distillation_loss(student, top_k_soft_labels(teacher, 2, t), t)
     assert float(got) == pytest.approx(expected, rel=1e-6)
+
+
+def test_distillation_loss_on_the_whole_distribution():
+    """``protocol.top_k=null``: the teacher's whole softmax (no indices) gives the full KL,
+    torch's ``kl_div``, and equals the top-k form with k = the vocabulary."""
+    teacher = torch.randn(2, 3, 7, generator=torch.Generator().manual_seed(1))
+    student = torch.randn(2, 3, 7, generator=torch.Generator().manual_seed(2))
+    t = 2.0
+    whole = SoftLabels(None, torch.softmax(teacher / t, dim=-1))
+    expected = (
+        torch.nn.functional.kl_div(
+            torch.log_softmax(student / t, -1), whole.probabilities, reduction="none"
+        )
+        .sum(-1)
+        .mean()
+        * t**2
+    )
+    got = distillation_loss(student, whole, t)
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    everything = distillation_loss(student, top_k_soft_labels(teacher, 7, t), t)
+    assert float(everything) == pytest.approx(float(got), rel=1e-5)
 
 
 def test_salt_loss_mixes_cross_entropy_and_distillation():

@@ -302,3 +302,13 @@ def test_damaged_selection_scores_are_computed_again(ray_session, lm_cache, base
     assert str(scores) in warning and "building it again" in warning
     assert validation_curve(again.history) == validation_curve(first.history)
     assert not list(scores.parent.glob(".*"))  # no staging file left
+
+
+def test_distilling_from_the_teacher_s_whole_distribution(ray_session, lm_cache, baseline,
+                                                          tmp_path):  # fmt: skip
+    """``protocol.top_k=null``: the teacher serves whole distributions and the student's loss is
+    the full KL (was: a crash in the distillation loss, after the teacher was trained)."""
+    result = sim.run(tiny(lm_cache, "protocol.top_k=null", "protocol.steps=10",
+                          f"output_dir={tmp_path / 'run'}"))  # fmt: skip
+    assert [r["step"] for r in result.history] == [5, 10]
+    assert np.isfinite(result.history[-1]["validation_loss"])

@@ -21,12 +21,15 @@ def distillation_loss(
     student_logits: torch.Tensor, soft: SoftLabels, temperature: float
 ) -> torch.Tensor:
     """``tau^2 KL(p^tau || q^tau)`` per position, averaged: ``sum_k p_k (log p_k - log q_k)``
-    over the teacher's top-k support, ``q`` the student's full softmax at ``tau`` (Hinton,
-    Vinyals & Dean, "Distilling the Knowledge in a Neural Network", 2015: the ``tau^2`` keeps
-    the gradients' scale across temperatures)."""
+    over the teacher's top-k support (its whole distribution when ``soft.indices`` is None:
+    ``protocol.top_k=null``), ``q`` the student's full softmax at ``tau`` (Hinton, Vinyals &
+    Dean, "Distilling the Knowledge in a Neural Network", 2015: the ``tau^2`` keeps the
+    gradients' scale across temperatures)."""
     log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    if soft.indices is not None:
+        log_q = log_q.gather(-1, soft.indices)
     p = soft.probabilities
-    kl = (p * (torch.log(p.clamp_min(1e-30)) - log_q.gather(-1, soft.indices))).sum(dim=-1)
+    kl = (p * (torch.log(p.clamp_min(1e-30)) - log_q)).sum(dim=-1)
     return temperature**2 * kl.mean()
 
 
