@@ -64,13 +64,34 @@ def test_data_sources_say_what_is_generated():
 def test_exact_acceptance_along_a_sequence_matches_the_distributions():
     target, draft = models()
     tokens = [1, 2, 3, 4, 5, 6, 7]
-    got = exact_acceptance(target, draft, tokens, prompt=3, greedy=False)
+    got = exact_acceptance(target, draft, tokens, prompt=3, temperature=1.0)
     with torch.no_grad():
         p = torch.softmax(target(torch.tensor([tokens[:-1]]))[0].double(), -1)[2:]
         q = torch.softmax(draft(torch.tensor([tokens[:-1]]))[0].double(), -1)[2:]
     assert len(got) == 4  # tokens 4..7 are the generated ones
     np.testing.assert_allclose(got, acceptance_rate(p.numpy(), q.numpy()), rtol=1e-12)
-    assert exact_acceptance(target, target, tokens, 3, greedy=True) == [1.0] * 4
+    assert exact_acceptance(target, target, tokens, 3, temperature=0.0) == [1.0] * 4
+
+
+def test_exact_acceptance_at_a_temperature_is_the_monte_carlo_rate():
+    """At T = 0.5: draw the draft's token from q_T, accept it with min(1, p_T / q_T) (the
+    speculative rejection step); the acceptance frequency over 200,000 draws per position
+    equals exact_acceptance's 1 - TVD(p_T, q_T) (and differs from the T = 1 rate)."""
+    target, draft = models()
+    tokens, t = [1, 2, 3, 4, 5, 6, 7], 0.5
+    exact = exact_acceptance(target, draft, tokens, prompt=3, temperature=t)
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        ids = torch.tensor([tokens[:-1]])
+        p = torch.softmax(target(ids)[0, 2:].double() / t, -1).numpy()
+        q = torch.softmax(draft(ids)[0, 2:].double() / t, -1).numpy()
+    n = 200_000
+    for position, rate in enumerate(exact):
+        drawn = rng.choice(len(q[position]), size=n, p=q[position])
+        keep = rng.random(n) < np.minimum(1.0, p[position][drawn] / q[position][drawn])
+        assert abs(keep.mean() - rate) < 4 * np.sqrt(rate * (1 - rate) / n) + 1e-9
+    at_one = exact_acceptance(target, draft, tokens, prompt=3, temperature=1.0)
+    assert not np.allclose(exact, at_one)
 
 
 def test_final_measures_are_consistent():

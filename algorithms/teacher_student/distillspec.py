@@ -29,6 +29,7 @@ from sim import checks, seeding
 from sim.interfaces.teacher_student import Generation, SoftLabels
 from sim.training.distill import next_token_loss
 from sim.training.speculative import (
+    distribution,
     expected_speedup,
     plain_generate,
     speculative_generate,
@@ -72,17 +73,19 @@ def full_distribution(soft: SoftLabels, vocab_size: int) -> torch.Tensor:
 
 
 def exact_acceptance(
-    target: Any, draft: Any, tokens: list[int], prompt: int, greedy: bool
+    target: Any, draft: Any, tokens: list[int], prompt: int, temperature: float
 ) -> list[float]:
     """Per generated position of ``tokens`` (after ``prompt`` tokens), the chance the draft's
-    token is accepted: ``1 - TVD(p, q)``, or for greedy decoding 1 if the argmaxes agree."""
+    token is accepted when both decode at ``temperature``: ``1 - TVD(p_T, q_T)`` of the two
+    softmaxes at that temperature (Leviathan et al. 2023, Definition 3.1), or for greedy
+    decoding (``temperature`` 0) 1 if the argmaxes agree."""
     ids = torch.tensor([tokens[:-1]])
     with torch.no_grad():
-        p = torch.softmax(target(ids)[0, prompt - 1 :].double(), -1)
-        q = torch.softmax(draft(ids)[0, prompt - 1 :].double(), -1)
-    if greedy:
-        return (p.argmax(-1) == q.argmax(-1)).double().tolist()
-    return torch.minimum(p, q).sum(-1).tolist()
+        p = distribution(target(ids)[0, prompt - 1 :], temperature)
+        q = distribution(draft(ids)[0, prompt - 1 :], temperature)
+    if temperature == 0:
+        return (p.argmax(-1) == q.argmax(-1)).astype(np.float64).tolist()
+    return np.minimum(p, q).sum(-1).tolist()
 
 
 @dataclass
@@ -206,7 +209,7 @@ def decoding_measures(
         draft_s += _timed(
             plain_generate, draft, prompt, new_tokens, temperature, seeding.rng(seed, tag, "d", i)
         )[1]
-        accepted += exact_acceptance(target, draft, prompt + out, len(prompt), temperature == 0)
+        accepted += exact_acceptance(target, draft, prompt + out, len(prompt), temperature)
     alpha, cost = float(np.mean(accepted)), draft_s / plain_s
     measures = {f"alpha_{tag}": alpha, f"cost_ratio_{tag}": cost}
     for gamma in gammas:
