@@ -132,7 +132,10 @@ def test_a_failing_job_is_recorded_and_the_others_go_on(tmp_path, launcher):
             "-m", f"hydra/launcher={launcher}", *FAST, f"hydra.sweep.dir={sweep}", "resume=true",
             "algorithm=fedavg,margin", "protocol.clients_per_round=10,1000", "seed=0,-1",
         )  # fmt: skip
-        assert again.returncode == 1 and sweep_record(sweep)[0]["status"] == "finished_before"
+        jobs = sweep_record(sweep)
+        assert again.returncode == 1 and jobs[0]["status"] == "finished_before"
+        # job 2 never got going: it starts from the beginning (not "no checkpoint to resume")
+        assert jobs[2]["error"].startswith("protocol.clients_per_round: must be <= the population")
         assert (sweep / "0" / "metrics.jsonl").read_bytes() == finished
         assert "7 of 8 jobs did not finish" in again.stderr
 

@@ -681,6 +681,9 @@ def launch_in_turn(
             print(f"[sweep] job {job.index} refused: {job.error}", file=sys.stderr, flush=True)
         elif job.config.resume and (job.folder / SUMMARY).exists():  # resume=true: done before
             job.status, job.value = "finished_before", finished_value(job)
+        elif job.config.resume and not (job.folder / CONFIG).exists():  # never got going
+            job.overrides = [o for o in job.overrides if not o.startswith("resume=")]
+            job.overrides.append("resume=false")
     returns: dict[int, JobReturn] = {}
     try:
         for job in [job for job in jobs if job.status == "queued"]:
