@@ -146,7 +146,7 @@ def test_selector_process_never_sees_hidden_labels(ray_session, tmp_path):
     assert len(findings) == 2 and result.history[-1]["labels"] == 30
     for found in findings:
         assert found["pid"] != os.getpid()  # it ran in a Ray worker, not in the driver
-        assert found["outputs_fields"] == ["embeddings", "members", "probabilities"]
+        assert found["outputs_fields"] == ["embeddings", "members", "probabilities", "samples"]
         assert found["pool_data_objects"] == 0
         assert secret not in found["label_hashes"]
         assert found["known_labels"] == found["revealed"]  # only what the oracle revealed
