@@ -389,9 +389,7 @@ class Sweep:
                 reserve(job, protocol, cluster, self.settings, self.nodes, self.in_flight)
             if job.status == "failed":
                 view.refused(job)
-            elif job.config.resume and (job.folder / SUMMARY).exists():
-                job.status, job.value = "finished_before", finished_value(job)
-            else:
+            elif not finished_before(job):
                 ready.append(job)
 
     def run(self, inbox: queue.Queue) -> None:
@@ -564,13 +562,16 @@ def bundle_nodes(group: Any) -> list[str]:
     return [addresses.get(placed[b], "?") for b in sorted(placed)]
 
 
-def finished_value(job: Job) -> Any:
-    """The task's value of a job that finished in an earlier run of the sweep: its objective's
-    final value from its summary (None without an objective)."""
+def finished_before(job: Job) -> bool:
+    """With ``resume=true``, whether the job finished in an earlier run of the sweep (its
+    summary written); if so it is marked so, its task's value its objective's final value from
+    that summary (None without an objective)."""
+    if not (job.config.resume and (job.folder / SUMMARY).exists()):
+        return False
     objective = job.config.get("objective")
-    if objective is None:
-        return None
-    return json.loads((job.folder / SUMMARY).read_text())["final"].get(objective)
+    final = json.loads((job.folder / SUMMARY).read_text())["final"] if objective else {}
+    job.status, job.value = "finished_before", final.get(objective)
+    return True
 
 
 def job_return(job: Job) -> JobReturn:
@@ -611,6 +612,19 @@ def failure_table(records: list[dict[str, Any]]) -> str:
     return "\n".join([head, "|---|---|---|", *rows])
 
 
+def batch_jobs(
+    config: DictConfig, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> tuple[Path, list[Job]]:
+    """The sweep's folder (made) and a batch's jobs, numbered from ``initial_job_idx``."""
+    sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        Job(initial_job_idx + k, list(overrides), sweep_dir / str(initial_job_idx + k))
+        for k, overrides in enumerate(job_overrides)
+    ]
+    return sweep_dir, jobs
+
+
 def launch(
     settings: Settings,
     hydra_context: HydraContext,
@@ -622,12 +636,7 @@ def launch(
     from sim.runtime.run import Beside
     from sim.runtime.session import start_ray
 
-    sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [
-        Job(initial_job_idx + k, list(overrides), sweep_dir / str(initial_job_idx + k))
-        for k, overrides in enumerate(job_overrides)
-    ]
+    sweep_dir, jobs = batch_jobs(config, job_overrides, initial_job_idx)
     # The jobs are composed and checked in a thread: beside Ray's start, then beside the first
     # jobs (about 0.1 s a job: ahead of the jobs, so a refusal is reported within the time the
     # whole sweep's composing takes, and the jobs before it have not waited for it).
@@ -669,18 +678,13 @@ def launch_in_turn(
     reported and skipped, a job that fails is recorded (a Cohort error was printed as one line
     by the app; anything else's traceback is printed), and the next job runs either way; the
     batch ends with :func:`finish`."""
-    sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [
-        Job(initial_job_idx + k, list(overrides), sweep_dir / str(initial_job_idx + k))
-        for k, overrides in enumerate(job_overrides)
-    ]
+    sweep_dir, jobs = batch_jobs(config, job_overrides, initial_job_idx)
     for job in jobs:
         compose_job(hydra_context.config_loader, config, job, sweep_dir)
         if job.status == "failed":
             print(f"[sweep] job {job.index} refused: {job.error}", file=sys.stderr, flush=True)
-        elif job.config.resume and (job.folder / SUMMARY).exists():  # resume=true: done before
-            job.status, job.value = "finished_before", finished_value(job)
+        elif finished_before(job):
+            continue
         elif job.config.resume and not (job.folder / CONFIG).exists():  # never got going
             job.overrides = [o for o in job.overrides if not o.startswith("resume=")]
             job.overrides.append("resume=false")

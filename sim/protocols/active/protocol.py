@@ -319,12 +319,10 @@ class ActiveJob:
     selector: Selector
     seed: int
     start: Any = None
-    budget: int = 0  # the run's (run_budget), once the pool's size is known
 
     def run(self, context: RunContext) -> Outcome:
         settings, learner = self.settings, self.learner
         desk, view_ref, pool_size = _open_desk(settings, self.env, context.cluster, self.seed)
-        self.budget = desk.budget
         state, round_index, history, selector_state = self.begin_state(desk, pool_size)
         options = context.cluster.worker.ray_options()
         round_context = ray.put(
@@ -337,7 +335,8 @@ class ActiveJob:
             )
         )
         cadence = Cadence(settings.max_rounds, checkpoint_every=settings.checkpoint_every)
-        recorder = Recorder(context, history, self.progress_line, cadence)
+        line = functools.partial(progress_line_of, budget=desk.budget)
+        recorder = Recorder(context, history, line, cadence)
         context.begin(history)  # only now: every check that can refuse the run has passed
         params = state.params
         # a stateful selector's state: a Ray reference between rounds, fetched to checkpoint
@@ -356,7 +355,7 @@ class ActiveJob:
                 state.weights,
             )
             record: dict[str, Any] = {"round": round_index, "labels": len(state.indices)}
-            remaining = min(desk.budget, pool_size) - len(state.indices)
+            remaining = desk.budget - len(state.indices)  # the budget fits the pool
             if remaining > 0:
                 k = min(settings.batch_size, remaining)
                 blocks = [
@@ -424,12 +423,11 @@ class ActiveJob:
             weights = check_weights(weights, k, name)
         state.extend(chosen, desk.label(chosen), weights)
 
-    def progress_line(self, record: dict[str, Any]) -> str:
-        budget = self.budget
-        head = (
-            f"[round {record['round']:>3}]  labels {record['labels']:>{len(str(budget))}}/{budget}"
-        )
-        return progress_line(head, record, PROGRESS)
+
+def progress_line_of(record: dict[str, Any], budget: int) -> str:
+    """A round's progress line: the labels spent of the run's ``budget``, and its measures."""
+    head = f"[round {record['round']:>3}]  labels {record['labels']:>{len(str(budget))}}/{budget}"
+    return progress_line(head, record, PROGRESS)
 
 
 def checkpoint_arrays(
