@@ -263,3 +263,29 @@ def test_a_missing_objective_is_named(tmp_path):
     proc = run_cli("protocol.rounds=1", "objective=accuracy", f"output_dir={tmp_path / 'run'}")
     assert proc.returncode == 2
     assert "objective: the run has no final metric 'accuracy' (it has: " in proc.stderr
+
+
+def test_a_sweep_of_several_grids_runs_each_job_once():
+    """``hydra.sweeper.grids``: each grid adds to ``params`` (its own value of a shared key wins),
+    the command line wins over both, a job in two grids runs once, batches as Hydra's."""
+    from types import SimpleNamespace
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.cohort_launcher.cohort_sweeper import CohortSweeper
+
+    grids = [{"b": "1,2"}, {"a": "y", "b": "1"}, {"b": "1"}]
+    sweeper = CohortSweeper(max_batch_size=2, params={"seed": "0,1", "a": "x"}, grids=grids)
+    sweeper.hydra_context = SimpleNamespace(config_loader=None)
+    sweeper.arguments = ["seed=5"]
+    parsed = OverridesParser.create().parse_overrides(["seed=0,1", "a=x", "seed=5"])
+    assert sweeper.split_arguments(parsed, 2) == [
+        [["seed=5", "a=x", "b=1"], ["seed=5", "a=x", "b=2"]],
+        [["seed=5", "a=y", "b=1"]],
+    ]
+    without = CohortSweeper(max_batch_size=None, params={"seed": "0,1"})
+    assert without.split_arguments(
+        OverridesParser.create().parse_overrides(["seed=0,1"]), None
+    ) == [[["seed=0"], ["seed=1"]]]
+    with pytest.raises(ValueError, match="grids: give at least one grid"):
+        CohortSweeper(max_batch_size=None, grids=[])

@@ -9,16 +9,23 @@ Hydra's basic launcher is wrapped so that every job is composed and checked befo
 starts, the refused ones are reported and skipped, and a job that fails does not stop the next
 (:func:`sim.runtime.sweep.launch_in_turn`). The sweep ends with a table of what failed. Any other
 launcher (joblib, submitit: their own parallelism) gets Hydra's own check of each batch.
+
+``hydra.sweeper.grids`` (a list of ``params``-like dicts) makes the sweep a union of grids: each
+grid's values are added to ``params`` (a key in both: the grid's), the command line's overrides
+win over both, and a job found in two grids runs once. An ablation whose arms sweep different
+keys (a field that only one algorithm has) is one sweep, not several commands.
 (No ``from __future__ import annotations``: see ``cohort_launcher``.)
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Dict, List, Optional  # noqa: UP035 (Hydra's structured configs)
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
@@ -30,6 +37,7 @@ from hydra_plugins.cohort_launcher.cohort_launcher import CohortLauncher
 @dataclass
 class CohortSweeperConf(BasicSweeperConf):
     _target_: str = "hydra_plugins.cohort_launcher.cohort_sweeper.CohortSweeper"
+    grids: Optional[List[Dict[str, str]]] = None  # noqa: UP006, UP045
 
 
 ConfigStore.instance().store(
@@ -57,6 +65,39 @@ class InTurn(Launcher):
 
 
 class CohortSweeper(BasicSweeper):
+    def __init__(
+        self,
+        max_batch_size: int | None,
+        params: dict[str, str] | None = None,
+        grids: list[dict[str, str]] | None = None,
+    ) -> None:
+        super().__init__(max_batch_size, params)
+        if grids is not None and not grids:
+            raise ValueError("hydra.sweeper.grids: give at least one grid, or null")
+        self.grids = grids
+        self.arguments: list[str] = []
+
+    def sweep(self, arguments: list[str]) -> Any:
+        self.arguments = list(arguments)
+        return super().sweep(arguments)
+
+    def split_arguments(  # type: ignore[override]
+        self, overrides: list[Override], max_batch_size: int | None
+    ) -> list[list[list[str]]]:
+        """The jobs of ``params`` and the command line (``overrides``), or, with ``grids``, of
+        each grid in turn (see the module docstring), in batches of ``max_batch_size``."""
+        if self.grids is None:
+            return BasicSweeper.split_arguments(overrides, max_batch_size)
+        assert self.hydra_context is not None
+        parse = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        jobs: dict[tuple[str, ...], None] = {}
+        for grid in self.grids:
+            params = {**(self.params or {}), **grid}
+            lines = [f"{k}={v}" for k, v in params.items()] + self.arguments
+            for job in BasicSweeper.split_arguments(parse.parse_overrides(lines), None)[0]:
+                jobs.setdefault(tuple(job), None)
+        return list(self.split_overrides_to_chunks([list(job) for job in jobs], max_batch_size))
+
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
