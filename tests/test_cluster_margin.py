@@ -72,6 +72,16 @@ def test_two_level_refuses_more_clusters_than_cells():
         two_level_hac(x, clusters=60, micro_clusters=50)
 
 
+def test_more_clusters_than_cells_only_beyond_the_exact_limit():
+    x = np.random.default_rng(8).normal(size=(60, 3))
+    exact = ClusterMargin(clusters=50, micro_clusters=10, exact_limit=60)
+    assert len(np.unique(exact.cluster(x, np.random.default_rng(0)))) == 50
+    with pytest.raises(ValueError, match="clusters: must be <= micro_clusters 10 for a pool"):
+        ClusterMargin(clusters=50, micro_clusters=10, exact_limit=59).cluster(
+            x, np.random.default_rng(0)
+        )
+
+
 def test_cluster_margin_needs_exactly_one_cut():
     with pytest.raises(ValueError, match="exactly one"):
         ClusterMargin(epsilon=1.0, clusters=3)

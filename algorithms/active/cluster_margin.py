@@ -236,11 +236,6 @@ class ClusterMargin:
         checks.at_least(self, 2, "exact_limit", "micro_clusters")
         if self.exact_limit > 30000:  # scipy: n^2 / 2 float64 distances; 3.1 GiB at 20,000
             raise ValueError(f"exact_limit: must be <= 30000 (got {self.exact_limit})")
-        if self.clusters is not None and self.clusters > self.micro_clusters:
-            raise ValueError(
-                f"clusters: must be <= micro_clusters {self.micro_clusters} (a k-means cell's "
-                f"points share a cluster; got {self.clusters})"
-            )
         checks.at_least(self, 1, "kmeans_iterations")
         if self.micro_clusters > 16384:  # two (cells, cells) float64 arrays: 4 GiB at 16,384
             raise ValueError(f"micro_clusters: must be <= 16384 (got {self.micro_clusters})")
@@ -249,6 +244,12 @@ class ClusterMargin:
         """Cluster ids of the pool's embeddings: exact HAC, or two-level beyond exact_limit."""
         if len(embeddings) <= self.exact_limit:
             return exact_hac(embeddings, self.epsilon, self.clusters)
+        if self.clusters is not None and self.clusters > self.micro_clusters:
+            raise ValueError(
+                f"algorithm.clusters: must be <= micro_clusters {self.micro_clusters} for a pool "
+                f"of more than exact_limit {self.exact_limit} points (a k-means cell's points "
+                f"share a cluster; got {self.clusters})"
+            )
         seed = int(rng.integers(2**31 - 1))
         return two_level_hac(
             embeddings,
