@@ -306,6 +306,12 @@ def test_derived_metrics_at_rounds_and_rounds_to_target() -> None:
     assert derived_metrics(by_labels, "test_accuracy", (), 0.85, x="labels") == {
         "labels_to_0.85": 20.0  # an x already plural keeps its name
     }
+    crossing = derived_metrics(by_labels, "test_accuracy", (), 0.8, x="labels", interpolate=True)
+    assert crossing == {"labels_to_0.8": pytest.approx(17.5)}  # 0.5 + 0.04 / label reaches 0.8
+    first = derived_metrics(by_labels, "test_accuracy", (), 0.4, x="labels", interpolate=True)
+    assert first == {"labels_to_0.4": 10.0}  # reached at the first point: nothing to interpolate
+    lower = derived_metrics(run, "distance_to_optimum", (), 1.0, interpolate=True)
+    assert lower == {"rounds_to_1": pytest.approx(1 + 2 * 1.0 / 1.6)}  # 2.0 -> 0.4 over 2 rounds
     with_area = derived_metrics(by_labels, "test_accuracy", (), None, x="labels", area=True)
     assert with_area == {"test_accuracy_area": 0.7}  # (0.5 + 0.9) / 2 over [10, 20]
 

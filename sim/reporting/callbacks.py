@@ -118,6 +118,7 @@ class MultirunReport(Callback):
         hold: bool = False,
         area: bool = False,
         upto: str | None = None,
+        interpolate: bool = False,
     ) -> None:
         self.arguments = ["--metric", metric, "--at-rounds", at_rounds, "--x", x]
         if upto is not None and compare is None:
@@ -130,6 +131,8 @@ class MultirunReport(Callback):
             self.arguments += ["--match", match]
         if target is not None:
             self.arguments += ["--target", str(target)]
+        if interpolate:
+            self.arguments.append("--interpolate")
         if compare is not None:
             self.arguments += ["--compare", compare]
         if by is not None:

@@ -77,10 +77,14 @@ def plot_panels(
     hold: bool = False,
 ) -> None:
     """Like :func:`plot_groups`, one subplot per panel (``panels`` maps a panel title to its
-    groups); a group keeps its colour across panels."""
-    fig = Figure(figsize=(6.5 * len(panels) if len(panels) > 1 else 6.5, 4.0), layout="constrained")
-    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    groups); a group keeps its colour across panels. Many or long labels go in a legend below
+    each panel (the figure grows to hold it), ``key=unset`` parts left out."""
     labels = list(dict.fromkeys(label for groups in panels.values() for label in groups))
+    below = len(labels) > 6 or max(map(len, labels), default=0) > 40
+    lines = max((len(groups) for groups in panels.values()), default=0) if below else 0
+    width = 6.5 * len(panels) if len(panels) > 1 else 6.5
+    fig = Figure(figsize=(width, 4.0 + 0.17 * lines), layout="constrained")
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
     colours = label_colours(labels)
     for ax, (panel, groups) in zip(axes, panels.items(), strict=True):
         if not _draw_groups(ax, groups, key, x, colours, hold):
@@ -88,7 +92,10 @@ def plot_panels(
             continue
         ax.set(xlabel=x, ylabel=key, title=panel or None)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small")
+        if below:
+            ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.14))
+        else:
+            ax.legend(fontsize="x-small")
     _save(fig, path, title)
 
 
@@ -198,7 +205,8 @@ def _draw_groups(
         grid, mean, std = mean_band(histories, key, x, hold)
         if not len(grid):
             continue
-        ax.plot(grid, mean, color=colours[label], label=f"{label} (n={len(histories)})")
+        shown = ", ".join(part for part in label.split(", ") if not part.endswith("=unset"))
+        ax.plot(grid, mean, color=colours[label], label=f"{shown} (n={len(histories)})")
         ax.fill_between(grid, mean - std, mean + std, color=colours[label], alpha=0.12)
         plotted = True
     return plotted

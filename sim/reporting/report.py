@@ -218,18 +218,27 @@ def derived_metrics(
     target: float | None = None,
     x: str = "round",
     area: bool = False,
+    interpolate: bool = False,
 ) -> dict[str, float]:
     """``metric`` at the given values of ``x`` (``metric@R``), and the first ``x`` at which it
     reaches ``target`` (``<x>s_to_<target>``, e.g. ``rounds_to_0.8``, ``labels_to_0.85``: >= for
     accuracies, <= for losses, distances and errors); a run that never reaches the target has
-    no value, so the table's n counts the runs that did. With ``area``, also the curve's mean
-    height over its ``x`` range (``<metric>_area``, :func:`area_under_curve`)."""
+    no value, so the table's n counts the runs that did. With ``interpolate``, the ``x`` where
+    the straight line between the last point short of the target and the first that reaches it
+    crosses the target (finer than the evaluated points: batches of 10,000 labels). With
+    ``area``, also the curve's mean height over its ``x`` range (``<metric>_area``,
+    :func:`area_under_curve`)."""
     xs, values = series(run.history, metric, x)
     derived = {f"{metric}@{r}": float(values[xs == r][0]) for r in at_rounds if r in xs}
     if target is not None:
         reached = values <= target if lower_is_better(metric) else values >= target
         if reached.any():
-            derived[f"{plural(x)}_to_{target:g}"] = float(xs[reached][0])
+            i = int(np.argmax(reached))
+            at = float(xs[i])
+            if interpolate and i > 0:  # values[i - 1] is short of the target, values[i] not
+                slope = (xs[i] - xs[i - 1]) / (values[i] - values[i - 1])
+                at = float(xs[i - 1] + (target - values[i - 1]) * slope)
+            derived[f"{plural(x)}_to_{target:g}"] = at
     if area and len(xs):
         derived[f"{metric}_area"] = area_under_curve(run.history, metric, x)
     return derived
@@ -312,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cohort: warning: --match {args.match}: no such group in these runs "
               f"({', '.join(groups)}); no match table", file=sys.stderr)  # fmt: skip
         args.match = None  # a preset's report over part of its sweep: the rest still comes
-    options = (args.metric, at_rounds, args.target, args.x, args.area)
+    options = (args.metric, at_rounds, args.target, args.x, args.area, args.interpolate)
     runs = [replace(run, final={**run.final, **derived_metrics(run, *options)}) for run in runs]
     groups = group_runs(runs)
     out = Path(args.out or args.dirs[0])
@@ -360,6 +369,11 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--target", type=float, help="tabulate the first round --metric reaches this"
+    )
+    parser.add_argument(
+        "--interpolate",
+        action="store_true",
+        help="with --target: where the line between the evaluated points crosses the target",
     )
     parser.add_argument("--x", default="round", help="x axis of the curves (e.g. labels)")
     parser.add_argument(
