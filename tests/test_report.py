@@ -284,6 +284,13 @@ def test_plot_groups_uneven_histories(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "groups.png"
     plot_groups(groups, "x", path, title="x")
     assert path.read_bytes().startswith(b"\x89PNG")
+    many = {f"algorithm=a{i}, algorithm.f=unset": groups["a"] for i in range(12)}
+    plot_groups(many, "x", tmp_path / "many.png")  # a legend below the axes: a taller figure
+    assert png_height(tmp_path / "many.png") > png_height(path) + 12 * 0.17 * 120 * 0.9
+
+
+def png_height(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[20:24], "big")
 
 
 def test_derived_metrics_at_rounds_and_rounds_to_target() -> None:
