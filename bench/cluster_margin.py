@@ -2,7 +2,7 @@
 and the per-round selection time.
 
     python bench/cluster_margin.py [--sizes 10000,100000,1000000] [--agreement 20000]
-                                   [--timeout 900]
+                                   [--timeout 900] [--sections 1,2,3,4]
 
 Data: a mixture of 1,000 Gaussians in 64 dimensions (centres N(0, 9 I), unit noise; float32),
 and Fashion-MNIST's 60,000 training images projected on their first 64 principal components
@@ -22,6 +22,12 @@ and Fashion-MNIST's 60,000 training images projected on their first 64 principal
    number of clusters, and cut at the same epsilon (with the clusters that gives).
 3. Selection: ``ClusterMargin.select`` of k_t = 100,000 from 10^6 points (k_m = 10 k_t: every
    unlabeled point), next to margin's own selection of the same batch.
+4. Embeddings: how closely the clusters of each embedding of a 20,000-image Fashion-MNIST pool
+   follow its 10 classes (exact HAC cut into 10 and into 1,000 clusters: adjusted Rand index
+   against the classes, and purity, the share of points in their cluster's majority class),
+   for the penultimate layer of the MLPs of ``experiment=cluster_margin_ablation`` trained on a
+   random 2,000 of the pool (128 x 2 for 10 epochs; 256 x 2 for 40), and for the pixels on their
+   top 64 principal components; with each MLP's test accuracy.
 """
 
 from __future__ import annotations
@@ -189,20 +195,72 @@ def selection_table() -> None:
         print(f"  {name:<15} {seconds:.2f} s  ({seconds / times['margin']:.2f}x margin)")
 
 
+def embedding_table(n: int = 20000, seed_size: int = 2000) -> None:
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from sklearn.metrics import adjusted_rand_score
+
+    from envs.fashion_mnist import FashionMNISTPool
+    from models.learner import MLPLearner
+    from sim.training.learner import expose
+
+    try:
+        pool = FashionMNISTPool(pool_size=n).load_pool()
+    except FileNotFoundError:
+        print("\n4. embeddings: skipped, Fashion-MNIST is not on this machine")
+        return
+    rng = np.random.default_rng(0)
+    seed_set = rng.choice(n, seed_size, replace=False)
+    centred = pool.x - pool.x.mean(axis=0)
+    top = np.linalg.svd(centred[seed_set], full_matrices=False)[2][:DIMS]
+    embeddings = {"pixels, PCA-64": (centred @ top.T, None)}
+    for width, epochs in ((128, 10), (256, 40)):
+        learner = MLPLearner(width=width, epochs=epochs, batch_size=128)
+        x, y = pool.x[seed_set], pool.y[seed_set]
+        model, _ = learner.fit(x, y, pool.num_classes, np.random.default_rng(0), 0)
+        test = expose(model, pool.test_x).probabilities.argmax(axis=1) == pool.test_y
+        embeddings[f"MLP {width} x 2, {epochs} epochs"] = (
+            expose(model, pool.x).embeddings,
+            test.mean(),
+        )
+    print(f"\n4. embeddings of {n} images (MLPs trained on {seed_set.size} of them): clusters vs")
+    print(f"{'embedding':<24} {'test acc':>8}  {'ARI@10':>6} {'purity@10':>9}  {'purity@1000':>11}")
+    for name, (e, accuracy) in embeddings.items():
+        tree = linkage(e.astype(np.float64), method="average")  # one tree, cut twice
+        cells = {c: fcluster(tree, c, criterion="maxclust") for c in (10, 1000)}
+        purity = {c: majority_share(labels, pool.y) for c, labels in cells.items()}
+        ari = adjusted_rand_score(pool.y, cells[10])
+        shown = "-" if accuracy is None else f"{accuracy:.3f}"
+        print(f"{name:<24} {shown:>8}  {ari:>6.3f} {purity[10]:>9.3f}  {purity[1000]:>11.3f}")
+
+
+def majority_share(clusters: np.ndarray, classes: np.ndarray) -> float:
+    """The share of points whose class is their cluster's most common one (purity)."""
+    counts = np.zeros((clusters.max() + 1, classes.max() + 1), np.int64)  # fcluster: ids from 1
+    np.add.at(counts, (clusters, classes), 1)
+    return float(counts.max(axis=1).sum() / len(classes))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,20000,100000,1000000")
     parser.add_argument("--agreement", type=int, default=20000)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--sections", default="1,2,3,4", help="which tables (docstring)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]))
         return
     print(f"load average at the start: {os.getloadavg()[0]:.2f}; cores: {os.cpu_count()}")
-    clustering_table([int(s) for s in args.sizes.split(",")], args.timeout)
-    agreement_table(args.agreement)
-    selection_table()
+    sections = set(args.sections.split(","))
+    if "1" in sections:
+        clustering_table([int(s) for s in args.sizes.split(",")], args.timeout)
+    if "2" in sections:
+        agreement_table(args.agreement)
+    if "3" in sections:
+        selection_table()
+    if "4" in sections:
+        embedding_table()
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
 
 
