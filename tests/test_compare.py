@@ -125,5 +125,7 @@ def test_report_compare_up_to_each_budget(tmp_path):
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--upto", "10"])  # needs --compare
     with pytest.raises(SystemExit):
+        main([str(tmp_path), "--interpolate"])  # needs --target
+    with pytest.raises(SystemExit):
         main([str(tmp_path), "--compare", "algorithm=margin", "--by", "env.dataset",
               "--upto", "0"])  # fmt: skip

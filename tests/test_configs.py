@@ -40,15 +40,25 @@ def test_every_option_composes_and_builds(group, name):
 
 
 def sweep_overrides(name: str) -> list[list[str]]:
-    """The override lists of a preset's multirun (its ``hydra.sweeper.params``)."""
+    """The override lists of a preset's multirun (its ``hydra.sweeper.params``, joined by each
+    of its ``hydra.sweeper.grids`` in turn)."""
     raw = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml")
-    params = OmegaConf.select(raw, "hydra.sweeper.params") or {}
-    axes = [[f"{key}={v}" for v in str(values).split(",")] for key, values in params.items()]
-    if not axes:
-        return [[]]
-    combinations = list(itertools.product(*axes))
-    if len(combinations) <= MAX_COMBINATIONS:
-        return [list(c) for c in combinations]
+    params = dict(OmegaConf.select(raw, "hydra.sweeper.params") or {})
+    grids = OmegaConf.select(raw, "hydra.sweeper.grids") or [{}]
+    sweeps = [
+        [[f"{key}={v}" for v in str(values).split(",")] for key, values in {**params, **g}.items()]
+        for g in grids
+    ]
+    if sum(len(list(itertools.product(*axes))) for axes in sweeps) <= MAX_COMBINATIONS:
+        jobs = [list(c) for axes in sweeps for c in itertools.product(*axes)]
+    else:
+        jobs = [one_at_a_time(axes) for axes in sweeps]
+        jobs = [job for grid in jobs for job in grid]
+    return list(map(list, dict.fromkeys(map(tuple, jobs)))) or [[]]
+
+
+def one_at_a_time(axes: list[list[str]]) -> list[list[str]]:
+    """Every value of each axis once, the other axes at their first value."""
     firsts = [axis[0] for axis in axes]
     return [firsts[:i] + [v] + firsts[i + 1 :] for i, axis in enumerate(axes) for v in axis]
 

@@ -123,6 +123,8 @@ class MultirunReport(Callback):
         self.arguments = ["--metric", metric, "--at-rounds", at_rounds, "--x", x]
         if upto is not None and compare is None:
             raise ValueError("hydra.callbacks.report.upto: needs compare (a tally per budget)")
+        if interpolate and target is None:
+            raise ValueError("hydra.callbacks.report.interpolate: needs target")
         if upto is not None:
             self.arguments += ["--upto", str(upto)]
         if area:

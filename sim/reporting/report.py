@@ -441,6 +441,8 @@ def checked_rounds(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error("--compare takes KEY=BASELINE and needs --by KEY")
     if args.upto and not args.compare:
         parser.error("--upto needs --compare")
+    if args.interpolate and args.target is None:
+        parser.error("--interpolate needs --target")
     if args.slope and ":" not in args.slope:
         parser.error("--slope takes KEY:METRIC")
     if args.scatter and len(args.scatter.split(",")) != 2:
