@@ -243,6 +243,8 @@ def test_draft_distillation_bad_input(ray_session, lm_cache, tmp_path, extra, ne
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow  # about 66 s (two rebuilds of the teacher): the default suite's time budget;
+# the damaged-cache path itself runs there (tests/test_softsrv.py, data_dirs.discard_damaged)
 def test_damaged_caches_are_rebuilt_with_one_warning(
     ray_session, lm_cache, baseline, tmp_path, capsys
 ):
@@ -287,6 +289,7 @@ def test_given_teacher_weights_are_checked_against_the_teacher_s_shapes(
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow  # about 66 s (SALT_DS scores the stream twice): as the test above
 def test_damaged_selection_scores_are_computed_again(ray_session, lm_cache, baseline, tmp_path,
                                                       capfd):  # fmt: skip
     """SALT_DS's cached teacher scores, cut short: one warning line, scored again, the same run.
