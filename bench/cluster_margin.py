@@ -26,8 +26,9 @@ and Fashion-MNIST's 60,000 training images projected on their first 64 principal
    follow its 10 classes (exact HAC cut into 10 and into 1,000 clusters: adjusted Rand index
    against the classes, and purity, the share of points in their cluster's majority class),
    for the penultimate layer of the MLPs of ``experiment=cluster_margin_ablation`` trained on a
-   random 2,000 of the pool (128 x 2 for 10 epochs; 256 x 2 for 40), and for the pixels on their
-   top 64 principal components; with each MLP's test accuracy.
+   random 2,000 of the pool (128 x 2 for 10 epochs; 256 x 2 for 40), and for the pixels on the
+   top 64 principal components of those 2,000 (the labelled ones); with each MLP's test
+   accuracy.
 """
 
 from __future__ import annotations

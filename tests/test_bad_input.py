@@ -44,6 +44,15 @@ def api_error(overrides, tmp_path):
         ),
         (["algorithm=cluster_margin", "algorithm.micro_clusters=100000"], "must be <= 16384"),
         (["algorithm=cluster_margin", "algorithm.exact_limit=100000"], "must be <= 30000"),
+        (  # the pool's size is known once the oracle has it: refused before the first round
+            [
+                "algorithm=cluster_margin",
+                "env.dataset=iris",
+                "algorithm.exact_limit=10",
+                "algorithm.clusters=5000",
+            ],
+            "algorithm.clusters: must be <= micro_clusters 4096 for a pool of more than",
+        ),  # fmt: skip
         (["algorithm=iwes", "algorithm.variant=margin"], "algorithm.variant: must be one of"),
         (["algorithm=iwes", "algorithm.floor=-0.1"], "algorithm.floor: must be in [0, 1]"),
         (["algorithm=iwes"], "learner: algorithm IWeS needs a learner of 2 models"),

@@ -80,6 +80,9 @@ def test_more_clusters_than_cells_only_beyond_the_exact_limit():
         ClusterMargin(clusters=50, micro_clusters=10, exact_limit=59).cluster(
             x, np.random.default_rng(0)
         )
+    ClusterMargin(clusters=50, micro_clusters=10, exact_limit=60).check_pool(60)
+    with pytest.raises(ValueError, match="got 50; the pool has 61"):
+        ClusterMargin(clusters=50, micro_clusters=10, exact_limit=60).check_pool(61)
 
 
 def test_cluster_margin_needs_exactly_one_cut():

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sim.reporting.callbacks import MultirunReport
 from sim.reporting.compare import area_under_curve, compare, signed_rank_sums, tally
 from sim.reporting.report import main
 
@@ -125,7 +126,13 @@ def test_report_compare_up_to_each_budget(tmp_path):
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--upto", "10"])  # needs --compare
     with pytest.raises(SystemExit):
-        main([str(tmp_path), "--interpolate"])  # needs --target
-    with pytest.raises(SystemExit):
         main([str(tmp_path), "--compare", "algorithm=margin", "--by", "env.dataset",
               "--upto", "0"])  # fmt: skip
+
+
+def test_interpolate_needs_a_target(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--interpolate"])
+    assert "--interpolate needs --target" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="interpolate: needs target"):
+        MultirunReport(interpolate=True)

@@ -4,7 +4,6 @@ and restate no default (the dataclass is the one source of defaults)."""
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
@@ -40,27 +39,36 @@ def test_every_option_composes_and_builds(group, name):
 
 
 def sweep_overrides(name: str) -> list[list[str]]:
-    """The override lists of a preset's multirun (its ``hydra.sweeper.params``, joined by each
-    of its ``hydra.sweeper.grids`` in turn)."""
+    """The override lists of a preset's multirun, as Cohort's sweeper makes them (its
+    ``hydra.sweeper.params``, joined by each of its ``hydra.sweeper.grids``); of a sweep of more
+    than ``MAX_COMBINATIONS`` jobs, those of each grid that bring a value not seen before in it
+    (every value of every key of each grid at least once)."""
     raw = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml")
-    params = dict(OmegaConf.select(raw, "hydra.sweeper.params") or {})
-    grids = OmegaConf.select(raw, "hydra.sweeper.grids") or [{}]
-    sweeps = [
-        [[f"{key}={v}" for v in str(values).split(",")] for key, values in {**params, **g}.items()]
-        for g in grids
-    ]
-    if sum(len(list(itertools.product(*axes))) for axes in sweeps) <= MAX_COMBINATIONS:
-        jobs = [list(c) for axes in sweeps for c in itertools.product(*axes)]
-    else:
-        jobs = [one_at_a_time(axes) for axes in sweeps]
-        jobs = [job for grid in jobs for job in grid]
-    return list(map(list, dict.fromkeys(map(tuple, jobs)))) or [[]]
+    params = OmegaConf.select(raw, "hydra.sweeper.params")
+    grids = OmegaConf.select(raw, "hydra.sweeper.grids")
+    params = {k: str(v) for k, v in OmegaConf.to_container(params).items()} if params else {}
+    every = [grid_jobs(params, grid) for grid in (OmegaConf.to_container(grids) if grids else [{}])]
+    jobs: list[list[str]] = []
+    for found in every:
+        if sum(map(len, every)) > MAX_COMBINATIONS:
+            seen: set[str] = set()
+            found = [job for job in found if not set(job) <= seen and not seen.update(job)]
+        jobs += [job for job in found if job not in jobs]
+    return jobs
 
 
-def one_at_a_time(axes: list[list[str]]) -> list[list[str]]:
-    """Every value of each axis once, the other axes at their first value."""
-    firsts = [axis[0] for axis in axes]
-    return [firsts[:i] + [v] + firsts[i + 1 :] for i, axis in enumerate(axes) for v in axis]
+def grid_jobs(params: dict[str, str], grid: dict) -> list[list[str]]:
+    """The jobs of ``params`` joined by one grid, from Cohort's sweeper itself."""
+    from types import SimpleNamespace
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.cohort_launcher.cohort_sweeper import CohortSweeper
+
+    sweeper = CohortSweeper(None, params, [grid])
+    sweeper.hydra_context = SimpleNamespace(config_loader=None)
+    (jobs,) = sweeper.split_arguments(OverridesParser.create().parse_overrides([]), None)
+    return jobs
 
 
 @pytest.mark.parametrize("name", [n for g, n in OPTIONS if g == "experiment"])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sim.reporting import report
-from sim.reporting.plotting import mean_band, plot_curves, plot_groups
+from sim.reporting.plotting import legend_label, mean_band, plot_curves, plot_groups
 from sim.reporting.report import (
     Run,
     Stat,
@@ -289,6 +289,11 @@ def test_plot_groups_uneven_histories(tmp_path: Path) -> None:
     assert png_height(tmp_path / "many.png") > png_height(path) + 12 * 0.17 * 120 * 0.9
 
 
+def test_legend_labels_leave_out_keys_a_run_lacks() -> None:
+    assert legend_label("algorithm=margin, algorithm.f=unset, seed=1") == "algorithm=margin, seed=1"
+    assert legend_label("algorithm.f=unset") == "algorithm.f=unset"  # nothing else: kept whole
+
+
 def png_height(path: Path) -> int:
     return int.from_bytes(path.read_bytes()[20:24], "big")
 
@@ -317,6 +322,11 @@ def test_derived_metrics_at_rounds_and_rounds_to_target() -> None:
     assert crossing == {"labels_to_0.8": pytest.approx(17.5)}  # 0.5 + 0.04 / label reaches 0.8
     first = derived_metrics(by_labels, "test_accuracy", (), 0.4, x="labels", interpolate=True)
     assert first == {"labels_to_0.4": 10.0}  # reached at the first point: nothing to interpolate
+    gap = [{"labels": 10, "test_accuracy": float("nan")}, {"labels": 20, "test_accuracy": 0.9}]
+    after_nan = Run(Path("."), {}, {}, {}, gap, None, 2)
+    assert derived_metrics(after_nan, "test_accuracy", (), 0.8, x="labels", interpolate=True) == {
+        "labels_to_0.8": 20.0  # no line from a missing value: the first point reaching it
+    }
     lower = derived_metrics(run, "distance_to_optimum", (), 1.0, interpolate=True)
     assert lower == {"rounds_to_1": pytest.approx(1 + 2 * 1.0 / 1.6)}  # 2.0 -> 0.4 over 2 rounds
     with_area = derived_metrics(by_labels, "test_accuracy", (), None, x="labels", area=True)

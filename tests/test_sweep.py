@@ -265,6 +265,15 @@ def test_a_missing_objective_is_named(tmp_path):
     assert "objective: the run has no final metric 'accuracy' (it has: " in proc.stderr
 
 
+def test_grids_from_the_command_line_take_yaml_values_unquoted(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "hydra.sweeper.grids=[{seed: 0, protocol.eval_every: 1}, {seed: 1}]",
+                   "protocol.rounds=1", "progress=false", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    configs = [summary(sweep / str(job))["config"] for job in (0, 1)]
+    assert [(c["seed"], c["protocol"]["eval_every"]) for c in configs] == [(0, 1), (1, 5)]
+
+
 def test_a_sweep_of_several_grids_runs_each_job_once():
     """``hydra.sweeper.grids``: each grid adds to ``params`` (its own value of a shared key wins),
     the command line wins over both, a job in two grids runs once, batches as Hydra's."""
@@ -274,15 +283,17 @@ def test_a_sweep_of_several_grids_runs_each_job_once():
 
     from hydra_plugins.cohort_launcher.cohort_sweeper import CohortSweeper
 
-    grids = [{"b": "1,2"}, {"a": "y", "b": "1"}, {"b": "1"}]
+    grids = [{"b": "1,2"}, {"a": "y", "b": 1}, {"b": "1"}, {"c": 3, "b": 2}, {"b": 2, "c": 3}]
     sweeper = CohortSweeper(max_batch_size=2, params={"seed": "0,1", "a": "x"}, grids=grids)
     sweeper.hydra_context = SimpleNamespace(config_loader=None)
     sweeper.arguments = ["seed=5"]
     parsed = OverridesParser.create().parse_overrides(["seed=0,1", "a=x", "seed=5"])
     assert sweeper.split_arguments(parsed, 2) == [
         [["seed=5", "a=x", "b=1"], ["seed=5", "a=x", "b=2"]],
-        [["seed=5", "a=y", "b=1"]],
+        [["seed=5", "a=y", "b=1"], ["seed=5", "a=x", "c=3", "b=2"]],  # the last grid's: a twin
     ]
+    typed = CohortSweeper(max_batch_size=None, grids=[{"a": 1.25, "b": None, "c": True}])
+    assert typed.grids == [{"a": "1.25", "b": "null", "c": "true"}]  # as Hydra writes them
     without = CohortSweeper(max_batch_size=None, params={"seed": "0,1"})
     assert without.split_arguments(
         OverridesParser.create().parse_overrides(["seed=0,1"]), None

@@ -218,7 +218,8 @@ class ClusterMargin:
     """Cluster-Margin (module docstring). The HAC is cut at ``epsilon`` or, if that is None,
     into ``clusters`` clusters; ``margin_factor`` is k_m / k_t (the batch size is k_t; 10 in the
     paper's Open Images runs). Pools of at most ``exact_limit`` points get exact HAC, larger ones
-    the two-level scheme with ``micro_clusters`` k-means cells of ``kmeans_iterations``."""
+    the two-level scheme with ``micro_clusters`` k-means cells of ``kmeans_iterations`` (then
+    ``clusters`` is at most ``micro_clusters``)."""
 
     epsilon: float | None = None
     clusters: int | None = None
@@ -240,16 +241,22 @@ class ClusterMargin:
         if self.micro_clusters > 16384:  # two (cells, cells) float64 arrays: 4 GiB at 16,384
             raise ValueError(f"micro_clusters: must be <= 16384 (got {self.micro_clusters})")
 
+    def check_pool(self, pool_size: int) -> None:
+        """Refuse, before the run starts, a cut into more clusters than the two-level path has
+        k-means cells (pools of more than ``exact_limit`` points: a cell's points share a
+        cluster)."""
+        if pool_size > self.exact_limit and (self.clusters or 0) > self.micro_clusters:
+            raise ValueError(
+                f"algorithm.clusters: must be <= micro_clusters {self.micro_clusters} for a pool "
+                f"of more than exact_limit {self.exact_limit} points (got {self.clusters}; the "
+                f"pool has {pool_size})"
+            )
+
     def cluster(self, embeddings: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Cluster ids of the pool's embeddings: exact HAC, or two-level beyond exact_limit."""
         if len(embeddings) <= self.exact_limit:
             return exact_hac(embeddings, self.epsilon, self.clusters)
-        if self.clusters is not None and self.clusters > self.micro_clusters:
-            raise ValueError(
-                f"algorithm.clusters: must be <= micro_clusters {self.micro_clusters} for a pool "
-                f"of more than exact_limit {self.exact_limit} points (a k-means cell's points "
-                f"share a cluster; got {self.clusters})"
-            )
+        self.check_pool(len(embeddings))
         seed = int(rng.integers(2**31 - 1))
         return two_level_hac(
             embeddings,

@@ -12,8 +12,10 @@ launcher (joblib, submitit: their own parallelism) gets Hydra's own check of eac
 
 ``hydra.sweeper.grids`` (a list of ``params``-like dicts) makes the sweep a union of grids: each
 grid's values are added to ``params`` (a key in both: the grid's), the command line's overrides
-win over both, and a job found in two grids runs once. An ablation whose arms sweep different
-keys (a field that only one algorithm has) is one sweep, not several commands.
+win over both, and a job found in two grids runs once (its overrides compared as written, in
+any order). Unquoted YAML numbers, booleans and null are taken as Hydra writes them. An
+ablation whose arms sweep different keys (a field that only one algorithm has) is one sweep, not
+several commands.
 (No ``from __future__ import annotations``: see ``cohort_launcher``.)
 """
 
@@ -37,7 +39,7 @@ from hydra_plugins.cohort_launcher.cohort_launcher import CohortLauncher
 @dataclass
 class CohortSweeperConf(BasicSweeperConf):
     _target_: str = "hydra_plugins.cohort_launcher.cohort_sweeper.CohortSweeper"
-    grids: Optional[List[Dict[str, str]]] = None  # noqa: UP006, UP045
+    grids: Optional[List[Dict[str, Any]]] = None  # noqa: UP006, UP045
 
 
 ConfigStore.instance().store(
@@ -69,13 +71,13 @@ class CohortSweeper(BasicSweeper):
         self,
         max_batch_size: int | None,
         params: dict[str, str] | None = None,
-        grids: list[dict[str, str]] | None = None,
+        grids: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(max_batch_size, params)
         if grids is not None and not grids:
             raise ValueError("hydra.sweeper.grids: give at least one grid, or null")
-        self.grids = grids
-        self.arguments: list[str] = []
+        self.grids = None if grids is None else [as_sweep(grid) for grid in grids]
+        self.arguments: list[str] = []  # the command line's, kept by sweep() for the grids
 
     def sweep(self, arguments: list[str]) -> Any:
         self.arguments = list(arguments)
@@ -90,13 +92,12 @@ class CohortSweeper(BasicSweeper):
             return BasicSweeper.split_arguments(overrides, max_batch_size)
         assert self.hydra_context is not None
         parse = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        jobs: dict[tuple[str, ...], None] = {}
+        jobs: dict[tuple[str, ...], list[str]] = {}  # the same overrides in any order: one job
         for grid in self.grids:
-            params = {**(self.params or {}), **grid}
-            lines = [f"{k}={v}" for k, v in params.items()] + self.arguments
+            lines = [f"{k}={v}" for k, v in {**self.params, **grid}.items()] + self.arguments
             for job in BasicSweeper.split_arguments(parse.parse_overrides(lines), None)[0]:
-                jobs.setdefault(tuple(job), None)
-        return list(self.split_overrides_to_chunks([list(job) for job in jobs], max_batch_size))
+                jobs.setdefault(tuple(sorted(job)), job)
+        return list(self.split_overrides_to_chunks(list(jobs.values()), max_batch_size))
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -111,3 +112,12 @@ class CohortSweeper(BasicSweeper):
         once. Any other launcher (its own parallelism, kept): Hydra's check of the batch."""
         if not isinstance(self.launcher, CohortLauncher | InTurn):
             super().validate_batch_is_legal(batch)
+
+
+def as_sweep(grid: dict[str, Any]) -> dict[str, str]:
+    """A grid's values as ``params`` holds them: strings as written, ``null`` for None, YAML's
+    numbers and booleans as Hydra writes them (``3``, ``1.25``, ``true``)."""
+    text = {None: "null", True: "true", False: "false"}
+    return {
+        str(k): text[v] if v is None or isinstance(v, bool) else str(v) for k, v in grid.items()
+    }

@@ -80,7 +80,7 @@ def plot_panels(
     groups); a group keeps its colour across panels. Many or long labels go in a legend below
     each panel (the figure grows to hold it), ``key=unset`` parts left out."""
     labels = list(dict.fromkeys(label for groups in panels.values() for label in groups))
-    below = len(labels) > 6 or max(map(len, labels), default=0) > 40
+    below = len(labels) > 6 or max((len(legend_label(x)) for x in labels), default=0) > 40
     lines = max((len(groups) for groups in panels.values()), default=0) if below else 0
     width = 6.5 * len(panels) if len(panels) > 1 else 6.5
     fig = Figure(figsize=(width, 4.0 + 0.17 * lines), layout="constrained")
@@ -205,11 +205,19 @@ def _draw_groups(
         grid, mean, std = mean_band(histories, key, x, hold)
         if not len(grid):
             continue
-        shown = ", ".join(part for part in label.split(", ") if not part.endswith("=unset"))
-        ax.plot(grid, mean, color=colours[label], label=f"{shown} (n={len(histories)})")
+        ax.plot(
+            grid, mean, color=colours[label], label=f"{legend_label(label)} (n={len(histories)})"
+        )
         ax.fill_between(grid, mean - std, mean + std, color=colours[label], alpha=0.12)
         plotted = True
     return plotted
+
+
+def legend_label(label: str) -> str:
+    """A group's label without its ``key=unset`` parts (a key that run's config lacks), or the
+    whole label if nothing else is left."""
+    kept = [part for part in label.split(", ") if not part.endswith("=unset")]
+    return ", ".join(kept) or label
 
 
 def label_colours(labels: Sequence[str]) -> dict[str, object]:

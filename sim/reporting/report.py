@@ -235,7 +235,7 @@ def derived_metrics(
         if reached.any():
             i = int(np.argmax(reached))
             at = float(xs[i])
-            if interpolate and i > 0:  # values[i - 1] is short of the target, values[i] not
+            if interpolate and i > 0 and np.isfinite(values[i - 1]):  # short of the target
                 slope = (xs[i] - xs[i - 1]) / (values[i] - values[i - 1])
                 at = float(xs[i - 1] + (target - values[i - 1]) * slope)
             derived[f"{plural(x)}_to_{target:g}"] = at

@@ -323,6 +323,11 @@ class ActiveJob:
     def run(self, context: RunContext) -> Outcome:
         settings, learner = self.settings, self.learner
         desk, view_ref, pool_size = _open_desk(settings, self.env, context.cluster, self.seed)
+        if hasattr(self.selector, "check_pool"):  # a selector's bound on the pool (Cluster-Margin)
+            try:
+                self.selector.check_pool(pool_size)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         state, round_index, history, selector_state = self.begin_state(desk, pool_size)
         options = context.cluster.worker.ray_options()
         round_context = ray.put(
