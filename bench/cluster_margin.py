@@ -214,9 +214,9 @@ def embedding_table(n: int = 20000, seed_size: int = 2000) -> None:
     centred = pool.x - pool.x.mean(axis=0)
     top = np.linalg.svd(centred[seed_set], full_matrices=False)[2][:DIMS]
     embeddings = {"pixels, PCA-64": (centred @ top.T, None)}
+    x, y = pool.x[seed_set], pool.y[seed_set]
     for width, epochs in ((128, 10), (256, 40)):
         learner = MLPLearner(width=width, epochs=epochs, batch_size=128)
-        x, y = pool.x[seed_set], pool.y[seed_set]
         model, _ = learner.fit(x, y, pool.num_classes, np.random.default_rng(0), 0)
         test = expose(model, pool.test_x).probabilities.argmax(axis=1) == pool.test_y
         embeddings[f"MLP {width} x 2, {epochs} epochs"] = (

@@ -48,9 +48,10 @@ def sweep_overrides(name: str) -> list[list[str]]:
     grids = OmegaConf.select(raw, "hydra.sweeper.grids")
     params = {k: str(v) for k, v in OmegaConf.to_container(params).items()} if params else {}
     every = [grid_jobs(params, grid) for grid in (OmegaConf.to_container(grids) if grids else [{}])]
+    cover = sum(map(len, every)) > MAX_COMBINATIONS
     jobs: list[list[str]] = []
     for found in every:
-        if sum(map(len, every)) > MAX_COMBINATIONS:
+        if cover:
             seen: set[str] = set()
             found = [job for job in found if not set(job) <= seen and not seen.update(job)]
         jobs += [job for job in found if job not in jobs]

@@ -82,8 +82,7 @@ def plot_panels(
     labels = list(dict.fromkeys(label for groups in panels.values() for label in groups))
     below = len(labels) > 6 or max((len(legend_label(x)) for x in labels), default=0) > 40
     lines = max((len(groups) for groups in panels.values()), default=0) if below else 0
-    width = 6.5 * len(panels) if len(panels) > 1 else 6.5
-    fig = Figure(figsize=(width, 4.0 + 0.17 * lines), layout="constrained")
+    fig = Figure(figsize=(6.5 * max(len(panels), 1), 4.0 + 0.17 * lines), layout="constrained")
     axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
     colours = label_colours(labels)
     for ax, (panel, groups) in zip(axes, panels.items(), strict=True):
