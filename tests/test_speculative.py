@@ -1,5 +1,7 @@
 """Speculative decoding is lossless: exactly by enumeration and by chi-square over many draws;
-greedy equals the target's greedy; the acceptance rate is 1 - TVD; the KV cache is exact."""
+greedy equals the target's greedy; the acceptance rate is 1 - TVD; the KV cache is exact. The
+lossy variant (lenience < 1): Leviathan et al.'s acceptance rate and bound, its output law by
+chi-square, and lenience 1 is the lossless algorithm bit for bit."""
 
 from __future__ import annotations
 
@@ -129,3 +131,80 @@ def test_greedy_speculative_decoding_equals_the_targets_greedy_decoding():
     # a draft that is the target is always accepted: gamma + 1 tokens per target call
     _, stats = speculative_generate(target, target, [1, 2, 3], 20, 4, 1.0, np.random.default_rng(0))
     assert stats.accepted == stats.proposed and stats.block_efficiency == 5.0
+
+
+def test_lenience_gives_leviathans_acceptance_rate_and_bound():
+    # Appendix A.5: alpha = sum_x min(p(x) / l, q(x)); no token above p(x) / l
+    p, q, lenience = P[0], Q[0], 0.5
+    # min(1.0, .2) + min(.6, .2) + min(.3, .5) + min(.1, .1) = 0.2 + 0.2 + 0.3 + 0.1
+    assert acceptance_rate(p, q, lenience) == pytest.approx(0.8)
+    np.testing.assert_allclose(residual(p, q, lenience), [0.4 / 0.6, 0.2 / 0.6, 0, 0])
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        p, q = rng.dirichlet(np.ones(6), size=2), rng.dirichlet(np.ones(6), size=1)
+        for lenience in (0.9, 0.5, 0.1):
+            law = first_token_distribution(p, q, lenience)
+            assert law.sum() == pytest.approx(1.0)
+            assert np.all(law <= p[0] / lenience + 1e-12)
+            accepted = (q[0] * np.minimum(1, p[0] / (lenience * q[0]))).sum()
+            assert accepted == pytest.approx(acceptance_rate(p[0], q[0], lenience))
+            assert accepted >= acceptance_rate(p[0], q[0]) - 1e-12  # more lenient, more kept
+        np.testing.assert_array_equal(first_token_distribution(p, q, 1.0),
+                                      first_token_distribution(p, q))  # fmt: skip
+
+
+def test_the_lossy_steps_draws_follow_its_law_by_chi_square():
+    rng = np.random.default_rng(4)
+    draws, lenience = 20_000, 0.4
+    counts = np.zeros(4)
+    for _ in range(draws):
+        proposed = [rng.choice(4, p=Q[0]), rng.choice(4, p=Q[1])]
+        counts[verify(P, Q, np.array(proposed), rng, lenience)[0]] += 1
+    law = first_token_distribution(P, Q, lenience)
+    assert chisquare(counts, draws * law).pvalue > 1e-3
+    assert not np.allclose(law, P[0], atol=0.05)  # lossy: not the target's law
+
+
+def test_lenience_one_is_the_lossless_algorithm_bit_for_bit():
+    from sim.training.speculative import plain_generate, speculative_generate
+
+    torch.manual_seed(0)
+    target = GPT(layers=2, width=32, heads=4, context=64).build(30).eval()
+    torch.manual_seed(1)
+    draft = GPT(layers=1, width=16, heads=2, context=64).build(30).eval()
+    for temperature in (0.0, 1.0, 0.7):
+        for gamma in (1, 4):
+            runs = [
+                speculative_generate(
+                    target,
+                    draft,
+                    [1, 2, 3],
+                    30,
+                    gamma,
+                    temperature,
+                    np.random.default_rng(5),
+                    *extra,
+                )  # fmt: skip
+                for extra in ((), (1.0,))
+            ]
+            assert runs[0] == runs[1]  # the same tokens and the same counts
+    # greedy lenience: a draft token kept while p(x) >= l max(p), so a lenient run may leave
+    # the target's greedy output, which lenience 1 never does
+    plain, _ = plain_generate(target, [1, 2, 3], 30, 0.0, None)
+    strict, _ = speculative_generate(target, draft, [1, 2, 3], 30, 3, 0.0, None, 1.0)
+    lenient, stats = speculative_generate(target, draft, [1, 2, 3], 30, 3, 0.0, None, 0.05)
+    assert strict == plain and lenient != plain
+    target_probabilities = np.array([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+    assert verify(target_probabilities, None, np.array([1]), None, 0.5) == [1, 2]  # 0.3 >= 0.25
+    assert verify(target_probabilities, None, np.array([2]), None, 0.5) == [0]  # 0.2 < 0.25
+    with pytest.raises(ValueError, match="lenience"):
+        speculative_generate(target, draft, [1, 2], 5, 2, 1.0, np.random.default_rng(0), 0.0)
+
+
+def test_a_draft_over_another_vocabulary_is_refused():
+    from sim.training.speculative import speculative_generate
+
+    target = GPT(layers=1, width=16, heads=2, context=32).build(30).eval()
+    draft = GPT(layers=1, width=16, heads=2, context=32).build(31).eval()
+    with pytest.raises(ValueError, match="vocabulary of 31 tokens is not the target's 30"):
+        speculative_generate(target, draft, [1, 2], 5, 2, 0.0, None)

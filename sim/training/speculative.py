@@ -12,6 +12,14 @@ acceptance probability is ``alpha = sum_x min(p(x), q(x)) = 1 - TVD(p, q)``; wit
 speed-up over plain decoding ``(1 - alpha^(gamma+1)) / ((1 - alpha)(gamma c + 1))``, ``c`` the
 cost of a draft step over a target step (Leviathan et al., Theorem 3.8). Greedy decoding is the
 limit of one-hot distributions: a draft token is accepted iff it is the target's argmax.
+
+Lossy speculative decoding (Leviathan et al., Appendix A.5; DistillSpec's lenience, Zhou et al.
+2024): a lenience ``l`` in (0, 1] multiplies ``q`` by ``l`` in Algorithm 1: accept ``x`` with
+probability ``min(1, p(x) / (l q(x)))``, so ``alpha = sum_x min(p(x) / l, q(x))`` and no token
+is drawn with probability above ``p(x) / l``; a rejected position is redrawn from
+``norm(max(0, p - l q))`` (Algorithm 1 with ``l q`` for ``q``: our reading, the appendix does not
+restate it). Greedy: accept ``x`` while ``p(x) >= l max(p)`` (the appendix prints ``<=``, which
+at ``l = 1`` would accept every token). ``l = 1`` is the lossless algorithm, bit for bit.
 """
 
 from __future__ import annotations
@@ -28,15 +36,16 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum(axis=-1)
 
 
-def acceptance_rate(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``alpha = sum_x min(p(x), q(x)) = 1 - TVD(p, q)``: the chance a draft token is accepted."""
-    return np.minimum(p, q).sum(axis=-1)
+def acceptance_rate(p: np.ndarray, q: np.ndarray, lenience: float = 1.0) -> np.ndarray:
+    """``alpha = sum_x min(p(x) / l, q(x))`` (``1 - TVD(p, q)`` at ``l = 1``): the chance a draft
+    token is accepted."""
+    return np.minimum(np.asarray(p) / lenience, q).sum(axis=-1)
 
 
-def residual(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``norm(max(0, p - q))``, the distribution a rejected position is redrawn from (``p`` where
-    ``p <= q`` everywhere, i.e. ``p == q``: then no rejection can happen)."""
-    excess = np.maximum(np.asarray(p, np.float64) - q, 0.0)
+def residual(p: np.ndarray, q: np.ndarray, lenience: float = 1.0) -> np.ndarray:
+    """``norm(max(0, p - l q))``, the distribution a rejected position is redrawn from (``p``
+    where ``p <= l q`` everywhere: then no rejection can happen)."""
+    excess = np.maximum(np.asarray(p, np.float64) - lenience * np.asarray(q), 0.0)
     total = excess.sum(axis=-1, keepdims=True)
     return np.where(total > 0, excess / np.where(total > 0, total, 1.0), p)
 
@@ -54,45 +63,69 @@ def expected_speedup(alpha: float, gamma: int, cost_ratio: float) -> float:
 
 
 def verify(
-    target: np.ndarray, draft: np.ndarray, proposed: np.ndarray, rng: np.random.Generator | None
+    target: np.ndarray,
+    draft: np.ndarray | None,
+    proposed: np.ndarray,
+    rng: np.random.Generator | None,
+    lenience: float = 1.0,
 ) -> list[int]:
     """One speculative step's output tokens.
 
     ``target``: (gamma + 1, V) target distributions at the ``gamma`` proposed positions and the
     one after; ``draft``: (gamma, V) the draft's distributions the ``proposed`` tokens were drawn
-    from. ``rng=None`` is greedy decoding (one-hot distributions: accept while the proposal is
-    the target's argmax, then the target's argmax). Returns 1 to ``gamma + 1`` tokens.
+    from. ``rng=None`` is greedy decoding (``draft`` unused: accept while the proposal is the
+    target's argmax, or with ``lenience`` < 1 has ``p(x) >= l max(p)``, then the target's
+    argmax). Returns 1 to ``gamma + 1`` tokens.
     """
+    if rng is None:
+        with np.errstate(divide="ignore"):
+            return greedy_verify(np.log(target), proposed, lenience)
+    assert draft is not None
     gamma = len(proposed)
     out: list[int] = []
     for i in range(gamma):
         x = int(proposed[i])
-        if rng is None:
-            best = int(np.argmax(target[i]))
-            out.append(best)
-            if best != x:
-                return out
-            continue
-        accept = min(1.0, target[i, x] / draft[i, x]) if draft[i, x] > 0 else 0.0
+        q = lenience * draft[i, x]
+        accept = min(1.0, target[i, x] / q) if q > 0 else 0.0
         if rng.random() < accept:
             out.append(x)
             continue
-        corrected = residual(target[i], draft[i])
+        corrected = residual(target[i], draft[i], lenience)
         out.append(int(rng.choice(len(corrected), p=corrected / corrected.sum())))
         return out
-    last = target[gamma]
-    out.append(int(np.argmax(last)) if rng is None else int(rng.choice(len(last), p=last)))
+    out.append(int(rng.choice(len(target[gamma]), p=target[gamma])))
     return out
 
 
-def first_token_distribution(target: np.ndarray, draft: np.ndarray) -> np.ndarray:
+def greedy_verify(logits: np.ndarray, proposed: np.ndarray, lenience: float = 1.0) -> list[int]:
+    """:func:`verify` for greedy decoding, from the target's ``logits`` (gamma + 1, V) (any
+    shift per row: log-probabilities will do): keep the proposals while each is the argmax, or
+    with ``lenience`` < 1 has ``p(x) / max(p) = exp(logit(x) - max logit) >= l``; then the
+    target's argmax."""
+    out: list[int] = []
+    for i, x in enumerate(map(int, proposed)):
+        best = int(np.argmax(logits[i]))
+        if x == best or (lenience < 1 and np.exp(logits[i, x] - logits[i, best]) >= lenience):
+            out.append(x)
+            continue
+        out.append(best)
+        return out
+    out.append(int(np.argmax(logits[len(proposed)])))
+    return out
+
+
+def first_token_distribution(
+    target: np.ndarray, draft: np.ndarray, lenience: float = 1.0
+) -> np.ndarray:
     """The exact distribution of a speculative step's first output token, by enumerating its
     two ways: the draft proposes ``x`` and it is accepted, or any proposal is rejected and ``x``
-    is redrawn from the residual. Equals ``target[0]`` (the method is lossless)."""
+    is redrawn from the residual. Equals ``target[0]`` at ``lenience`` 1 (lossless); below, no
+    token exceeds ``target[0] / lenience``."""
     p, q = np.asarray(target[0], np.float64), np.asarray(draft[0], np.float64)
-    accepted = q * np.minimum(1.0, np.divide(p, q, out=np.zeros_like(p), where=q > 0))
+    lq = lenience * q
+    accepted = q * np.minimum(1.0, np.divide(p, lq, out=np.zeros_like(p), where=lq > 0))
     rejected = 1.0 - accepted.sum()
-    return accepted + rejected * residual(p, q)
+    return accepted + rejected * residual(p, q, lenience)
 
 
 @dataclass
@@ -118,9 +151,7 @@ def distribution(logits: torch.Tensor, temperature: float) -> np.ndarray:
     return torch.softmax(logits.double() / (temperature or 1.0), dim=-1).cpu().numpy()
 
 
-def _pick(probabilities: np.ndarray, rng: np.random.Generator | None) -> int:
-    if rng is None:
-        return int(np.argmax(probabilities))
+def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> int:
     return int(rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
 
 
@@ -141,13 +172,14 @@ def plain_generate(
     target: Any, prompt: list[int], new_tokens: int, temperature: float, rng: Any
 ) -> tuple[list[int], DecodeStats]:
     """Autoregressive decoding of ``new_tokens`` with a KV cache, sampling at ``temperature``
-    from ``rng`` (``temperature`` 0: greedy)."""
+    from ``rng`` (``temperature`` 0: greedy, the logits' argmax)."""
     rng = check_decoding(temperature, rng)
     stats = DecodeStats()
     logits, cache = target.extend(torch.tensor([prompt]), None)
     out: list[int] = []
     while len(out) < new_tokens:
-        token = _pick(distribution(logits[0, -1], temperature), rng)
+        last = logits[0, -1]
+        token = int(last.argmax()) if rng is None else _draw(distribution(last, temperature), rng)
         out.append(token)
         stats.target_calls += 1
         if len(out) < new_tokens:
@@ -156,12 +188,35 @@ def plain_generate(
     return out, stats
 
 
-def truncate(
-    cache: list[tuple[torch.Tensor, torch.Tensor]], length: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A KV cache (per block: keys, values of shape (B, H, T, D)) cut to its first ``length``
-    positions: what is kept of a model's cache after a rejected speculative proposal."""
+def cache_length(cache: Any) -> int:
+    """Positions held by a KV cache: a list of per-block ``(keys, values)`` (B, H, T, D), as
+    ``models.gpt``, or a transformers ``Cache``."""
+    if hasattr(cache, "get_seq_length"):
+        return int(cache.get_seq_length())
+    return int(cache[0][0].shape[2])
+
+
+def truncate(cache: Any, length: int) -> Any:
+    """A KV cache cut to its first ``length`` positions: what is kept of a model's cache after a
+    rejected speculative proposal. A per-block list is sliced; a transformers ``Cache`` is
+    cropped in place (``crop(-n)`` removes ``n`` positions in every version)."""
+    if hasattr(cache, "crop"):
+        surplus = cache_length(cache) - length
+        if surplus > 0:
+            cache.crop(-surplus)
+        return cache
     return [(k[:, :, :length], v[:, :, :length]) for k, v in cache]
+
+
+def check_vocabularies(target: Any, draft: Any) -> None:
+    """Refuse a draft whose vocabulary is not the target's (speculative decoding compares their
+    distributions token by token; ``vocab_size`` as ``models.gpt`` and :class:`CausalLM`)."""
+    sizes = getattr(target, "vocab_size", None), getattr(draft, "vocab_size", None)
+    if None not in sizes and sizes[0] != sizes[1]:
+        raise ValueError(
+            f"draft: its vocabulary of {sizes[1]} tokens is not the target's {sizes[0]}; a draft "
+            "must use the target's tokenizer"
+        )
 
 
 @torch.no_grad()
@@ -173,16 +228,21 @@ def speculative_generate(
     gamma: int,
     temperature: float,
     rng: Any,
+    lenience: float = 1.0,
 ) -> tuple[list[int], DecodeStats]:
     """Speculative decoding of ``new_tokens`` after ``prompt`` at ``temperature`` (0: greedy,
-    ``rng`` unused), both models with KV caches (``extend(ids, cache)`` and ``truncate``, as
-    ``models.gpt``).
+    ``rng`` unused), both models with KV caches (``extend(ids, cache)`` as ``models.gpt``, cut
+    back with :func:`truncate`); ``lenience`` < 1: the lossy variant (module docstring).
 
     Each step: the draft proposes ``gamma`` tokens one at a time; the target scores the last
     emitted token and all proposals in one pass; :func:`verify` keeps a prefix and adds one
-    token; both caches are cut back to the kept tokens.
+    token; both caches are cut back to the kept tokens. Greedy decoding works on the logits
+    (argmaxes, :func:`greedy_verify`): no distribution is built.
     """
     rng = check_decoding(temperature, rng, gamma)
+    if not 0 < lenience <= 1:
+        raise ValueError(f"lenience: must be in (0, 1], 1 being lossless (got {lenience})")
+    check_vocabularies(target, draft)
     stats = DecodeStats()
     # Invariant: both caches hold a prefix of prompt + out; *_todo is the rest of it.
     target_cache = draft_cache = None
@@ -198,17 +258,25 @@ def speculative_generate(
         for _ in range(k):
             logits, draft_cache = draft.extend(torch.tensor([feed]), draft_cache)
             stats.draft_calls += 1
-            q = distribution(logits[0, -1], temperature)
-            token = _pick(q, rng)
+            if rng is None:
+                token = int(logits[0, -1].argmax())
+            else:
+                q = distribution(logits[0, -1], temperature)
+                token = _draw(q, rng)
+                draft_dists.append(q)
             proposals.append(token)
-            draft_dists.append(q)
             feed = [token]
-        kept_before = 0 if target_cache is None else target_cache[0][0].shape[2]
+        kept_before = 0 if target_cache is None else cache_length(target_cache)
         logits, target_cache = target.extend(torch.tensor([target_todo + proposals]), target_cache)
         stats.target_calls += 1
         start = len(target_todo) - 1  # the logits after the last emitted token
-        p = distribution(logits[0, start:], temperature)
-        emitted = verify(p, np.array(draft_dists), np.array(proposals), rng)
+        if rng is None:  # greedy: the logits decide, no distribution is built
+            emitted = greedy_verify(
+                logits[0, start:].float().cpu().numpy(), np.array(proposals), lenience
+            )
+        else:
+            p = distribution(logits[0, start:], temperature)
+            emitted = verify(p, np.array(draft_dists), np.array(proposals), rng, lenience)
         accepted = len(emitted) - 1  # the kept proposals; then a correction or a bonus token
         stats.proposed += k
         stats.accepted += accepted
@@ -216,8 +284,7 @@ def speculative_generate(
         kept = kept_before + len(target_todo) + accepted
         target_cache = truncate(target_cache, kept)
         target_todo = [emitted[-1]]
-        draft_length = draft_cache[0][0].shape[2]
-        draft_cache = truncate(draft_cache, min(draft_length, kept))
+        draft_cache = truncate(draft_cache, min(cache_length(draft_cache), kept))
         draft_todo = ([proposals[-1]] if accepted == k else []) + [emitted[-1]]
     stats.tokens = len(out[:new_tokens])
     return out[:new_tokens], stats
