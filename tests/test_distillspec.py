@@ -92,18 +92,30 @@ def test_exact_acceptance_at_a_temperature_is_the_monte_carlo_rate():
         assert abs(keep.mean() - rate) < 4 * np.sqrt(rate * (1 - rate) / n) + 1e-9
     at_one = exact_acceptance(target, draft, tokens, prompt=3, temperature=1.0)
     assert not np.allclose(exact, at_one)
+    # lossy (lenience 0.9): accept with min(1, p_T / (l q_T)); rate sum_x min(p_T / l, q_T)
+    lenient = exact_acceptance(target, draft, tokens, prompt=3, temperature=t, lenience=0.9)
+    assert min(lenient) < 1
+    for position, rate in enumerate(lenient):
+        drawn = rng.choice(len(q[position]), size=n, p=q[position])
+        keep = rng.random(n) < np.minimum(1.0, p[position][drawn] / (0.9 * q[position][drawn]))
+        spread = np.sqrt(max(rate * (1 - rate), 0.0) / n)
+        assert abs(keep.mean() - rate) < 4 * spread + 1e-9
+        assert rate > exact[position]
 
 
 def test_final_measures_are_consistent():
     target, draft = models()
-    algorithm = DistillSpec(gammas=[1, 3], decode_temperatures=[0.0, 1.0])
+    algorithm = DistillSpec(gammas=[1, 3], decode_temperatures=[0.0, 1.0], leniences=[0.3])
     prompts = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     measures = algorithm.final_measures(target, draft, prompts, 12, seed=0)
-    for tag in ("t0", "t1"):
+    for tag in ("t0", "t1", "t0_l0.3", "t1_l0.3"):
         assert 0 <= measures[f"alpha_{tag}"] <= 1 and measures[f"cost_ratio_{tag}"] > 0
         for gamma in (1, 3):
             assert 1 <= measures[f"block_efficiency_g{gamma}_{tag}"] <= gamma + 1
             assert measures[f"speedup_g{gamma}_{tag}"] > 0
+    # lossy decoding is reported apart, and accepts at least as much as lossless decoding
+    assert measures["alpha_t1_l0.3"] > measures["alpha_t1"]
+    assert measures["alpha_t0_l0.3"] >= measures["alpha_t0"]
     # the target as its own draft: everything accepted, gamma + 1 tokens per target call
     same = DistillSpec(gammas=[3], decode_temperatures=[1.0])
     measures = same.final_measures(target, target, prompts, 12, seed=0)

@@ -6,13 +6,8 @@ match the target ``p`` token by token under a divergence ``D(p || q)`` chosen pe
 from a chosen source (the fixed corpus, sequences the target generates, or sequences the draft
 itself generates: on-policy). Since the acceptance rate of speculative decoding is
 ``1 - TVD(p, q)`` per position, TVD is the objective the speed-up asks for; the paper finds the
-best divergence task-dependent and on-policy data to help. The divergences, per position, over
-the vocabulary (``m = beta p + (1 - beta) q``):
-
-- forward KL ``KL(p || q) = sum p (log p - log q)``
-- reverse KL ``KL(q || p)``
-- ``JSD[beta](p || q) = beta KL(p || m) + (1 - beta) KL(q || m)``
-- ``TVD(p, q) = 1/2 sum |p - q|``
+best divergence task-dependent and on-policy data to help. The divergences (forward and reverse
+KL, JSD[beta], TVD) are :func:`sim.training.distill.divergence`.
 """
 
 from __future__ import annotations
@@ -23,40 +18,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sim import checks, seeding
 from sim.interfaces.teacher_student import Generation, SoftLabels
-from sim.training.distill import next_token_loss
+from sim.training.distill import DIVERGENCES, divergence, next_token_loss
 from sim.training.speculative import (
+    acceptance_rate,
     distribution,
     expected_speedup,
     plain_generate,
     speculative_generate,
 )
-
-DIVERGENCES = ("fkl", "rkl", "jsd", "tvd")
-
-
-def divergence(
-    name: str, target_logits: torch.Tensor, draft_logits: torch.Tensor, beta: float = 0.5
-) -> torch.Tensor:
-    """``D(p || q)`` per position (the last axis is the vocabulary), from the target's and the
-    draft's logits; differentiable in the draft's."""
-    log_p = F.log_softmax(target_logits.float(), dim=-1)
-    log_q = F.log_softmax(draft_logits.float(), dim=-1)
-    p, q = log_p.exp(), log_q.exp()
-    if name == "fkl":
-        return (p * (log_p - log_q)).sum(-1)
-    if name == "rkl":
-        return (q * (log_q - log_p)).sum(-1)
-    if name == "jsd":
-        log_m = torch.log((beta * p + (1 - beta) * q).clamp_min(1e-30))
-        return beta * (p * (log_p - log_m)).sum(-1) + (1 - beta) * (q * (log_q - log_m)).sum(-1)
-    if name == "tvd":
-        return 0.5 * (p - q).abs().sum(-1)
-    raise ValueError(f"divergence: must be one of {DIVERGENCES} (got {name!r})")
-
 
 DATA_SOURCES = ("fixed", "target", "draft", "mixed")
 GENERATED = {"target": ("teacher", 1.0), "draft": ("student", 1.0), "mixed": ("student", 0.5)}
@@ -73,19 +45,27 @@ def full_distribution(soft: SoftLabels, vocab_size: int) -> torch.Tensor:
 
 
 def exact_acceptance(
-    target: Any, draft: Any, tokens: list[int], prompt: int, temperature: float
+    target: Any,
+    draft: Any,
+    tokens: list[int],
+    prompt: int,
+    temperature: float,
+    lenience: float = 1.0,
 ) -> list[float]:
     """Per generated position of ``tokens`` (after ``prompt`` tokens), the chance the draft's
-    token is accepted when both decode at ``temperature``: ``1 - TVD(p_T, q_T)`` of the two
-    softmaxes at that temperature (Leviathan et al. 2023, Definition 3.1), or for greedy
-    decoding (``temperature`` 0) 1 if the argmaxes agree."""
+    token is accepted when both decode at ``temperature``: ``sum_x min(p_T(x) / l, q_T(x))`` of
+    the two softmaxes at that temperature (``1 - TVD`` at lenience ``l`` 1; Leviathan et al.
+    2023, Definition 3.1 and Appendix A.5), or for greedy decoding (``temperature`` 0) 1 if the
+    draft's argmax ``x`` has ``p(x) >= l max(p)`` (at ``l`` 1: the argmaxes agree)."""
     ids = torch.tensor([tokens[:-1]])
     with torch.no_grad():
         p = distribution(target(ids)[0, prompt - 1 :], temperature)
         q = distribution(draft(ids)[0, prompt - 1 :], temperature)
     if temperature == 0:
-        return (p.argmax(-1) == q.argmax(-1)).astype(np.float64).tolist()
-    return np.minimum(p, q).sum(-1).tolist()
+        chosen = np.take_along_axis(p, q.argmax(-1)[:, None], -1)[:, 0]
+        kept = (p.argmax(-1) == q.argmax(-1)) | (chosen >= lenience * p.max(-1))
+        return kept.astype(np.float64).tolist()
+    return acceptance_rate(p, q, lenience).tolist()
 
 
 @dataclass
@@ -102,7 +82,9 @@ class DistillSpec:
     (0: greedy) and ``gamma`` in ``gammas``: the exact acceptance rate along the target's own
     output, the block efficiency and the wall-clock speed-up of speculative over plain target
     decoding (measured on this machine, batch 1), the draft/target cost ratio ``c`` and the
-    speed-up that ``alpha``, ``gamma`` and ``c`` predict."""
+    speed-up that ``alpha``, ``gamma`` and ``c`` predict. Each lenience in ``leniences`` adds the
+    same measures of lossy speculative decoding (:mod:`sim.training.speculative`; keys end in
+    ``_l<lenience>``), apart from the lossless ones."""
 
     divergence: str = "fkl"
     beta: float = 0.5
@@ -113,6 +95,7 @@ class DistillSpec:
     temperature: float = 1.0  # of both distributions in the loss (the served one included)
     gammas: list[int] = field(default_factory=lambda: [3, 5, 7])
     decode_temperatures: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    leniences: list[float] = field(default_factory=list)  # lossy decoding, measured apart
     # DistillSpec selects no data: not a config field (``algorithm.selection_quantile`` is refused
     # as an unknown key), only the interface's attribute.
     selection_quantile: ClassVar[float | None] = None
@@ -126,6 +109,11 @@ class DistillSpec:
         checks.positive(self, "temperature")
         if not self.gammas or min(self.gammas) < 1:
             raise ValueError(f"gammas: each gamma must be >= 1 (got {list(self.gammas)})")
+        if any(not 0 < lenience < 1 for lenience in self.leniences):
+            raise ValueError(
+                "leniences: each must be in (0, 1) (1, lossless, is always measured; got "
+                f"{list(self.leniences)})"
+            )
         if not self.decode_temperatures or min(self.decode_temperatures) < 0:
             raise ValueError(
                 "decode_temperatures: each must be >= 0, 0 being greedy decoding "
@@ -166,16 +154,18 @@ class DistillSpec:
         self, teacher: Any, student: Any, prompts: np.ndarray, new_tokens: int, seed: int
     ) -> dict[str, float]:
         """Speculative decoding with the student as draft (see the class docstring); keys end
-        in ``_t<temperature>``, the gamma-dependent ones have ``_g<gamma>``."""
+        in ``_t<temperature>`` (then ``_l<lenience>`` for a lossy one), the gamma-dependent ones
+        have ``_g<gamma>``."""
         rows = [list(map(int, row)) for row in prompts]
         # warm-up: the first calls of each path pay one-time costs that would skew the timing
         speculative_generate(teacher, student, rows[0], min(new_tokens, 8), 2, 0.0, None)
         plain_generate(teacher, rows[0], 2, 0.0, None)
         measures: dict[str, float] = {}
         for temperature in self.decode_temperatures:
-            measures |= decoding_measures(
-                teacher, student, rows, new_tokens, temperature, self.gammas, seed
-            )
+            for lenience in (1.0, *self.leniences):
+                measures |= decoding_measures(
+                    teacher, student, rows, new_tokens, temperature, self.gammas, seed, lenience
+                )
         return measures
 
 
@@ -193,12 +183,14 @@ def decoding_measures(
     temperature: float,
     gammas: list[int],
     seed: int,
+    lenience: float = 1.0,
 ) -> dict[str, float]:
     """At one decoding ``temperature`` (0: greedy): plain decoding of every prompt by the target
-    and by the draft (their time ratio is the cost ratio ``c``), the exact acceptance rate along
-    the target's output, then speculative decoding at each gamma: block efficiency, measured
-    and predicted (Leviathan et al., Theorem 3.8) speed-up over plain target decoding."""
-    tag = f"t{temperature:g}"
+    (its tokens per second) and by the draft (their time ratio is the cost ratio ``c``), the
+    exact acceptance rate along the target's output, then speculative decoding at each gamma:
+    block efficiency, measured and predicted (Leviathan et al., Theorem 3.8) speed-up over plain
+    target decoding. ``lenience`` < 1: the lossy variant (keys end in ``_l<lenience>``)."""
+    tag = f"t{temperature:g}" + ("" if lenience == 1 else f"_l{lenience:g}")
     plain_s = draft_s = 0.0
     accepted: list[float] = []
     for i, prompt in enumerate(prompts):
@@ -209,16 +201,22 @@ def decoding_measures(
         draft_s += _timed(
             plain_generate, draft, prompt, new_tokens, temperature, seeding.rng(seed, tag, "d", i)
         )[1]
-        accepted += exact_acceptance(target, draft, prompt + out, len(prompt), temperature)
+        accepted += exact_acceptance(
+            target, draft, prompt + out, len(prompt), temperature, lenience
+        )
     alpha, cost = float(np.mean(accepted)), draft_s / plain_s
-    measures = {f"alpha_{tag}": alpha, f"cost_ratio_{tag}": cost}
+    measures = {
+        f"alpha_{tag}": alpha,
+        f"cost_ratio_{tag}": cost,
+        f"target_tokens_per_s_{tag}": len(prompts) * new_tokens / plain_s,
+    }
     for gamma in gammas:
         tokens = calls = 0
         spec_s = 0.0
         for i, prompt in enumerate(prompts):
             (_, stats), seconds = _timed(
                 speculative_generate, target, draft, prompt, new_tokens, gamma, temperature,
-                seeding.rng(seed, tag, "spec", gamma, i),
+                seeding.rng(seed, tag, "spec", gamma, i), lenience,
             )  # fmt: skip
             spec_s += seconds
             tokens, calls = tokens + stats.tokens, calls + stats.target_calls

@@ -1,5 +1,8 @@
-"""Distillation building blocks: a teacher's top-k soft labels at a temperature, and the losses a
-student takes from them. Pure torch; no Ray here."""
+"""Distillation building blocks: a teacher's top-k soft labels at a temperature, the losses a
+student takes from them, and DistillSpec's divergences between a target's and a draft's
+next-token distributions (Zhou et al., ICLR 2024, arXiv 2310.08461; ``m = beta p + (1 - beta) q``):
+forward KL ``KL(p || q)``, reverse KL ``KL(q || p)``, ``JSD[beta](p || q) = beta KL(p || m) +
+(1 - beta) KL(q || m)`` and ``TVD(p, q) = 1/2 sum |p - q|``. Pure torch; no Ray here."""
 
 from __future__ import annotations
 
@@ -51,3 +54,26 @@ def greedy_agreement(
     """Per position, 1 where the student's argmax is the teacher's (greedy acceptance), else 0."""
     same = teacher_probabilities.argmax(dim=-1) == student_logits.argmax(dim=-1)
     return same.float()
+
+
+DIVERGENCES = ("fkl", "rkl", "jsd", "tvd")
+
+
+def divergence(
+    name: str, target_logits: torch.Tensor, draft_logits: torch.Tensor, beta: float = 0.5
+) -> torch.Tensor:
+    """``D(p || q)`` per position (the last axis is the vocabulary), from the target's and the
+    draft's logits; differentiable in the draft's."""
+    log_p = F.log_softmax(target_logits.float(), dim=-1)
+    log_q = F.log_softmax(draft_logits.float(), dim=-1)
+    p, q = log_p.exp(), log_q.exp()
+    if name == "fkl":
+        return (p * (log_p - log_q)).sum(-1)
+    if name == "rkl":
+        return (q * (log_q - log_p)).sum(-1)
+    if name == "jsd":
+        log_m = torch.log((beta * p + (1 - beta) * q).clamp_min(1e-30))
+        return beta * (p * (log_p - log_m)).sum(-1) + (1 - beta) * (q * (log_q - log_m)).sum(-1)
+    if name == "tvd":
+        return 0.5 * (p - q).abs().sum(-1)
+    raise ValueError(f"divergence: must be one of {DIVERGENCES} (got {name!r})")
