@@ -58,6 +58,12 @@ class SmolLM2:
         model.requires_grad_(False)
         return model, self.from_copy(AutoTokenizer.from_pretrained)
 
+    def decoder(self) -> tuple[CausalLM, Any]:
+        """``(CausalLM(model), tokenizer)``: the frozen model with ``models.gpt``'s decoding
+        interface, the target of speculative decoding."""
+        model, tokenizer = self.load()
+        return CausalLM(model), tokenizer
+
     def from_copy(self, load: Any) -> Any:
         """``load(folder)`` of the cached copy, made on first use; a copy that cannot be read
         (a file cut short) is made again, with one warning."""
@@ -94,3 +100,21 @@ class SmolLM2:
         safetensors.torch.save_model(model, str(staging / "model.safetensors"))
         tokenizer.save_pretrained(staging)
         publish(staging, folder, "model.safetensors")
+
+
+class CausalLM:
+    """A transformers causal LM with the interface of ``models.gpt`` that decoding uses:
+    ``model(ids)`` gives next-token logits at every position, ``extend(ids, cache)`` the logits of
+    ``ids`` after a KV cache (a transformers ``Cache``; None: empty) and the extended cache (cut
+    back with :func:`sim.training.speculative.truncate`), ``vocab_size`` its output size."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.vocab_size = int(model.config.vocab_size)
+
+    def __call__(self, ids: Any) -> Any:
+        return self.model(input_ids=ids, use_cache=False).logits
+
+    def extend(self, ids: Any, cache: Any) -> tuple[Any, Any]:
+        out = self.model(input_ids=ids, cache=cache, use_cache=True)
+        return out.logits, out.cache
