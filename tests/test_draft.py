@@ -11,7 +11,6 @@ import torch
 import transformers
 
 from models.gpt import GPT
-from models.smollm2 import CausalLM
 from sim.training import draft as draft_module
 from sim.training.distill import divergence
 from sim.training.draft import (
@@ -22,7 +21,7 @@ from sim.training.draft import (
     pretrain,
     token_examples,
 )
-from sim.training.speculative import plain_generate, speculative_generate, truncate
+from sim.training.speculative import CausalLM, plain_generate, speculative_generate, truncate
 
 VOCAB = 40
 
@@ -145,3 +144,77 @@ def test_a_transformers_model_decodes_as_a_target():
         assert fast == plain
     with pytest.raises(ValueError, match="must use the target's tokenizer"):
         speculative_generate(target, tiny_gpt(1, VOCAB + 1), [1, 2], 5, 2, 0.0, None)
+
+
+TINY = [
+    "algorithm=draft_distillspec",
+    "algorithm.data=draft",
+    "algorithm.prompt_length=8",
+    "algorithm.gammas=[1,3]",
+    "learner.layers=1",
+    "learner.width=32",
+    "learner.heads=2",
+    "learner.context=32",
+    "protocol.pretrain_steps=3",
+    "protocol.steps=4",
+    "protocol.eval_every=2",
+    "protocol.batch_size=2",
+    "protocol.context=16",
+    "protocol.new_tokens=8",
+    "protocol.train_examples=40",
+    "protocol.held_out.prompts=2",
+    "protocol.held_out.prompt_length=8",
+    "protocol.held_out.new_tokens=8",
+    "progress=false",
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["algorithm.data=mixed"], "algorithm.data: protocol=draft_distillation takes fixed"),
+        (["protocol.held_out.new_tokens=30"],
+         "protocol.held_out.prompt_length \\+ new_tokens: 38 tokens exceed the draft's context 32"),
+        (["protocol.new_tokens=30"], "algorithm.prompt_length \\+ protocol.new_tokens: 38"),
+        (["algorithm=salt", "protocol=draft_distillation"], "needs DistillSpec"),
+        (["protocol.held_out.prompts=0"], "held_out.prompts: must be >= 1"),
+    ],
+)  # fmt: skip
+def test_the_protocol_refuses_bad_input_before_anything_runs(tmp_path, extra, needle):
+    import sim
+    from sim.errors import ConfigError
+
+    other = "algorithm=salt" in extra  # SALT has none of DistillSpec's fields
+    shape = [a for a in TINY if not (other and a.startswith("algorithm"))]
+    with pytest.raises(ConfigError, match=needle):
+        sim.run([*shape, *extra, f"output_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_short_run_on_smollm2_end_to_end(tmp_path):
+    """A distilled run, then an undistilled one that reads the first's cached pretrained draft:
+    both start from the same draft (the same acceptance rate at step 0, to the bit)."""
+    import sim
+    from tests.conftest import ensure_ray
+
+    ensure_ray()
+    cache = f"protocol.cache_dir={tmp_path / 'cache'}"
+    run = sim.run([*TINY, cache, f"output_dir={tmp_path / 'run'}"])
+    history = run.history
+    assert [r["step"] for r in history] == [0, 2, 4]
+    assert all(0 <= r["alpha"] <= 1 and 0 <= r["alpha_greedy"] <= 1 for r in history)
+    assert all(np.isfinite(r["distill_loss"]) for r in history[1:])
+    final = history[-1]
+    for tag in ("t0", "t1"):
+        for gamma in (1, 3):
+            assert 1 <= final[f"block_efficiency_g{gamma}_{tag}"] <= gamma + 1
+            assert final[f"speedup_g{gamma}_{tag}"] > 0
+    assert (run.output_dir / "model.safetensors").is_file()
+    (cached,) = (tmp_path / "cache" / "models" / "drafts").glob("*.safetensors")
+    written = cached.stat().st_mtime_ns
+    undistilled = sim.run([*TINY, cache, "algorithm.divergence=none",
+                           f"output_dir={tmp_path / 'none'}"])  # fmt: skip
+    assert [r["step"] for r in undistilled.history] == [0]
+    assert undistilled.history[0]["alpha"] == history[0]["alpha"]  # the same starting draft
+    assert cached.stat().st_mtime_ns == written  # read, not trained again
+    assert not np.array_equal(undistilled.params, run.params)

@@ -28,6 +28,7 @@ from sim.training.speculative import (
     expected_speedup,
     plain_generate,
     speculative_generate,
+    token_ids,
 )
 
 DATA_SOURCES = ("fixed", "target", "draft", "mixed")
@@ -57,7 +58,7 @@ def exact_acceptance(
     the two softmaxes at that temperature (``1 - TVD`` at lenience ``l`` 1; Leviathan et al.
     2023, Definition 3.1 and Appendix A.5), or for greedy decoding (``temperature`` 0) 1 if the
     draft's argmax ``x`` has ``p(x) >= l max(p)`` (at ``l`` 1: the argmaxes agree)."""
-    ids = torch.tensor([tokens[:-1]])
+    ids = token_ids(target, tokens[:-1])
     with torch.no_grad():
         p = distribution(target(ids)[0, prompt - 1 :], temperature)
         q = distribution(draft(ids)[0, prompt - 1 :], temperature)

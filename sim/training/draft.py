@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ import torch
 from sim import checks, seeding
 from sim.training.distill import DIVERGENCES, divergence, next_token_loss
 from sim.training.sampling import sample_continuations
+from sim.training.speculative import device_of
 
 SOURCES = ("fixed", "target", "draft")
 
@@ -103,7 +105,8 @@ def pretrain(
     draft.train()
     for step in range(recipe.pretrain_steps):
         starts = rng.integers(0, len(stream) - recipe.context - 1, recipe.batch_size)
-        rows = torch.from_numpy(np.stack([stream[s : s + recipe.context + 1] for s in starts]))
+        windows = np.stack([stream[s : s + recipe.context + 1] for s in starts])
+        rows = torch.from_numpy(windows).to(device_of(draft))
         for group in optimizer.param_groups:
             group["lr"] = schedule(step, recipe.pretrain_steps, recipe.lr)
         loss = next_token_loss(draft(rows[:, :-1]), rows[:, 1:])
@@ -125,10 +128,14 @@ def distill(
     recipe: DraftRecipe,
     seed: int,
     log: Any = print,
+    evaluate: Callable[[int, float, dict[str, float]], None] | None = None,
+    every: int = 0,
 ) -> dict[str, Any]:
     """``distill_steps`` steps of :func:`continuation_loss` toward ``target`` (a model whose
     call gives logits) on ``recipe.data``; ``examples`` hold at least ``prompt_length + new_tokens``
-    tokens. Returns the per-step losses and the seconds spent generating and training."""
+    tokens. ``evaluate(step, mean loss since the last call, seconds so far)`` runs after every
+    ``every`` steps and the last. Returns the per-step losses and the seconds spent generating
+    and training."""
     rng = seeding.rng(seed, "draft", "distill", recipe.data)
     span = recipe.prompt_length + recipe.new_tokens
     rows = np.stack([ids[:span] for ids in examples])
@@ -145,10 +152,10 @@ def distill(
         picks = rng.choice(len(rows), recipe.batch_size, replace=False)
         tick = time.perf_counter()
         if recipe.data == "fixed":
-            batch = torch.from_numpy(rows[picks])
+            batch = torch.from_numpy(rows[picks]).to(device_of(draft))
         elif recipe.data == "target":
             assert pool is not None
-            batch = pool[torch.from_numpy(picks % len(pool))]
+            batch = pool[torch.from_numpy(picks % len(pool)).to(pool.device)]
         elif batch is None or step % recipe.refresh == 0:  # on-policy: the current draft
             draft.eval()
             batch = continue_rows(
@@ -172,6 +179,9 @@ def distill(
         losses.append(loss.item())
         if (step + 1) % max(1, recipe.distill_steps // 5) == 0:
             log(f"[draft distill {step + 1}/{recipe.distill_steps}] {recipe.divergence} {loss:.4f}")
+        if evaluate is not None and ((step + 1) % every == 0 or step + 1 == recipe.distill_steps):
+            draft.eval()
+            evaluate(step + 1, float(np.mean(losses[-every:])), dict(timing))
     draft.eval()
     return {"losses": losses, **timing}
 
@@ -180,4 +190,6 @@ def continue_rows(model: Any, rows: np.ndarray, recipe: DraftRecipe, seed: int) 
     """Each row's first ``prompt_length`` tokens continued by ``new_tokens`` sampled from
     ``model`` at the recipe's temperature."""
     prompts = torch.from_numpy(np.ascontiguousarray(rows[:, : recipe.prompt_length]))
-    return sample_continuations(model, prompts, recipe.new_tokens, recipe.temperature, seed)
+    return sample_continuations(
+        model, prompts.to(device_of(model)), recipe.new_tokens, recipe.temperature, seed
+    )

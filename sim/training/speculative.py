@@ -145,6 +145,40 @@ class DecodeStats:
         return self.tokens / max(self.target_calls, 1)
 
 
+def device_of(model: Any) -> torch.device:
+    """Where ``model`` runs: its ``device`` (transformers, :class:`CausalLM`) or its first
+    parameter's."""
+    found = getattr(model, "device", None)
+    return found if isinstance(found, torch.device) else next(model.parameters()).device
+
+
+def token_ids(model: Any, tokens: list[int]) -> torch.Tensor:
+    """``(1, len(tokens))`` ids on ``model``'s device."""
+    return torch.tensor([tokens], device=device_of(model))
+
+
+class CausalLM:
+    """A transformers causal LM with the interface of ``models.gpt`` that decoding uses:
+    ``model(ids)`` gives next-token logits at every position, ``extend(ids, cache)`` the logits of
+    ``ids`` after a KV cache (a transformers ``Cache``; None: empty) and the extended cache (cut
+    back with :func:`truncate`), ``vocab_size`` its output size, ``device`` where it runs."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.vocab_size = int(model.config.vocab_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, use_cache=False).logits
+
+    def extend(self, ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+        out = self.model(input_ids=ids, cache=cache, use_cache=True)
+        return out.logits, out.cache
+
+
 def distribution(logits: torch.Tensor, temperature: float) -> np.ndarray:
     """``softmax(logits / temperature)`` as float64 numpy; ``temperature`` 0: the logits'
     softmax (greedy decoding only looks at its argmax)."""
@@ -175,7 +209,7 @@ def plain_generate(
     from ``rng`` (``temperature`` 0: greedy, the logits' argmax)."""
     rng = check_decoding(temperature, rng)
     stats = DecodeStats()
-    logits, cache = target.extend(torch.tensor([prompt]), None)
+    logits, cache = target.extend(token_ids(target, prompt), None)
     out: list[int] = []
     while len(out) < new_tokens:
         last = logits[0, -1]
@@ -183,7 +217,7 @@ def plain_generate(
         out.append(token)
         stats.target_calls += 1
         if len(out) < new_tokens:
-            logits, cache = target.extend(torch.tensor([[token]]), cache)
+            logits, cache = target.extend(token_ids(target, [token]), cache)
     stats.tokens = len(out)
     return out, stats
 
@@ -247,8 +281,8 @@ def speculative_generate(
     # Invariant: both caches hold a prefix of prompt + out; *_todo is the rest of it.
     target_cache = draft_cache = None
     if len(prompt) > 1:
-        _, target_cache = target.extend(torch.tensor([prompt[:-1]]), None)
-        _, draft_cache = draft.extend(torch.tensor([prompt[:-1]]), None)
+        _, target_cache = target.extend(token_ids(target, prompt[:-1]), None)
+        _, draft_cache = draft.extend(token_ids(draft, prompt[:-1]), None)
     target_todo, draft_todo = [prompt[-1]], [prompt[-1]]
     out: list[int] = []
     while len(out) < new_tokens:
@@ -256,7 +290,7 @@ def speculative_generate(
         proposals, draft_dists = [], []
         feed = draft_todo
         for _ in range(k):
-            logits, draft_cache = draft.extend(torch.tensor([feed]), draft_cache)
+            logits, draft_cache = draft.extend(token_ids(draft, feed), draft_cache)
             stats.draft_calls += 1
             if rng is None:
                 token = int(logits[0, -1].argmax())
@@ -267,7 +301,9 @@ def speculative_generate(
             proposals.append(token)
             feed = [token]
         kept_before = 0 if target_cache is None else cache_length(target_cache)
-        logits, target_cache = target.extend(torch.tensor([target_todo + proposals]), target_cache)
+        logits, target_cache = target.extend(
+            token_ids(target, target_todo + proposals), target_cache
+        )
         stats.target_calls += 1
         start = len(target_todo) - 1  # the logits after the last emitted token
         if rng is None:  # greedy: the logits decide, no distribution is built

@@ -1,0 +1,1 @@
+"""The draft-distillation protocol (DistillSpec with a pretrained target)."""

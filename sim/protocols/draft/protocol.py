@@ -1,0 +1,283 @@
+"""The draft-distillation protocol (``protocol=draft_distillation``): DistillSpec with a real
+pretrained target (Zhou et al., ICLR 2024, arXiv 2310.08461).
+
+The target is a frozen pretrained LM (``model``, e.g. ``model=smollm2``); the draft is a small
+GPT over the target's vocabulary (``learner``, ``learner=draft_gpt``: tied input and output
+embeddings); the domain is ``env=target_text`` (prompts: the first ``algorithm.prompt_length``
+tokens of its examples). One Ray task (``cluster.worker`` resources; its torch threads are its
+CPUs, its device the GPU Ray assigns it) runs :mod:`sim.training.draft`'s recipe:
+
+1. the draft is trained on the domain's text with the next-token loss for ``pretrain_steps``
+   (cached by its settings and seed under ``<COHORT_DATA_DIR>/models/drafts``, so the arms of a
+   sweep with one seed share it: they start from the same undistilled draft);
+2. it is distilled toward the target for ``steps`` steps with ``algorithm.divergence`` on
+   ``algorithm.data`` (``fixed``, ``target``, ``draft``: on-policy every ``algorithm.refresh``
+   steps; ``divergence=none``: no distillation, the undistilled draft), the loss on the
+   continuations' ``new_tokens`` tokens only;
+3. every ``eval_every`` steps: the exact acceptance rate along the target's continuations of
+   ``held_out.prompts`` held-out prompts (sampled at temperature 1, and greedy);
+4. at the end the algorithm's final measures (speculative decoding at its gammas, temperatures
+   and leniences: block efficiency, measured and predicted speed-up, on this task's device).
+
+The run is one task: it checkpoints once, at its end (a killed run starts again); while it runs,
+its progress is the recipe's lines (a fifth of the steps each), and its records are written
+when it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import ray
+import safetensors.torch
+import torch
+
+from sim import checks, seeding
+from sim.data_dirs import cache_root, discard_damaged
+from sim.errors import CohortError, ConfigError
+from sim.interfaces.protocol import Outcome, RunContext, Setup
+from sim.interfaces.synthesis import FrozenLMSpec, TargetDomain
+from sim.interfaces.teacher_student import LanguageModelSpec
+from sim.protocols.teacher_student.protocol import HeldOut
+from sim.runtime.config import ClusterConfig
+from sim.runtime.progress import progress_line
+from sim.runtime.reservation import Reservation
+from sim.runtime.workers import actor_device
+from sim.training import draft as recipe
+from sim.training.draft import DraftRecipe, token_examples
+from sim.training.sampling import sample_continuations
+from sim.training.speculative import CausalLM
+
+PROGRESS = (
+    ("distill_loss", "loss {:.4f}"),
+    ("alpha", "alpha {:.3f}"),
+    ("alpha_greedy", "greedy {:.3f}"),
+    ("generate_s", "generating {:.0f}s"),
+)
+
+
+@dataclass
+class DraftDistillation:
+    """``pretrain_steps`` next-token steps on windows of ``context`` tokens (AdamW, ``lr``), then
+    ``steps`` distillation steps (``distill_lr``) of ``batch_size`` prompts continued by
+    ``new_tokens`` tokens; target-generated data draws ``target_pool`` continuations once; the
+    acceptance rate every ``eval_every`` steps and the final measures on ``held_out``. The draft
+    trains on ``train_examples`` of the domain's examples (a sample drawn with the seed)."""
+
+    resumable: ClassVar[tuple[str, ...]] = ()
+    roles: ClassVar[tuple[str, ...]] = ("worker",)
+
+    pretrain_steps: int = 300
+    steps: int = 100
+    batch_size: int = 8
+    context: int = 128
+    lr: float = 2e-3
+    distill_lr: float = 5e-4
+    new_tokens: int = 32
+    target_pool: int = 256
+    eval_every: int = 20
+    train_examples: int | None = None  # a seeded sample of the domain's (None: every one)
+    held_out: HeldOut = field(default_factory=lambda: HeldOut(8, 32, 64))
+    cache_dir: str | None = None  # pretrained drafts; None: $COHORT_DATA_DIR or ~/.local/share
+
+    def __post_init__(self) -> None:
+        checks.at_least(self, 0, "pretrain_steps", "steps")
+        checks.at_least(self, 1, "batch_size", "context", "new_tokens", "target_pool")
+        checks.at_least(self, 1, "eval_every")
+        checks.at_least(self, 1, "train_examples", optional=True)
+        checks.positive(self, "lr", "distill_lr")
+        if self.held_out.prompts < 1:
+            raise ValueError(f"held_out.prompts: must be >= 1 (got {self.held_out.prompts})")
+
+    def reservation(self, cluster: ClusterConfig, workers: int) -> Reservation:
+        """One task (``cluster.worker`` resources) holds the target and the draft."""
+        return Reservation({"worker": 1})
+
+    def prepare(self, setup: Setup) -> DraftJob:
+        name = "draft_distillation"
+        domain = setup.component("env", TargetDomain, "a target domain (env=target_text)", name)
+        target = setup.component(
+            "model", FrozenLMSpec, "a frozen pretrained LM (model=smollm2)", name
+        )
+        draft = setup.component(
+            "learner", LanguageModelSpec, "a draft GPT (learner=draft_gpt)", name
+        )
+        algorithm = setup.components.get("algorithm")
+        if not hasattr(algorithm, "final_measures") or not hasattr(algorithm, "divergence"):
+            raise ConfigError(
+                f"algorithm: protocol={name} needs DistillSpec (algorithm=distillspec; got "
+                f"{type(algorithm).__name__})"
+            )
+        if algorithm.data == "mixed":
+            raise ConfigError(
+                f"algorithm.data: protocol={name} takes fixed, target or draft (got mixed)"
+            )
+        for what, length in (
+            ("algorithm.prompt_length + protocol.new_tokens",
+             algorithm.prompt_length + self.new_tokens),
+            ("protocol.held_out.prompt_length + new_tokens",
+             self.held_out.prompt_length + self.held_out.new_tokens),
+            ("protocol.context", self.context + 1),
+        ):  # fmt: skip
+            if length > draft.context:
+                raise ConfigError(
+                    f"{what}: {length} tokens exceed the draft's context {draft.context} "
+                    "(learner.context)"
+                )
+        if setup.start is not None:  # it checkpoints only at its end
+            raise CohortError("resume: the run is already finished (its one checkpoint is its end)")
+        try:
+            target.locate()
+            domain.locate()
+        except FileNotFoundError as error:
+            raise CohortError(f"model/env: {error}") from None
+        return DraftJob(self, domain, target, draft, algorithm, setup.seed)
+
+
+@dataclass
+class DraftJob:
+    settings: DraftDistillation
+    domain: Any
+    target: Any
+    draft: Any
+    algorithm: Any
+    seed: int
+
+    def recipe(self) -> DraftRecipe:
+        s, a = self.settings, self.algorithm
+        return DraftRecipe(
+            pretrain_steps=s.pretrain_steps,
+            distill_steps=0 if a.divergence == "none" else s.steps,
+            batch_size=s.batch_size,
+            context=s.context,
+            lr=s.lr,
+            distill_lr=s.distill_lr,
+            divergence="fkl" if a.divergence == "none" else a.divergence,
+            data=a.data,
+            refresh=a.refresh,
+            prompt_length=a.prompt_length,
+            new_tokens=s.new_tokens,
+            temperature=a.generation_temperature,
+            target_pool=s.target_pool,
+        )
+
+    def run(self, context: RunContext) -> Outcome:
+        context.begin([])
+        options = context.cluster.worker.ray_options()
+        ref = _run.options(**options).remote(self, seeding.torch_seed(self.seed, "measure"))
+        history, weights = ray.get(ref)
+        steps = self.recipe().distill_steps
+        for record in history:
+            context.record(record, step_line(steps, record))
+        context.save({f"model/{k}": v for k, v in weights.items()}, steps, history)
+        params = np.concatenate([v.ravel() for _, v in sorted(weights.items())])
+        curves = ("alpha", "alpha_greedy", "distill_loss")
+        return Outcome(params, history, curves, x="step", steps=f"{steps} steps", weights=weights)
+
+
+def step_line(steps: int, record: dict[str, Any]) -> str:
+    head = f"[step {record['step']:>{len(str(steps))}}/{steps}]"
+    return progress_line(head, record, PROGRESS, tail=("time_s", "{:.0f}s"))
+
+
+@ray.remote
+def _run(job: DraftJob, measure_seed: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The whole run inside one task (see the module docstring)."""
+    device = actor_device(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
+    model, tokenizer = job.target.load()
+    target = CausalLM(model.to(device))
+    plan = job.recipe()
+    examples = job.domain.examples()
+    texts = examples.train
+    if job.settings.train_examples is not None and job.settings.train_examples < len(texts):
+        rng = seeding.rng(job.seed, "train_examples")
+        picks = np.sort(rng.choice(len(texts), job.settings.train_examples, replace=False))
+        texts = [texts[i] for i in picks]
+    train = token_examples(tokenizer, texts, plan.prompt_length + plan.new_tokens)
+    held = job.settings.held_out
+    held_out = token_examples(tokenizer, examples.held_out, held.prompt_length + held.new_tokens)
+    if len(train) < plan.batch_size or len(held_out) < held.prompts:
+        raise ConfigError(
+            f"env: {len(train)} train and {len(held_out)} held-out examples are long enough; "
+            f"protocol.batch_size {plan.batch_size} and held_out.prompts {held.prompts} need more"
+        )
+    draft = pretrained_draft(job, target.vocab_size, tokenizer, train, plan).to(device)
+    step = max(1, len(held_out) // held.prompts)
+    prompts = np.stack([ids[: held.prompt_length] for ids in held_out[::step][: held.prompts]])
+    references = {
+        name: sample_continuations(target, torch.from_numpy(prompts).to(device), held.new_tokens,
+                                   temperature, seeding.torch_seed(job.seed, "held_out", name))
+        for name, temperature in (("sampled", 1.0), ("greedy", 0.0))
+    }  # fmt: skip
+    history: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    def evaluate(step_done: int, loss: float | None, seconds: dict[str, float]) -> None:
+        record: dict[str, Any] = {"step": step_done, "time_s": time.perf_counter() - start}
+        if loss is not None:
+            record["distill_loss"] = loss
+        record |= agreement(target, draft, references, held.prompt_length) | seconds
+        history.append(record)  # the driver records and shows them when the task returns
+
+    evaluate(0, None, {})
+    if plan.distill_steps:
+        recipe.distill(draft, target, train, plan, job.seed, every=job.settings.eval_every,
+                       evaluate=evaluate)  # fmt: skip
+    tick = time.perf_counter()
+    rows = [list(map(int, row)) for row in prompts]
+    history[-1] |= job.algorithm.final_measures(target, draft, np.array(rows), held.new_tokens,
+                                                measure_seed)  # fmt: skip
+    history[-1]["measure_s"] = time.perf_counter() - tick
+    weights = {k: v.detach().cpu().numpy() for k, v in draft.state_dict().items()}
+    return history, weights
+
+
+def agreement(
+    target: Any, draft: Any, references: dict[str, torch.Tensor], prompt: int
+) -> dict[str, float]:
+    """``alpha``: the mean ``1 - TVD`` of both softmaxes along the target's sampled
+    continuations; ``alpha_greedy``: how often the argmaxes agree along its greedy ones."""
+    from algorithms.teacher_student.distillspec import exact_acceptance
+
+    found = {}
+    for key, name, temperature in (("alpha", "sampled", 1.0), ("alpha_greedy", "greedy", 0.0)):
+        values = [
+            exact_acceptance(target, draft, list(map(int, row)), prompt, temperature)
+            for row in references[name]
+        ]
+        found[key] = float(np.mean(values))
+    return found
+
+
+def pretrained_draft(
+    job: DraftJob, vocab_size: int, tokenizer: Any, train: list[np.ndarray], plan: DraftRecipe
+) -> torch.nn.Module:
+    """The draft after next-token training on the domain (on the CPU: the cache key holds no
+    device): cached by its shape, the pretraining settings, the seed and the examples, or
+    trained now (and cached)."""
+    described = {"draft": asdict(job.draft), "vocab": vocab_size, "seed": job.seed,
+                 "pretrain": [plan.pretrain_steps, plan.batch_size, plan.context, plan.lr],
+                 "examples": [len(train), int(sum(len(ids) for ids in train))]}  # fmt: skip
+    key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root(job.settings.cache_dir) / "models" / "drafts" / f"{key}.safetensors"
+    torch.manual_seed(seeding.torch_seed(job.seed, "draft", "init"))
+    draft = job.draft.build(vocab_size)
+    if path.is_file():
+        try:
+            safetensors.torch.load_model(draft, str(path))
+            return draft.eval()
+        except (OSError, RuntimeError, safetensors.SafetensorError) as error:
+            discard_damaged(path, error)
+    stream = recipe.domain_stream(train, tokenizer.eos_token_id)
+    recipe.pretrain(draft, stream, plan, job.seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    safetensors.torch.save_model(draft, str(staging))
+    staging.replace(path)  # atomic: a concurrent or killed write leaves no half file
+    return draft.eval()
