@@ -15,16 +15,23 @@ current draft, regenerated every ``refresh`` steps). Every draw derives from ``s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors
+import safetensors.torch
 import torch
 
 from sim import checks, seeding
+from sim.data_dirs import cache_root, discard_damaged
 from sim.training.distill import DIVERGENCES, divergence, next_token_loss
 from sim.training.sampling import sample_continuations
 from sim.training.speculative import device_of
@@ -193,3 +200,51 @@ def continue_rows(model: Any, rows: np.ndarray, recipe: DraftRecipe, seed: int) 
     return sample_continuations(
         model, prompts.to(device_of(model)), recipe.new_tokens, recipe.temperature, seed
     )
+
+
+def evenly_spaced(rows: list[np.ndarray], count: int, length: int) -> np.ndarray:
+    """``(count, length)``: the first ``length`` tokens of ``count`` rows evenly spaced through
+    ``rows`` (held-out prompts from across the domain, not from its first module)."""
+    step = max(1, len(rows) // count)
+    return np.stack([ids[:length] for ids in rows[::step][:count]])
+
+
+def pretrained_draft(
+    spec: Any,
+    vocab_size: int,
+    separator: int,
+    train: list[np.ndarray],
+    recipe: DraftRecipe,
+    seed: int,
+    cache_dir: str | None = None,
+    rebuild: bool = False,
+) -> torch.nn.Module:
+    """``spec.build(vocab_size)`` after :func:`pretrain` on ``train`` (joined by
+    ``separator``), on the CPU: cached under ``<cache_dir>/models/drafts`` by its shape, the
+    pretraining settings, the seed and the examples, or trained now (and cached atomically;
+    ``rebuild``: trained again)."""
+    described = {"draft": asdict(spec), "vocab": vocab_size, "seed": seed,
+                 "pretrain": [recipe.pretrain_steps, recipe.batch_size, recipe.context, recipe.lr],
+                 "examples": [len(train), int(sum(len(ids) for ids in train))]}  # fmt: skip
+    key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root(cache_dir) / "models" / "drafts" / f"{key}.safetensors"
+    torch.manual_seed(seeding.torch_seed(seed, "draft", "init"))
+    draft = spec.build(vocab_size)
+    if path.is_file() and not rebuild:
+        try:
+            safetensors.torch.load_model(draft, str(path))
+            return draft.eval()
+        except (OSError, RuntimeError, safetensors.SafetensorError) as error:
+            discard_damaged(path, error)
+    pretrain(draft, domain_stream(train, separator), recipe, seed)
+    save_atomically(draft, path)
+    return draft.eval()
+
+
+def save_atomically(model: torch.nn.Module, path: Path) -> None:
+    """``model``'s weights as safetensors at ``path``, written beside it and renamed into
+    place (a concurrent or killed write leaves no half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    safetensors.torch.save_model(model, str(staging))
+    staging.replace(path)

@@ -26,20 +26,15 @@ when it returns.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import ray
-import safetensors.torch
 import torch
 
 from sim import checks, seeding
-from sim.data_dirs import cache_root, discard_damaged
 from sim.errors import CohortError, ConfigError
 from sim.interfaces.protocol import Outcome, RunContext, Setup
 from sim.interfaces.synthesis import FrozenLMSpec, TargetDomain
@@ -207,9 +202,11 @@ def _run(job: DraftJob, measure_seed: int) -> tuple[list[dict[str, Any]], dict[s
             f"env: {len(train)} train and {len(held_out)} held-out examples are long enough; "
             f"protocol.batch_size {plan.batch_size} and held_out.prompts {held.prompts} need more"
         )
-    draft = pretrained_draft(job, target.vocab_size, tokenizer, train, plan).to(device)
-    step = max(1, len(held_out) // held.prompts)
-    prompts = np.stack([ids[: held.prompt_length] for ids in held_out[::step][: held.prompts]])
+    draft = recipe.pretrained_draft(
+        job.draft, target.vocab_size, tokenizer.eos_token_id, train, plan, job.seed,
+        job.settings.cache_dir,
+    ).to(device)  # fmt: skip
+    prompts = recipe.evenly_spaced(held_out, held.prompts, held.prompt_length)
     references = {
         name: sample_continuations(target, torch.from_numpy(prompts).to(device), held.new_tokens,
                                    temperature, seeding.torch_seed(job.seed, "held_out", name))
@@ -253,31 +250,3 @@ def agreement(
         ]
         found[key] = float(np.mean(values))
     return found
-
-
-def pretrained_draft(
-    job: DraftJob, vocab_size: int, tokenizer: Any, train: list[np.ndarray], plan: DraftRecipe
-) -> torch.nn.Module:
-    """The draft after next-token training on the domain (on the CPU: the cache key holds no
-    device): cached by its shape, the pretraining settings, the seed and the examples, or
-    trained now (and cached)."""
-    described = {"draft": asdict(job.draft), "vocab": vocab_size, "seed": job.seed,
-                 "pretrain": [plan.pretrain_steps, plan.batch_size, plan.context, plan.lr],
-                 "examples": [len(train), int(sum(len(ids) for ids in train))]}  # fmt: skip
-    key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_root(job.settings.cache_dir) / "models" / "drafts" / f"{key}.safetensors"
-    torch.manual_seed(seeding.torch_seed(job.seed, "draft", "init"))
-    draft = job.draft.build(vocab_size)
-    if path.is_file():
-        try:
-            safetensors.torch.load_model(draft, str(path))
-            return draft.eval()
-        except (OSError, RuntimeError, safetensors.SafetensorError) as error:
-            discard_damaged(path, error)
-    stream = recipe.domain_stream(train, tokenizer.eos_token_id)
-    recipe.pretrain(draft, stream, plan, job.seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    safetensors.torch.save_model(draft, str(staging))
-    staging.replace(path)  # atomic: a concurrent or killed write leaves no half file
-    return draft.eval()
