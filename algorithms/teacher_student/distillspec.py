@@ -13,6 +13,7 @@ KL, JSD[beta], TVD) are :func:`sim.training.distill.divergence`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,12 +24,11 @@ from sim import checks, seeding
 from sim.interfaces.teacher_student import Generation, SoftLabels
 from sim.training.distill import DIVERGENCES, divergence, next_token_loss
 from sim.training.speculative import (
-    acceptance_rate,
-    distribution,
+    distributions_along,
     expected_speedup,
     plain_generate,
+    position_acceptance,
     speculative_generate,
-    token_ids,
 )
 
 DATA_SOURCES = ("fixed", "target", "draft", "mixed")
@@ -43,30 +43,6 @@ def full_distribution(soft: SoftLabels, vocab_size: int) -> torch.Tensor:
     shape = (*soft.probabilities.shape[:-1], vocab_size)
     full = torch.zeros(shape, dtype=torch.float32, device=soft.probabilities.device)
     return full.scatter_(-1, soft.indices, soft.probabilities.float())
-
-
-def exact_acceptance(
-    target: Any,
-    draft: Any,
-    tokens: list[int],
-    prompt: int,
-    temperature: float,
-    lenience: float = 1.0,
-) -> list[float]:
-    """Per generated position of ``tokens`` (after ``prompt`` tokens), the chance the draft's
-    token is accepted when both decode at ``temperature``: ``sum_x min(p_T(x) / l, q_T(x))`` of
-    the two softmaxes at that temperature (``1 - TVD`` at lenience ``l`` 1; Leviathan et al.
-    2023, Definition 3.1 and Appendix A.5), or for greedy decoding (``temperature`` 0) 1 if the
-    draft's argmax ``x`` has ``p(x) >= l max(p)`` (at ``l`` 1: the argmaxes agree)."""
-    ids = token_ids(target, tokens[:-1])
-    with torch.no_grad():
-        p = distribution(target(ids)[0, prompt - 1 :], temperature)
-        q = distribution(draft(ids)[0, prompt - 1 :], temperature)
-    if temperature == 0:
-        chosen = np.take_along_axis(p, q.argmax(-1)[:, None], -1)[:, 0]
-        kept = (p.argmax(-1) == q.argmax(-1)) | (chosen >= lenience * p.max(-1))
-        return kept.astype(np.float64).tolist()
-    return acceptance_rate(p, q, lenience).tolist()
 
 
 @dataclass
@@ -161,12 +137,11 @@ class DistillSpec:
         # warm-up: the first calls of each path pay one-time costs that would skew the timing
         speculative_generate(teacher, student, rows[0], min(new_tokens, 8), 2, 0.0, None)
         plain_generate(teacher, rows[0], 2, 0.0, None)
+        plain_generate(student, rows[0], 2, 0.0, None)
         measures: dict[str, float] = {}
         for temperature in self.decode_temperatures:
-            for lenience in (1.0, *self.leniences):
-                measures |= decoding_measures(
-                    teacher, student, rows, new_tokens, temperature, self.gammas, seed, lenience
-                )
+            measures |= decoding_measures(teacher, student, rows, new_tokens, temperature,
+                                          self.gammas, seed, (1.0, *self.leniences))  # fmt: skip
         return measures
 
 
@@ -184,16 +159,17 @@ def decoding_measures(
     temperature: float,
     gammas: list[int],
     seed: int,
-    lenience: float = 1.0,
+    leniences: Sequence[float] = (1.0,),
 ) -> dict[str, float]:
     """At one decoding ``temperature`` (0: greedy): plain decoding of every prompt by the target
-    (its tokens per second) and by the draft (their time ratio is the cost ratio ``c``), the
-    exact acceptance rate along the target's output, then speculative decoding at each gamma:
-    block efficiency, measured and predicted (Leviathan et al., Theorem 3.8) speed-up over plain
-    target decoding. ``lenience`` < 1: the lossy variant (keys end in ``_l<lenience>``)."""
-    tag = f"t{temperature:g}" + ("" if lenience == 1 else f"_l{lenience:g}")
+    (its tokens per second) and by the draft (their time ratio is the cost ratio ``c``); then
+    per lenience (1: lossless; below: the lossy variant, keys ending in ``_l<lenience>``) the
+    exact acceptance rate along the target's same output, and speculative decoding at each
+    gamma: block efficiency, measured and predicted (Leviathan et al., Theorem 3.8) speed-up
+    over plain target decoding."""
+    tag = f"t{temperature:g}"
     plain_s = draft_s = 0.0
-    accepted: list[float] = []
+    along: list[tuple[np.ndarray, np.ndarray]] = []
     for i, prompt in enumerate(prompts):
         (out, _), seconds = _timed(
             plain_generate, target, prompt, new_tokens, temperature, seeding.rng(seed, tag, i)
@@ -202,27 +178,27 @@ def decoding_measures(
         draft_s += _timed(
             plain_generate, draft, prompt, new_tokens, temperature, seeding.rng(seed, tag, "d", i)
         )[1]
-        accepted += exact_acceptance(
-            target, draft, prompt + out, len(prompt), temperature, lenience
-        )
-    alpha, cost = float(np.mean(accepted)), draft_s / plain_s
-    measures = {
-        f"alpha_{tag}": alpha,
-        f"cost_ratio_{tag}": cost,
-        f"target_tokens_per_s_{tag}": len(prompts) * new_tokens / plain_s,
-    }
-    for gamma in gammas:
-        tokens = calls = 0
-        spec_s = 0.0
-        for i, prompt in enumerate(prompts):
-            (_, stats), seconds = _timed(
-                speculative_generate, target, draft, prompt, new_tokens, gamma, temperature,
-                seeding.rng(seed, tag, "spec", gamma, i), lenience,
-            )  # fmt: skip
-            spec_s += seconds
-            tokens, calls = tokens + stats.tokens, calls + stats.target_calls
-        key = f"g{gamma}_{tag}"
-        measures[f"block_efficiency_{key}"] = tokens / calls
-        measures[f"speedup_{key}"] = plain_s / spec_s
-        measures[f"predicted_speedup_{key}"] = expected_speedup(alpha, gamma, cost)
+        along.append(distributions_along(target, draft, prompt + out, len(prompt), temperature))
+    cost = draft_s / plain_s
+    measures = {f"cost_ratio_{tag}": cost,
+                f"target_tokens_per_s_{tag}": len(prompts) * new_tokens / plain_s}  # fmt: skip
+    for lenience in leniences:
+        lossy = tag if lenience == 1 else f"{tag}_l{lenience:g}"
+        rates = [position_acceptance(p, q, temperature, lenience) for p, q in along]
+        alpha = float(np.mean(np.concatenate(rates)))
+        measures[f"alpha_{lossy}"] = alpha
+        for gamma in gammas:
+            tokens = calls = 0
+            spec_s = 0.0
+            for i, prompt in enumerate(prompts):
+                (_, stats), seconds = _timed(
+                    speculative_generate, target, draft, prompt, new_tokens, gamma, temperature,
+                    seeding.rng(seed, lossy, "spec", gamma, i), lenience,
+                )  # fmt: skip
+                spec_s += seconds
+                tokens, calls = tokens + stats.tokens, calls + stats.target_calls
+            key = f"g{gamma}_{lossy}"
+            measures[f"block_efficiency_{key}"] = tokens / calls
+            measures[f"speedup_{key}"] = plain_s / spec_s
+            measures[f"predicted_speedup_{key}"] = expected_speedup(alpha, gamma, cost)
     return measures

@@ -36,9 +36,16 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum(axis=-1)
 
 
+def check_lenience(lenience: float) -> None:
+    """Refuse a lenience outside (0, 1]."""
+    if not 0 < lenience <= 1:
+        raise ValueError(f"lenience: must be in (0, 1], 1 being lossless (got {lenience})")
+
+
 def acceptance_rate(p: np.ndarray, q: np.ndarray, lenience: float = 1.0) -> np.ndarray:
     """``alpha = sum_x min(p(x) / l, q(x))`` (``1 - TVD(p, q)`` at ``l = 1``): the chance a draft
     token is accepted."""
+    check_lenience(lenience)
     return np.minimum(np.asarray(p) / lenience, q).sum(axis=-1)
 
 
@@ -126,6 +133,48 @@ def first_token_distribution(
     accepted = q * np.minimum(1.0, np.divide(p, lq, out=np.zeros_like(p), where=lq > 0))
     rejected = 1.0 - accepted.sum()
     return accepted + rejected * residual(p, q, lenience)
+
+
+def distributions_along(
+    target: Any, draft: Any, tokens: list[int], prompt: int, temperature: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' next-token distributions at ``temperature`` (0: their softmaxes) at the
+    positions of ``tokens`` after the first ``prompt``: one forward pass each."""
+    ids = token_ids(target, tokens[:-1])
+    with torch.no_grad():
+        p = distribution(target(ids)[0, prompt - 1 :], temperature)
+        q = distribution(draft(ids)[0, prompt - 1 :], temperature)
+    return p, q
+
+
+def position_acceptance(
+    p: np.ndarray, q: np.ndarray, temperature: float, lenience: float = 1.0
+) -> np.ndarray:
+    """Per position, the chance the draft's token is accepted: ``sum_x min(p(x) / l, q(x))``
+    when sampling (Leviathan et al., Definition 3.1 and Appendix A.5), or for greedy decoding
+    (``temperature`` 0) 1 if the draft's argmax is the target's, or with ``l`` < 1 has
+    ``p(x) >= l max(p)`` (as :func:`greedy_verify`)."""
+    if temperature > 0:
+        return acceptance_rate(p, q, lenience)
+    check_lenience(lenience)
+    proposed = q.argmax(-1)
+    chosen = np.take_along_axis(p, proposed[:, None], -1)[:, 0]
+    kept = (p.argmax(-1) == proposed) | ((lenience < 1) & (chosen >= lenience * p.max(-1)))
+    return kept.astype(np.float64)
+
+
+def exact_acceptance(
+    target: Any,
+    draft: Any,
+    tokens: list[int],
+    prompt: int,
+    temperature: float,
+    lenience: float = 1.0,
+) -> list[float]:
+    """:func:`position_acceptance` along ``tokens`` (after ``prompt`` tokens) when both models
+    decode at ``temperature``."""
+    p, q = distributions_along(target, draft, tokens, prompt, temperature)
+    return position_acceptance(p, q, temperature, lenience).tolist()
 
 
 @dataclass
@@ -274,8 +323,7 @@ def speculative_generate(
     (argmaxes, :func:`greedy_verify`): no distribution is built.
     """
     rng = check_decoding(temperature, rng, gamma)
-    if not 0 < lenience <= 1:
-        raise ValueError(f"lenience: must be in (0, 1], 1 being lossless (got {lenience})")
+    check_lenience(lenience)
     check_vocabularies(target, draft)
     stats = DecodeStats()
     # Invariant: both caches hold a prefix of prompt + out; *_todo is the rest of it.

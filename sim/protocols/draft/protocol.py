@@ -45,9 +45,9 @@ from sim.runtime.progress import progress_line
 from sim.runtime.reservation import Reservation
 from sim.runtime.workers import actor_device
 from sim.training import draft as recipe
-from sim.training.draft import DraftRecipe, token_examples
+from sim.training.draft import DraftTraining, token_examples
 from sim.training.sampling import sample_continuations
-from sim.training.speculative import CausalLM
+from sim.training.speculative import CausalLM, exact_acceptance
 
 PROGRESS = (
     ("distill_loss", "loss {:.4f}"),
@@ -58,35 +58,24 @@ PROGRESS = (
 
 
 @dataclass
-class DraftDistillation:
-    """``pretrain_steps`` next-token steps on windows of ``context`` tokens (AdamW, ``lr``), then
-    ``steps`` distillation steps (``distill_lr``) of ``batch_size`` prompts continued by
-    ``new_tokens`` tokens; target-generated data draws ``target_pool`` continuations once; the
-    acceptance rate every ``eval_every`` steps and the final measures on ``held_out``. The draft
-    trains on ``train_examples`` of the domain's examples (a sample drawn with the seed)."""
+class DraftDistillation(DraftTraining):
+    """The draft's schedule (:class:`~sim.training.draft.DraftTraining`'s fields), the
+    acceptance rate every ``eval_every`` distillation steps and the final measures on
+    ``held_out``. The draft trains on ``train_examples`` of the domain's examples (a sample
+    drawn with the seed; None: all)."""
 
     resumable: ClassVar[tuple[str, ...]] = ()
     roles: ClassVar[tuple[str, ...]] = ("worker",)
 
-    pretrain_steps: int = 300
-    steps: int = 100
-    batch_size: int = 8
-    context: int = 128
-    lr: float = 2e-3
-    distill_lr: float = 5e-4
-    new_tokens: int = 32
-    target_pool: int = 256
     eval_every: int = 20
-    train_examples: int | None = None  # a seeded sample of the domain's (None: every one)
+    train_examples: int | None = None
     held_out: HeldOut = field(default_factory=lambda: HeldOut(8, 32, 64))
     cache_dir: str | None = None  # pretrained drafts; None: $COHORT_DATA_DIR or ~/.local/share
 
     def __post_init__(self) -> None:
-        checks.at_least(self, 0, "pretrain_steps", "steps")
-        checks.at_least(self, 1, "batch_size", "context", "new_tokens", "target_pool")
+        super().__post_init__()
         checks.at_least(self, 1, "eval_every")
         checks.at_least(self, 1, "train_examples", optional=True)
-        checks.positive(self, "lr", "distill_lr")
         if self.held_out.prompts < 1:
             raise ValueError(f"held_out.prompts: must be >= 1 (got {self.held_out.prompts})")
 
@@ -106,19 +95,20 @@ class DraftDistillation:
         algorithm = setup.components.get("algorithm")
         if not hasattr(algorithm, "final_measures") or not hasattr(algorithm, "divergence"):
             raise ConfigError(
-                f"algorithm: protocol={name} needs DistillSpec (algorithm=distillspec; got "
-                f"{type(algorithm).__name__})"
+                f"algorithm: protocol={name} needs DistillSpec (algorithm=draft_distillspec; "
+                f"got {type(algorithm).__name__})"
             )
-        if algorithm.data == "mixed":
+        if algorithm.data not in recipe.SOURCES:
             raise ConfigError(
-                f"algorithm.data: protocol={name} takes fixed, target or draft (got mixed)"
+                f"algorithm.data: protocol={name} takes one of {recipe.SOURCES} (got "
+                f"{algorithm.data!r})"
             )
         for what, length in (
             ("algorithm.prompt_length + protocol.new_tokens",
              algorithm.prompt_length + self.new_tokens),
             ("protocol.held_out.prompt_length + new_tokens",
              self.held_out.prompt_length + self.held_out.new_tokens),
-            ("protocol.context", self.context + 1),
+            ("protocol.context", self.context),
         ):  # fmt: skip
             if length > draft.context:
                 raise ConfigError(
@@ -144,30 +134,17 @@ class DraftJob:
     algorithm: Any
     seed: int
 
-    def recipe(self) -> DraftRecipe:
-        s, a = self.settings, self.algorithm
-        return DraftRecipe(
-            pretrain_steps=s.pretrain_steps,
-            distill_steps=0 if a.divergence == "none" else s.steps,
-            batch_size=s.batch_size,
-            context=s.context,
-            lr=s.lr,
-            distill_lr=s.distill_lr,
-            divergence="fkl" if a.divergence == "none" else a.divergence,
-            data=a.data,
-            refresh=a.refresh,
-            prompt_length=a.prompt_length,
-            new_tokens=s.new_tokens,
-            temperature=a.generation_temperature,
-            target_pool=s.target_pool,
-        )
+    @property
+    def distill_steps(self) -> int:
+        """Distillation steps: none for the undistilled draft (``divergence=none``)."""
+        return 0 if self.algorithm.divergence == "none" else self.settings.steps
 
     def run(self, context: RunContext) -> Outcome:
         context.begin([])
         options = context.cluster.worker.ray_options()
         ref = _run.options(**options).remote(self, seeding.torch_seed(self.seed, "measure"))
         history, weights = ray.get(ref)
-        steps = self.recipe().distill_steps
+        steps = self.distill_steps
         for record in history:
             context.record(record, step_line(steps, record))
         context.save({f"model/{k}": v for k, v in weights.items()}, steps, history)
@@ -187,25 +164,29 @@ def _run(job: DraftJob, measure_seed: int) -> tuple[list[dict[str, Any]], dict[s
     device = actor_device(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
     model, tokenizer = job.target.load()
     target = CausalLM(model.to(device))
-    plan = job.recipe()
+    settings, method, held = job.settings, job.algorithm, job.settings.held_out
     examples = job.domain.examples()
     texts = examples.train
-    if job.settings.train_examples is not None and job.settings.train_examples < len(texts):
+    if settings.train_examples is not None and settings.train_examples < len(texts):
         rng = seeding.rng(job.seed, "train_examples")
-        picks = np.sort(rng.choice(len(texts), job.settings.train_examples, replace=False))
+        picks = np.sort(rng.choice(len(texts), settings.train_examples, replace=False))
         texts = [texts[i] for i in picks]
-    train = token_examples(tokenizer, texts, plan.prompt_length + plan.new_tokens)
-    held = job.settings.held_out
+    train = token_examples(tokenizer, texts, method.prompt_length + settings.new_tokens)
     held_out = token_examples(tokenizer, examples.held_out, held.prompt_length + held.new_tokens)
-    if len(train) < plan.batch_size or len(held_out) < held.prompts:
+    stream = recipe.domain_stream(train, tokenizer.eos_token_id)
+    if len(train) < settings.batch_size or len(held_out) < held.prompts:
         raise ConfigError(
             f"env: {len(train)} train and {len(held_out)} held-out examples are long enough; "
-            f"protocol.batch_size {plan.batch_size} and held_out.prompts {held.prompts} need more"
+            f"protocol.batch_size {settings.batch_size} and held_out.prompts {held.prompts} "
+            "need more"
         )
-    draft = recipe.pretrained_draft(
-        job.draft, target.vocab_size, tokenizer.eos_token_id, train, plan, job.seed,
-        job.settings.cache_dir,
-    ).to(device)  # fmt: skip
+    if len(stream) <= settings.context:
+        raise ConfigError(
+            f"protocol.context: the train examples' {len(stream)} tokens hold no window of "
+            f"{settings.context + 1}"
+        )
+    draft = recipe.pretrained_draft(job.draft, target.vocab_size, stream, settings, job.seed,
+                                    device, settings.cache_dir)  # fmt: skip
     prompts = recipe.evenly_spaced(held_out, held.prompts, held.prompt_length)
     references = {
         name: sample_continuations(target, torch.from_numpy(prompts).to(device), held.new_tokens,
@@ -223,13 +204,11 @@ def _run(job: DraftJob, measure_seed: int) -> tuple[list[dict[str, Any]], dict[s
         history.append(record)  # the driver records and shows them when the task returns
 
     evaluate(0, None, {})
-    if plan.distill_steps:
-        recipe.distill(draft, target, train, plan, job.seed, every=job.settings.eval_every,
-                       evaluate=evaluate)  # fmt: skip
+    if job.distill_steps:
+        recipe.distill(draft, target, train, settings, method, job.seed,
+                       every=settings.eval_every, evaluate=evaluate)  # fmt: skip
     tick = time.perf_counter()
-    rows = [list(map(int, row)) for row in prompts]
-    history[-1] |= job.algorithm.final_measures(target, draft, np.array(rows), held.new_tokens,
-                                                measure_seed)  # fmt: skip
+    history[-1] |= method.final_measures(target, draft, prompts, held.new_tokens, measure_seed)
     history[-1]["measure_s"] = time.perf_counter() - tick
     weights = {k: v.detach().cpu().numpy() for k, v in draft.state_dict().items()}
     return history, weights
@@ -240,8 +219,6 @@ def agreement(
 ) -> dict[str, float]:
     """``alpha``: the mean ``1 - TVD`` of both softmaxes along the target's sampled
     continuations; ``alpha_greedy``: how often the argmaxes agree along its greedy ones."""
-    from algorithms.teacher_student.distillspec import exact_acceptance
-
     found = {}
     for key, name, temperature in (("alpha", "sampled", 1.0), ("alpha_greedy", "greedy", 0.0)):
         values = [
