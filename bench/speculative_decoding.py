@@ -3,7 +3,7 @@ with a small draft on its tokenizer, undistilled and distilled (DistillSpec, Zho
 2024; Leviathan et al., ICML 2023).
 
     python bench/speculative_decoding.py [--prompts 8] [--new-tokens 64] [--gammas 1 2 3 4 5 6 7]
-        [--data draft] [--divergence fkl] [--rebuild] [--quick]
+        [--leniences 0.5 0.2] [--data draft] [--divergence fkl] [--rebuild] [--quick]
 
 The draft (GPT 4 x 128, 4 heads, context 128, over SmolLM2's 49,152 tokens, input and output
 embeddings tied: 7.1M parameters) is trained by :mod:`sim.training.draft` on the standard
@@ -68,7 +68,7 @@ from sim.training.speculative import (
 
 DRAFT = GPT(layers=4, width=128, heads=4, context=128)
 GOALS = {"speed-up": 1.5, "over undistilled": 1.15, "measured / predicted": 0.8}
-LENIENCES = (0.5, 0.2)  # lossy decoding, with the distilled draft
+LENIENCES = (0.5, 0.2)  # lossy decoding, with the distilled draft (--leniences)
 
 
 def drafts(
@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--gammas", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7])
     parser.add_argument("--data", default="draft", choices=SOURCES)
     parser.add_argument("--divergence", default="fkl", choices=DIVERGENCES)
+    parser.add_argument("--leniences", type=float, nargs="*", default=list(LENIENCES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rebuild", action="store_true")
@@ -200,12 +201,12 @@ def main() -> None:
           + ", ".join(f"gamma {g}: {r:.2f}" for g, r in costs.items()))  # fmt: skip
     rows, lossy = [], []
     for name, draft in models.items():
-        leniences = (1.0, *LENIENCES) if name == "distilled" else (1.0,)
+        leniences = (1.0, *args.leniences) if name == "distilled" else (1.0,)
         for temperature in (0.0, 1.0):
             measures = decoding_measures(target, draft, prompts, args.new_tokens, temperature,
                                          args.gammas, args.seed, leniences)  # fmt: skip
             rows += table(name, measures, f"t{temperature:g}", args.gammas, costs)
-            lossy += [(measures, f"t{temperature:g}_l{lenience:g}") for lenience in LENIENCES
+            lossy += [(measures, f"t{temperature:g}_l{lenience:g}") for lenience in args.leniences
                       if name == "distilled"]  # fmt: skip
     print("\nlossy speculative decoding (lenience < 1; not lossless, apart from the rows above; "
           "the same plain decoding)")  # fmt: skip
