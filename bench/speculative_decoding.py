@@ -167,6 +167,8 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
+    if any(not 0 < lenience < 1 for lenience in args.leniences):
+        parser.error("--leniences: each in (0, 1); 1, lossless, is always measured")
     torch.set_num_threads(args.threads)
     method = DistillSpec(divergence=args.divergence, data=args.data, refresh=1, prompt_length=32)
     training = DraftTraining()

@@ -59,9 +59,10 @@ class DistillSpec:
     (0: greedy) and ``gamma`` in ``gammas``: the exact acceptance rate along the target's own
     output, the block efficiency and the wall-clock speed-up of speculative over plain target
     decoding (measured on this machine, batch 1), the draft/target cost ratio ``c`` and the
-    speed-up that ``alpha``, ``gamma`` and ``c`` predict. Each lenience in ``leniences`` adds the
-    same measures of lossy speculative decoding (:mod:`sim.training.speculative`; keys end in
-    ``_l<lenience>``), apart from the lossless ones."""
+    speed-up that ``alpha``, ``gamma`` and ``c`` predict. Each lenience in ``leniences`` adds
+    ``alpha`` and the per-gamma measures of lossy speculative decoding
+    (:mod:`sim.training.speculative`; keys end in ``_l<lenience>``) along the same plain
+    decoding, apart from the lossless ones."""
 
     divergence: str = "fkl"
     beta: float = 0.5

@@ -205,7 +205,8 @@ def distill(
         pool = continue_rows(target, chosen, method, training.new_tokens,
                              seeding.torch_seed(seed, "target_pool"))  # fmt: skip
         timing["generate_s"] += time.perf_counter() - tick
-    losses = []
+    losses: list[float] = []
+    evaluated = 0  # the step of the last evaluation
     for step in range(training.steps):
         tick = time.perf_counter()
         if method.data == "draft":  # on-policy: the current draft writes the next block
@@ -238,7 +239,8 @@ def distill(
             log(f"[draft distill {step + 1}/{training.steps}] {method.divergence} {losses[-1]:.4f}")
         if evaluate is not None and ((step + 1) % every == 0 or step + 1 == training.steps):
             draft.eval()
-            evaluate(step + 1, float(np.mean(losses[-every:])), dict(timing))
+            evaluate(step + 1, float(np.mean(losses[evaluated:])), dict(timing))
+            evaluated = step + 1
     draft.eval()
     return {"losses": losses, **timing}
 
@@ -288,8 +290,9 @@ def pretrained_draft(
     """``spec.build(vocab_size)`` on ``device`` after :func:`pretrain` on ``stream``: cached
     under ``<cache_dir>/models/drafts`` by its shape, the pretraining settings, the seed, the
     device type and the stream's tokens, or trained now and cached (``rebuild``: trained
-    again). Concurrent runs that need the same draft (a sweep's arms of one seed side by side)
-    train it once: the others wait for it (a lock file beside it)."""
+    again, by each caller). Concurrent runs on one machine that need the same draft (a sweep's
+    arms of one seed side by side) train it once: the others wait for it (an flock on a file
+    beside it; it does not serialise machines that share the cache folder over a network)."""
     described = {"draft": asdict(spec), "vocab": vocab_size, "seed": seed, "device": device.type,
                  "pretrain": [training.pretrain_steps, training.batch_size, training.context,
                               training.lr],

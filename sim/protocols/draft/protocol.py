@@ -8,8 +8,9 @@ tokens of its examples). One Ray task (``cluster.worker`` resources; its torch t
 CPUs, its device the GPU Ray assigns it) runs :mod:`sim.training.draft`'s recipe:
 
 1. the draft is trained on the domain's text with the next-token loss for ``pretrain_steps``
-   (cached by its settings and seed under ``<COHORT_DATA_DIR>/models/drafts``, so the arms of a
-   sweep with one seed share it: they start from the same undistilled draft);
+   (cached by its shape, settings, seed, device type and token stream under
+   ``<COHORT_DATA_DIR>/models/drafts``, so the arms of a sweep with one seed share it: they
+   start from the same undistilled draft, trained once);
 2. it is distilled toward the target for ``steps`` steps with ``algorithm.divergence`` on
    ``algorithm.data`` (``fixed``, ``target``, ``draft``: on-policy every ``algorithm.refresh``
    steps; ``divergence=none``: no distillation, the undistilled draft), the loss on the
