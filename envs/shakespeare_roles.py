@@ -84,25 +84,35 @@ def speaker(line: str) -> str | None:
     return name.rstrip(".").upper()
 
 
-def parse_roles(text: str) -> dict[str, list[str]]:
-    """Each role's lines of speech in the order spoken (LEAF's "sound bites", one per line).
+def speeches(text: str) -> list[tuple[str, list[str]]]:
+    """The play's speeches in order, each ``(role, lines of speech)``.
 
     A paragraph starting with a heading opens a speech of that role; a paragraph without one
     (a speech resumed after a stage direction) continues the current speech, as LEAF's
     continuation lines do; an act, scene, prologue, epilogue or induction header ends it.
     """
-    roles: dict[str, list[str]] = {}
-    current: str | None = None
+    spoken: list[tuple[str, list[str]]] = []
+    current = False  # whether a paragraph without a heading continues the last speech
     for block in paragraphs(action(text)):
         first = block[0].strip()
         if len(block) == 1 and _HEADER.match(first):
-            current = None
+            current = False
             continue
         name = speaker(first)
         if name is not None:
-            current, block = name, block[1:]
-        if current is not None:
-            roles.setdefault(current, []).extend(line.strip() for line in block)
+            spoken.append((name, []))
+            current, block = True, block[1:]
+        if current:
+            spoken[-1][1].extend(line.strip() for line in block)
+    return spoken
+
+
+def parse_roles(text: str) -> dict[str, list[str]]:
+    """Each role's lines of speech in the order spoken (LEAF's "sound bites", one per line):
+    its :func:`speeches` joined."""
+    roles: dict[str, list[str]] = {}
+    for role, lines in speeches(text):
+        roles.setdefault(role, []).extend(lines)
     return roles
 
 

@@ -15,7 +15,13 @@ import sim
 from algorithms.pretraining.spactor import SpacTor
 from models.t5 import T5
 from sim.errors import ConfigError
-from sim.protocols.pretraining.downstream import span_matches, split_at, task_data
+from sim.protocols.pretraining.downstream import (
+    follows_data,
+    span_matches,
+    speaker_data,
+    split_at,
+    task_data,
+)
 from sim.protocols.pretraining.loop import inverse_sqrt_rate
 from sim.training.span_corruption import Vocabulary
 from tests.conftest import ensure_ray, start_cli, wait_for_rounds
@@ -68,6 +74,48 @@ def test_documents_split_into_train_and_test_passages():
     np.testing.assert_array_equal(every.train_labels, [0, 1])
 
 
+def test_follows_pairs_a_first_half_with_its_own_or_another_second_half():
+    stream = np.r_[np.arange(1, 41), 0, np.arange(100, 140), 0]
+    data = task_data(split_at(stream, 0), 10, 0.25, None)  # 3 train and 1 test passage each
+    pairs = follows_data(data, 9, separator=999)  # halves of 4 tokens
+    for split in ("train", "test"):
+        passages, documents = getattr(data, split), getattr(data, f"{split}_labels")
+        inputs, labels = getattr(pairs, split), getattr(pairs, f"{split}_labels")
+        assert inputs.shape == (len(passages), 9) and abs(2 * labels.sum() - len(labels)) <= 1
+        np.testing.assert_array_equal(inputs[:, :4], passages[:, :4])
+        assert (inputs[:, 4] == 999).all()
+        for row, label, passage, document in zip(inputs, labels, passages, documents, strict=True):
+            if label:
+                np.testing.assert_array_equal(row[5:], passage[4:8])
+            else:  # another passage's second half, of the same document when it has another
+                donors = [p for p, d in zip(passages, documents, strict=True) if d == document]
+                donors = donors if len(donors) > 1 else list(passages)
+                assert any((row[5:] == p[4:8]).all() for p in donors if (p != passage).any())
+    assert np.array_equal(follows_data(data, 9, 999).train, pairs.train)  # drawn the same always
+    with pytest.raises(ValueError, match="follows: passages of 10 tokens, inputs of 23"):
+        follows_data(data, 23, 999)
+
+
+def test_speaker_takes_each_plays_most_frequent_roles_first_tokens():
+    def play(*speeches):
+        body = "\n\n".join(f"{role}.\n{line}" for role, line in speeches)
+        return f"A PLAY\n\nACT I.\n\n{body}\n"
+
+    first = play(("ANN", "a b c"), ("BOB", "d e"), ("ANN", "f g h i"), ("BOB", "j k l"),
+                 ("CAL", "m n o"), ("BOB", "p q r"), ("CAL", "s t u"), ("ANN", "v w"))  # fmt: skip
+    second = play(("DAN", "a a a"), ("EVE", "b b b"), ("DAN", "c c c"), ("EVE", "d d d"))
+    words = {w: i for i, w in enumerate("abcdefghijklmnopqrstuvwxyz")}
+    encode = lambda text: [words[w] for w in text.split()]  # noqa: E731
+    data = speaker_data([first, "SONNETS\n\nI\n\na b c", second], encode, 2, 3, 0.5)
+    # ANN and BOB have 2 speeches of 3+ words each, CAL 2 too but speaks later: ANN, BOB kept
+    assert data.classes == 4
+    np.testing.assert_array_equal(data.train, [[0, 1, 2], [9, 10, 11], [0, 0, 0], [1, 1, 1]])
+    np.testing.assert_array_equal(data.test, [[5, 6, 7], [15, 16, 17], [2, 2, 2], [3, 3, 3]])
+    np.testing.assert_array_equal(data.train_labels, [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="speaker: speeches of at least 3 tokens in the held-out"):
+        speaker_data(["SONNETS\n\nI\n\na b c"], encode, 2, 3, 0.5)
+
+
 def test_span_exact_match_by_hand():
     s0, s1, s2, eos = 100, 101, 102, 0
     targets = np.array([[s0, 5, 6, s1, 7, s2, 8, 9, eos]])
@@ -95,7 +143,9 @@ def test_a_short_spactor_run_end_to_end(lm_cache, tmp_path):
     np.testing.assert_allclose([r["flops"] for r in pretraining], np.cumsum(per_step)[1::2])
     assert per_step[0] > per_step[7]
     for record in downstream:
-        assert 0 <= record["documents_accuracy"] <= 1 and 0 <= record["infill_exact_match"] <= 1
+        for score in ("documents_accuracy", "speaker_accuracy", "follows_accuracy"):
+            assert 0 <= record[score] <= 1
+        assert 0 <= record["infill_exact_match"] <= 1
         assert 0 < record["infill_loss"] < np.log(600)
     assert result.history[-1]["validation_loss"] == pretraining[-1]["validation_loss"]
     assert (result.output_dir / "checkpoints" / "checkpoint.npz").exists()

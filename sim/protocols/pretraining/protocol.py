@@ -7,8 +7,8 @@ are submitted as it arrives and run as workers free up.
 Records: every ``eval_every`` steps the pre-training figures (train loss and the objective's
 parts, validation span-corruption loss on the same corrupted validation windows for every run,
 cumulative training FLOPs, tokens per second); after pre-training one record per snapshot with
-its step, FLOPs and downstream scores (``documents_accuracy``, ``infill_exact_match``,
-``infill_loss``). The last
+its step, FLOPs and downstream scores (``documents_accuracy``, ``speaker_accuracy``,
+``follows_accuracy``, ``infill_exact_match``, ``infill_loss``). The last
 record, the run's final figures, is the last snapshot's, with the final validation loss.
 
 Checkpoints (every ``checkpoint_every`` steps) hold the model, the auxiliary modules, the
@@ -116,6 +116,30 @@ class Pretraining:
         of a snapshot beside them."""
         return Reservation({"worker": 1}, trained=cluster.num_workers or 1)
 
+    def task_data(
+        self, held_out: list[np.ndarray], raw: int, context: int, vocab: Vocabulary, tokenizer: Any
+    ) -> dict[str, downstream.TaskData]:
+        """Each downstream task's data from the held-out documents (token ids): passages of
+        ``raw`` tokens, inputs of at most ``context``."""
+        settings = self.downstream
+        passages = downstream.task_data(held_out, raw, settings.test_fraction, settings.documents)
+        data = {}
+        for task in settings.tasks:
+            if task == "follows":
+                data[task] = downstream.follows_data(passages, context, vocab.first_sentinel)
+            elif task == "speaker":
+                texts = [tokenizer.decode(doc.tolist()) for doc in held_out]
+                data[task] = downstream.speaker_data(
+                    texts,
+                    lambda text: tokenizer.encode(text).ids,
+                    settings.speakers,
+                    settings.speech_tokens,
+                    settings.test_fraction,
+                )
+            else:
+                data[task] = passages
+        return data
+
     def prepare(self, setup: Setup) -> PretrainingJob:
         name = "pretraining"
         corpus = setup.component("env", TextEnvironment, "a text corpus (env=text)", name)
@@ -158,16 +182,15 @@ class Pretraining:
             for doc in downstream.split_at(split, vocab.eos)
         ]  # fmt: skip
         try:
-            data = downstream.task_data(
-                held_out, raw, self.downstream.test_fraction, self.downstream.documents
-            )
+            data = self.task_data(held_out, raw, spec.context, vocab, streams.tokenizer())
         except ValueError as error:
             raise ConfigError(f"protocol.downstream: {error}") from None
-        if len(data.train) < self.downstream.batch_size:
-            raise ConfigError(
-                f"protocol.downstream.batch_size: {self.downstream.batch_size} is more than the "
-                f"tasks' {len(data.train)} training passages"
-            )
+        for task, part in data.items():
+            if len(part.train) < self.downstream.batch_size:
+                raise ConfigError(
+                    f"protocol.downstream.batch_size: {self.downstream.batch_size} is more than "
+                    f"the {task} task's {len(part.train)} training inputs"
+                )
         resumed = Resumed.of(setup.start)
         return PretrainingJob(
             settings=self,
@@ -221,7 +244,7 @@ class PretrainingJob:
     vocab: Vocabulary
     inputs_length: int
     snapshots: tuple[int, ...]
-    data: downstream.TaskData
+    data: dict[str, downstream.TaskData]  # per task
     resumed: Resumed
 
     def run(self, context: RunContext) -> Outcome:
@@ -236,7 +259,8 @@ class PretrainingJob:
         recorder = Recorder(context, list(self.resumed.history), line)
         context.begin(recorder.history)
         final: dict[str, np.ndarray] = {}
-        snapshots = Snapshots(self, ray.put(self.data), cluster.worker.ray_options())
+        data = {task: ray.put(part) for task, part in self.data.items()}
+        snapshots = Snapshots(self, data, cluster.worker.ray_options())
 
         def on_checkpoint(step: int, arrays: dict[str, np.ndarray]) -> None:
             context.save({**arrays, **snapshots.arrays()}, step, recorder.history)
@@ -316,7 +340,7 @@ class Snapshots:
     """The snapshots of a pre-training run: each fine-tuned on the downstream tasks as soon as it
     is taken (Ray tasks, beside the training), and kept for the checkpoint."""
 
-    def __init__(self, job: PretrainingJob, data: Any, options: dict[str, Any]) -> None:
+    def __init__(self, job: PretrainingJob, data: dict[str, Any], options: dict[str, Any]):
         self.job, self.data, self.task = (
             job,
             data,
@@ -331,7 +355,7 @@ class Snapshots:
         ref = ray.put(arrays)
         corruption = (job.objective.noise_density, job.objective.mean_span)
         self.pending[step] = {
-            name: self.task.remote(name, job.spec, job.vocab, ref, self.data,
+            name: self.task.remote(name, job.spec, job.vocab, ref, self.data[name],
                                    job.settings.downstream, corruption, job.seed)
             for name in job.settings.downstream.tasks
         }  # fmt: skip
