@@ -365,6 +365,22 @@ def test_steps_to_match_the_baseline_by_hand(tmp_path: Path) -> None:
     )
 
 
+def test_match_names_a_group_or_the_one_holding_its_parts() -> None:
+    groups = {label: [] for label in (
+        "algorithm=lm, protocol.top_k=10",
+        "algorithm=salt, protocol.top_k=10",
+        "algorithm=salt, protocol.top_k=null",
+    )}  # fmt: skip
+    assert report.matching_group(groups, "algorithm=lm") == "algorithm=lm, protocol.top_k=10"
+    assert report.matching_group(groups, "protocol.top_k=null, algorithm=salt") == (
+        "algorithm=salt, protocol.top_k=null"  # in any order
+    )
+    assert report.matching_group(groups, "algorithm=salt") is None  # two groups
+    assert report.matching_group(groups, "algorithm=rkd") is None
+    exact = "algorithm=salt, protocol.top_k=10"
+    assert report.matching_group(groups, exact) == exact
+
+
 def test_main_reports_step_based_runs_with_match(tmp_path: Path) -> None:
     # Runs whose records have "step", not "round" (the teacher-student protocol's).
     for name, curve in (("lm", [3.0, 2.0, 1.0]), ("salt", [2.5, 0.9, 0.7])):

@@ -137,6 +137,17 @@ def group_runs(runs: Sequence[Run], ignore: Iterable[str] = NOT_SWEPT) -> dict[s
     }
 
 
+def matching_group(groups: Mapping[str, Sequence[Run]], wanted: str) -> str | None:
+    """The group named ``wanted`` (``"algorithm=lm"``), else the one group whose label holds
+    all of its ``key=value`` parts (a sweep of grids also names ``protocol.top_k=10``, ...);
+    None if there is no such group or several."""
+    if wanted in groups:
+        return wanted
+    parts = set(wanted.split(", "))
+    found = [label for label in groups if parts <= set(label.split(", "))]
+    return found[0] if len(found) == 1 else None
+
+
 def final_metrics(runs: Iterable[Run]) -> list[str]:
     """The numeric final metrics that any run records, in first-seen order."""
     return list(dict.fromkeys(k for run in runs for k, v in run.final.items() if is_number(v)))
@@ -317,10 +328,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, CohortError) as exc:
         print(f"cohort: error: {exc}", file=sys.stderr)
         return 2
-    if args.match and args.match not in (groups := group_runs(runs)):
-        print(f"cohort: warning: --match {args.match}: no such group in these runs "
-              f"({', '.join(groups)}); no match table", file=sys.stderr)  # fmt: skip
-        args.match = None  # a preset's report over part of its sweep: the rest still comes
+    if args.match:  # none: a preset's report over part of its sweep (the rest still comes)
+        found = matching_group(groups := group_runs(runs), args.match)
+        if found is None:
+            print(f"cohort: warning: --match {args.match}: no such group, or several, in these "
+                  f"runs ({', '.join(groups)}); no match table", file=sys.stderr)  # fmt: skip
+        args.match = found
     options = (args.metric, at_rounds, args.target, args.x, args.area, args.interpolate)
     runs = [replace(run, final={**run.final, **derived_metrics(run, *options)}) for run in runs]
     groups = group_runs(runs)
