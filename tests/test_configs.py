@@ -12,6 +12,13 @@ from omegaconf import OmegaConf
 
 from sim import compose
 from sim.runtime.config import CONF_DIR, PLUGINS, ClusterConfig, build_component
+from sim.runtime.reservation import (
+    HEAD_NODE_RESOURCE,
+    capacity,
+    reservation_of,
+    why_never,
+    worker_share,
+)
 from sim.runtime.run import build_trackers
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
@@ -24,13 +31,19 @@ def option(group: str, name: str) -> list[str]:
     return [*CONTEXT.get(group, []), f"{group}={name}"]
 
 
-def build_all(overrides: list[str]) -> None:
+def build_all(overrides: list[str]) -> str | None:
+    """Compose and build every component; why the job could never run on a 2-core machine
+    (the README's), or None."""
     cfg = compose(overrides)
-    for group in PLUGINS:
-        if cfg[group] is not None:
-            build_component(group, cfg[group])
-    OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ClusterConfig), cfg.cluster))
+    built = {
+        group: build_component(group, cfg[group]) for group in PLUGINS if cfg[group] is not None
+    }
+    cluster = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ClusterConfig), cfg.cluster))
     build_trackers(cfg.logger)
+    laptop = [{"CPU": 2.0, HEAD_NODE_RESOURCE: 1.0}]
+    workers = cluster.num_workers or worker_share(capacity(laptop[0], cluster.worker), 1)
+    held = reservation_of(built["protocol"], cluster, workers)
+    return why_never(held.bundles(cluster), held.trained_resources(cluster), laptop)
 
 
 @pytest.mark.parametrize("group,name", [o for o in OPTIONS if o[0] != "experiment"])
@@ -73,9 +86,9 @@ def grid_jobs(params: dict[str, str], grid: dict) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("name", [n for g, n in OPTIONS if g == "experiment"])
-def test_every_preset_composes_and_builds_for_each_swept_value(name):
+def test_every_preset_composes_builds_and_fits_two_cores_for_each_swept_value(name):
     for overrides in sweep_overrides(name):
-        build_all([f"experiment={name}", *overrides])
+        assert build_all([f"experiment={name}", *overrides]) is None, overrides
 
 
 def own_keys(path: Path) -> dict:
