@@ -208,6 +208,12 @@ def test_a_damaged_feature_cache_is_computed_again_with_one_warning(ray_session,
          "protocol.samples: real_data draws 100 distinct examples from the 64"),
         (["algorithm=hard_few_shot", "algorithm.shots=65"], ConfigError,
          "algorithm.shots: 65 exceed the 64 target examples"),
+        (["protocol.generate_at=[1,3]"], ConfigError,
+         r"protocol.generate_at: increasing steps in 1..2 \(the final set is the last step's"),
+        (["protocol.patience=2"], ConfigError,
+         r"protocol.patience: early stopping needs the held-out loss \(eval_every\)"),
+        (["protocol.eval_every=1", "protocol.eval_examples=100000"], ConfigError,
+         "protocol.eval_examples: 100000 exceeds the domain's"),
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_before_anything_runs(tmp_path, extra, error, needle):
@@ -242,25 +248,50 @@ def test_a_missing_model_wheel_says_which_package_and_how(tmp_path, monkeypatch)
 
 def test_a_short_softsrv_run_end_to_end_the_same_on_one_or_two_generators(tmp_path):
     ensure_ray()
-    result = sim.run([*TINY, "protocol.generators=2", f"output_dir={tmp_path / 'run'}"])
+    held_out = ["protocol.eval_every=2", "protocol.eval_examples=16"]  # at steps 2 and 3
+    result = sim.run([*TINY, *held_out, "protocol.generators=2", f"output_dir={tmp_path / 'run'}"])
     training, final = result.history[:-1], result.history[-1]
     assert [r["step"] for r in training] == [1, 2, 3]
+    assert ["validation_loss" in r for r in training] == [False, True, True]
     assert all(np.isfinite(r["train_loss"]) for r in training)
     assert 0 <= final["mauve"] <= 1 and 0 < final["downstream_loss"] < np.log(300)
-    assert final["samples"] == 40
+    assert final["samples"] == 40 and final["step"] == 3 and "prompt_step" not in final
     samples = (result.output_dir / "artifacts" / "samples.jsonl").read_text().splitlines()
     assert len(samples) == 40 and all("text" in json.loads(line) for line in samples)
     summary = json.loads((result.output_dir / "summary.json").read_text())
     assert len(summary["generator_sha256"]) == 64  # checked equal before and after: unchanged
     assert np.abs(result.params).sum() > 0
     assert SoftSRV().uses_features and not SoftSRV(variant="single").uses_features
-    one = sim.run([*TINY, "protocol.generators=1", f"output_dir={tmp_path / 'one'}"])
+    one = sim.run([*TINY, *held_out, "protocol.generators=1", f"output_dir={tmp_path / 'one'}"])
     timing = {"time_s", "generation_s"}
     assert [{k: v for k, v in r.items() if k not in timing} for r in one.history] == [
         {k: v for k, v in r.items() if k not in timing} for r in result.history
     ]
     assert np.array_equal(one.params, result.params)
     assert (one.output_dir / "artifacts" / "samples.jsonl").read_text() == "\n".join(samples) + "\n"
+
+
+def test_early_stopping_keeps_the_prompt_of_the_lowest_held_out_loss(tmp_path):
+    # lr 1e-30: Adam's steps are far below float32's resolution of the prompt (scale ~0.05), so
+    # the prompt never changes and step 2's held-out loss equals step 1's: not lower, patience 1
+    # stops there and keeps step 1's prompt, whose set was generated at step 1 (generate_at)
+    ensure_ray()
+    stopping = ["protocol.steps=4", "protocol.lr=1e-30", "protocol.eval_every=1",
+                "protocol.eval_examples=8", "protocol.patience=1", "protocol.generate_at=[1,3]",
+                "algorithm.variant=single"]  # fmt: skip
+    result = sim.run([*TINY, *stopping, f"output_dir={tmp_path / 'run'}"])
+    training = [r for r in result.history if "train_loss" in r]
+    at_one, final = result.history[-2:]
+    assert [r["step"] for r in training] == [1, 2]
+    held_out = [r["validation_loss"] for r in training]
+    assert held_out[1] == held_out[0] and 0 < held_out[0] < np.log(49152)
+    assert at_one["step"] == 1 and "mauve" in at_one  # step 3's set never came: stopped at 2
+    assert final["step"] == 2 and final["prompt_step"] == 1
+    for key in ("mauve", "downstream_loss", "distinct_fraction"):
+        assert final[key] == at_one[key]
+    artifacts = result.output_dir / "artifacts"
+    assert (artifacts / "samples.jsonl").read_text() == (artifacts / "samples_1.jsonl").read_text()
+    assert not (artifacts / "samples_3.jsonl").exists()
 
 
 @pytest.mark.slow  # the copy is made from the GGUF file twice: 37 s here

@@ -10,18 +10,29 @@ on held-out real text of a small GPT trained on it.
    (drawn from the target sample of ``train_examples``): each step's prompts are made by the
    prompt module, their gradient comes from the generators in micro-batches of ``micro_batch``
    examples summed in a fixed order, so the numbers do not depend on the number of generators.
+   Every ``eval_every`` steps (and at the last) the held-out prompt loss: nats per token of
+   ``eval_examples`` held-out examples (the same for every run) given their prompts; with
+   ``patience``, training stops after that many evaluations without a lower one and the prompt
+   of the lowest is kept (early stopping). At each step of ``generate_at`` a set is also
+   generated from the prompt of that step (MAUVE and downstream loss against prompt training).
 3. ``samples`` examples are generated in batches of ``generation_batch``; batch b's prompts and
    sampling are seeded by ``(seed, "generate", b)``, whichever generator runs it.
 4. MAUVE (features by ``featurizer``) against ``samples`` held-out examples, and the
-   downstream loss (:class:`~.evaluation.Downstream`), as Ray tasks (``cluster.worker``).
+   downstream loss (:class:`~.evaluation.Downstream`), as Ray tasks (``cluster.worker``), for
+   each set once the generators are gone.
 
 Every example, real or synthetic, is at most ``length`` tokens of the generator's tokenizer. The
-samples are written to ``artifacts/samples.jsonl``. Records: the prompt's training loss every
-``log_every`` steps, then one record with the set's scores.
+samples are written to ``artifacts/samples.jsonl`` (a ``generate_at`` set's to
+``samples_<step>.jsonl``). Records: the prompt's training loss every ``log_every`` steps and its
+held-out loss (``validation_loss``) every ``eval_every``, one record per ``generate_at`` set
+with its scores, then the final set's record (``step``: the steps trained; with ``patience``,
+``prompt_step``: the kept prompt's). Methods without a trained prompt (hard prompts, real data)
+ignore the prompt-training fields.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -62,6 +73,7 @@ METHODS = (SoftPromptMethod, HardPromptMethod, ReferenceMethod)
 TIME = ("time_s", "{:.1f}s")
 PROGRESS = (
     ("train_loss", "train_loss {:.4f}"),
+    ("validation_loss", "held-out {:.4f}"),
     ("mauve", "mauve {:.4f}"),
     ("downstream_loss", "downstream_loss {:.4f}"),
     ("empty_fraction", "empty {:.3f}"),
@@ -86,6 +98,10 @@ class Synthesis:
     micro_batch: int = 4
     lr: float = 0.01
     log_every: int = 5
+    eval_every: int | None = None  # None: no held-out prompt loss
+    eval_examples: int = 128
+    patience: int | None = None  # None: train every step
+    generate_at: list[int] = field(default_factory=list)
     generation_batch: int = 50
     generators: int | None = None  # None: as many as the cluster holds
     featurizer: str = "all-minilm-l6-v2"
@@ -96,6 +112,16 @@ class Synthesis:
         checks.at_least(self, 1, "samples", "length", "train_examples", "steps", "batch_size")
         checks.at_least(self, 1, "micro_batch", "log_every", "generation_batch")
         checks.at_least(self, 1, "generators", optional=True)
+        checks.at_least(self, 1, "eval_every", "patience", optional=True)
+        checks.at_least(self, 1, "eval_examples")
+        if self.patience is not None and self.eval_every is None:
+            raise ValueError("patience: early stopping needs the held-out loss (eval_every)")
+        at = list(self.generate_at)
+        if at != sorted(set(at)) or any(not 1 <= s < self.steps for s in at):
+            raise ValueError(
+                f"generate_at: increasing steps in 1..{self.steps - 1} (the final set is the "
+                f"last step's; got {at})"
+            )
         checks.at_least(self, 20, "min_mauve_samples")  # k-means needs a few points per cluster
         checks.positive(self, "lr")
         if self.samples < self.min_mauve_samples:
@@ -158,6 +184,7 @@ class Synthesis:
         needed = {
             "train_examples": (self.train_examples, len(examples.train), "training"),
             "samples": (self.samples, len(examples.held_out), "held-out"),
+            "eval_examples": (self.eval_examples, len(examples.held_out), "held-out"),
             "downstream.eval_examples": (
                 self.downstream.eval_examples,
                 len(examples.held_out),
@@ -274,19 +301,30 @@ class SynthesisJob:
         history: list[dict[str, Any]] = []
         context.begin(history)
         started = time.perf_counter()
-        module, pool_features, summary = None, None, {}
+        sets: dict[int, list[str]] = {}  # generate_at's sets, by step
+        module, pool_features, summary, trained = None, None, {}, {}
         if not uses_generator:
             texts = self.method.samples(pool, settings.samples, seeding.rng(seed, "reference"))
         else:
             soft = isinstance(self.method, SoftPromptMethod)
-            if soft and self.method.uses_features:  # before the generators take the CPUs
-                found = features(self.method.featurizer, pool, cluster, self.feature_cache)
-                pool_features = torch.as_tensor(found)
+            held = None
+            if soft:  # features before the generators take the CPUs
+                held = self.held_out_prompts(tokenizer, cluster)
+                if self.method.uses_features:
+                    found = features(self.method.featurizer, pool, cluster, self.feature_cache)
+                    pool_features = torch.as_tensor(found)
             generators = self.start_generators(cluster, count)
             before = ray.get([g.digest.remote() for g in generators])
+
+            def generate(module: Any) -> list[str]:
+                return self.generate(generators, tokenizer, module, pool, pool_features)
+
             if soft:
-                module = self.train_prompt(generators, pool_features, pool_ids, context, history)
-            texts = self.generate(generators, tokenizer, module, pool, pool_features)
+                module, trained = self.train_prompt(
+                    generators, pool_features, pool_ids, held, context, history,
+                    lambda step, module: sets.setdefault(step, generate(module)),
+                )  # fmt: skip
+            texts = sets.get(trained.get("prompt_step")) or generate(module)
             after = ray.get([g.digest.remote() for g in generators])
             for generator in generators:
                 ray.kill(generator)
@@ -294,10 +332,21 @@ class SynthesisJob:
                 raise CohortError("the frozen generator's weights changed during the run")
             summary["generator_sha256"] = before[0]
         generated_s = time.perf_counter() - started
-        context.write("samples.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in texts))
-        record = self.evaluate(texts, real, eval_texts, pool, cluster)
-        record.update(step=settings.steps if module is not None else 0,
-                      generation_s=round(generated_s, 1),
+        scored: dict[int, dict[str, Any]] = {}  # a set's scores, by the prompt's step
+        for step, at_step in sorted(sets.items()):
+            context.write(f"samples_{step}.jsonl", jsonl(at_step))
+            scored[step] = self.evaluate(at_step, real, eval_texts, pool, cluster)
+            record = {"step": step, **scored[step],
+                      "time_s": round(time.perf_counter() - started, 1)}  # fmt: skip
+            history.append(record)
+            line = progress_line(f"[set at step {step}]", record, PROGRESS, tail=TIME)
+            context.record(record, line)
+        context.write("samples.jsonl", jsonl(texts))
+        step = trained.get("prompt_step")
+        record = scored[step] if step in scored else self.evaluate(texts, real, eval_texts, pool,
+                                                                   cluster)  # fmt: skip
+        record = {**record, "step": 0, **trained}
+        record.update(generation_s=round(generated_s, 1),
                       time_s=round(time.perf_counter() - started, 1))  # fmt: skip
         history.append(record)
         context.record(record, progress_line("[synthetic set]", record, PROGRESS, tail=TIME))
@@ -306,13 +355,27 @@ class SynthesisJob:
             if module is not None
             else np.zeros(0, np.float32)
         )
-        curves = ("train_loss",) if module is not None else ()
+        curves = ("train_loss", "validation_loss", "mauve", "downstream_loss") if module else ()
         steps = f"{settings.samples} samples"
         weights = None  # the prompt module's (the generator is frozen and never written)
         if module is not None:
             weights = {k: v.detach().numpy() for k, v in module.named_parameters()}
         return Outcome(
             params, history, curves, x="step", steps=steps, summary=summary, weights=weights
+        )
+
+    def held_out_prompts(self, tokenizer: Any, cluster: Any) -> tuple[list[np.ndarray], Any]:
+        """The held-out prompt loss's examples (``eval_examples``, the same for every run) as
+        token ids, and their features when the prompt reads them (None otherwise)."""
+        held_out = self.examples.held_out
+        rows = seeding.rng(0, "prompt_eval").choice(
+            len(held_out), self.settings.eval_examples, replace=False
+        )
+        ids, texts = self.truncate(tokenizer, [held_out[i] for i in rows])
+        if not self.method.uses_features:
+            return ids, None
+        return ids, torch.as_tensor(
+            features(self.method.featurizer, texts, cluster, self.feature_cache)
         )
 
     def generator_count(self, cluster: Any) -> int:
@@ -327,9 +390,12 @@ class SynthesisJob:
         wait_started(generators, "generator", cluster)
         return generators
 
-    def train_prompt(self, generators, pool_features, pool_ids, context, history):
+    def train_prompt(self, generators, pool_features, pool_ids, held, context, history, at):
         """Adam on the prompt module's parameters; each step's gradient is the sum over
-        micro-batches (in order) of the generators' gradients with respect to the prompts."""
+        micro-batches (in order) of the generators' gradients with respect to the prompts.
+        Calls ``at(step, module)`` after each step of ``generate_at``. Returns the module (with
+        ``patience``: the prompt of the lowest held-out loss) and the final record's fields:
+        ``step``, the steps trained, and with ``patience`` ``prompt_step``, the kept prompt's."""
         settings, method, seed = self.settings, self.method, self.seed
         scale = ray.get(generators[0].embedding_scale.remote())
         torch.manual_seed(seeding.torch_seed(seed, "prompt_init"))
@@ -337,10 +403,14 @@ class SynthesisJob:
         module = method.build(self.spec.width, dims, scale)
         optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr)
         cadence = Cadence(settings.steps, settings.log_every)
+        held_out = (
+            None if settings.eval_every is None else Cadence(settings.steps, settings.eval_every)
+        )
         recorder = Recorder(context, history, functools.partial(prompt_line, settings.steps))
+        best = (np.inf, 0, None)  # (held-out loss, step, the module's state)
         started = time.perf_counter()
-        for step in range(settings.steps):
-            rows = seeding.rng(seed, "prompt_batch", step).choice(
+        for step in range(1, settings.steps + 1):
+            rows = seeding.rng(seed, "prompt_batch", step - 1).choice(
                 len(pool_ids), settings.batch_size, replace=False)  # fmt: skip
             z = None if pool_features is None else pool_features[rows]
             prompts = module(z, len(rows))
@@ -358,10 +428,37 @@ class SynthesisJob:
             optimizer.zero_grad(set_to_none=True)
             prompts.backward(torch.as_tensor(np.concatenate([r[2] for r in results])) / tokens)
             optimizer.step()
-            if step == 0 or cadence.evaluates(step + 1):
-                recorder.record({"step": step + 1, "train_loss": loss,
-                                 "time_s": round(time.perf_counter() - started, 1)})  # fmt: skip
-        return module
+            record = {"train_loss": loss} if step == 1 or cadence.evaluates(step) else {}
+            if held_out is not None and held_out.evaluates(step):
+                record["validation_loss"] = self.held_out_loss(generators, module, held)
+                if record["validation_loss"] < best[0]:
+                    best = (record["validation_loss"], step, copy.deepcopy(module.state_dict()))
+            if record:
+                time_s = round(time.perf_counter() - started, 1)
+                recorder.record({"step": step, **record, "time_s": time_s})
+            if step in settings.generate_at:
+                at(step, module)
+            if settings.patience and step - best[1] >= settings.patience * settings.eval_every:
+                break
+        if settings.patience is None:
+            return module, {"step": step}
+        module.load_state_dict(best[2])
+        return module, {"step": step, "prompt_step": best[1]}
+
+    def held_out_loss(self, generators, module, held) -> float:
+        """Nats per token of the held-out examples given their prompts, summed over
+        micro-batches in order (the same for any number of generators)."""
+        ids, z = held
+        with torch.no_grad():
+            prompts = module(z, len(ids)).numpy()
+        size = self.settings.micro_batch
+        refs = [
+            generators[i % len(generators)].log_likelihoods.remote(
+                prompts[a : a + size], ids[a : a + size]
+            )
+            for i, a in enumerate(range(0, len(ids), size))
+        ]
+        return -float(sum(ll.sum() for ll in ray.get(refs))) / sum(len(t) for t in ids)
 
     def prompts(self, tokenizer, module, pool, pool_features, batch: int, count: int) -> list:
         """Batch ``batch``'s ``count`` prompts (arrays: embeddings or token ids)."""
@@ -424,6 +521,11 @@ class SynthesisJob:
             "copied_fraction": float(np.mean([t in known for t in texts])),
         }
         return record
+
+
+def jsonl(texts: list[str]) -> str:
+    """One JSON object ``{"text": ...}`` a line."""
+    return "".join(json.dumps({"text": t}) + "\n" for t in texts)
 
 
 def prompt_line(steps: int, record: dict[str, Any]) -> str:
