@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from sim.protocols.cadence import Cadence, Recorder
+from sim.protocols.cadence import Cadence, EarlyStopping, Recorder
 
 
 def test_a_fixed_length_loop_evaluates_and_checkpoints_on_its_schedule_and_at_the_end():
@@ -48,3 +49,19 @@ def test_the_recorder_records_every_step_and_checkpoints_only_when_due():
     assert context.saved == [(2, 2), (4, 4), (5, 5)]  # each with the history up to its step
     assert len(asked) == 3  # the arrays are made only for a checkpoint
     assert recorder.step(6, {"step": 6}, arrays, done=True) and context.saved[-1] == (6, 6)
+
+
+def test_early_stopping_keeps_the_lowest_and_stops_after_patience_evaluations():
+    stopping = EarlyStopping(every=10, patience=2)
+    taken = []
+    for step, loss in ((10, 3.0), (20, 2.0), (30, 2.5), (40, 2.0)):  # 40 ties: not lower
+        stopping.update(step, loss, lambda step=step: taken.append(step) or f"state {step}")
+        assert stopping.stops(step) == (step == 40)
+    assert (stopping.best, stopping.best_step, stopping.state) == (2.0, 20, "state 20")
+    assert taken == [10, 20]  # the state is taken only when the loss is the lowest
+    assert not stopping.stops(39)  # 1.9 evaluations since the lowest
+    never = EarlyStopping(every=10)
+    never.update(10, 1.0, dict)
+    assert not never.stops(10**6)
+    with pytest.raises(ValueError, match="the loss is nan at step 30"):
+        stopping.update(30, float("nan"), dict)

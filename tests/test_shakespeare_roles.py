@@ -81,12 +81,15 @@ def hand_windows(text: str) -> tuple[np.ndarray, np.ndarray]:
 
 def test_parser_finds_each_role_and_its_lines():
     assert sr.parse_roles(PLAY) == ROLES
-    assert sr.speeches(PLAY) == [  # a speech resumed after a direction continues; a header ends it
-        ("ALP", ROLES["ALP"][:2]),
-        ("BET", ROLES["BET"]),
-        ("GAM", ROLES["GAM"]),
-        ("ALP", LONG),
-    ]
+    assert (
+        sr.speeches(PLAY)
+        == [  # a speech resumed after a direction continues; a header ends it
+            ("ALP", ROLES["ALP"][:2]),
+            ("BET", ROLES["BET"]),
+            ("GAM", ROLES["GAM"]),
+            ("ALP", LONG),
+        ]
+    )
     assert sr.speaker("MRS. PAGE.") == "MRS. PAGE" and sr.speaker("THESEUS") == "THESEUS"
     assert sr.speaker("DROMIO of EPHESUS.") == "DROMIO OF EPHESUS"
     assert sr.speaker("Give him the cup.") is None and sr.speaker("Nay, answer me.") is None

@@ -2,10 +2,12 @@
 step: evaluate every ``eval_every`` steps and at the last, record each step (the history,
 ``metrics.jsonl``, a progress line), checkpoint every ``checkpoint_every`` steps and when the loop
 ends, end at the last step or when the protocol says it is done (a label budget spent, every
-positive found). No Ray here: the Ray Train loops use :class:`Cadence` on their workers too."""
+positive found, a held-out loss that stopped improving). No Ray here: the Ray Train loops use
+:class:`Cadence` on their workers too."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,31 @@ class Cadence:
         """Checkpoint after ``step``: every ``checkpoint_every`` steps and when the loop ends."""
         every = self.checkpoint_every > 0 and step % self.checkpoint_every == 0
         return every or self.ends(step, done)
+
+
+@dataclass
+class EarlyStopping:
+    """Early stopping on a loss evaluated every ``every`` steps: the loop stops once
+    ``patience`` evaluations have passed without a lower loss (None: never), and the state of
+    the lowest is kept (``best_step``, ``state``)."""
+
+    every: int
+    patience: int | None = None
+    best: float = math.inf
+    best_step: int = 0
+    state: Any = None
+
+    def update(self, step: int, loss: float, state: Callable[[], Any]) -> None:
+        """Take the loss evaluated after ``step``; ``state()`` is kept when it is the lowest.
+        A loss that is not finite raises ValueError."""
+        if not math.isfinite(loss):
+            raise ValueError(f"the loss is {loss} at step {step}")
+        if loss < self.best:
+            self.best, self.best_step, self.state = loss, step, state()
+
+    def stops(self, step: int) -> bool:
+        """Whether the loop stops after ``step``."""
+        return self.patience is not None and step - self.best_step >= self.patience * self.every
 
 
 @dataclass

@@ -143,7 +143,7 @@ def matching_group(groups: Mapping[str, Sequence[Run]], wanted: str) -> str | No
     None if there is no such group or several."""
     if wanted in groups:
         return wanted
-    parts = set(wanted.split(", "))
+    parts = {part.strip() for part in wanted.split(",")}
     found = [label for label in groups if parts <= set(label.split(", "))]
     return found[0] if len(found) == 1 else None
 
@@ -417,7 +417,8 @@ def argument_parser() -> argparse.ArgumentParser:
         "--match",
         metavar="KEY=BASELINE",
         help="the first --x at which each group's mean --metric curve reaches the final value "
-        "of the group KEY=BASELINE (e.g. algorithm=lm), and its fraction of the baseline's run",
+        "of the group KEY=BASELINE (e.g. algorithm=lm; or the one group whose label holds these "
+        "key=value parts), and its fraction of the baseline's run",
     )
     parser.add_argument(
         "--slope",

@@ -8,11 +8,12 @@ its test data. Tasks, text-to-text as in T5:
 - ``documents``: which held-out document (for Shakespeare, which play) a passage comes from.
 - ``speaker``: which speaking role says a speech (Shakespeare's plays only): the first
   ``speech_tokens`` tokens of every speech at least that long, whose role is one of its play's
-  ``speakers`` most frequent (by such speeches); a class is a (play, role), a role's first
-  ``1 - test_fraction`` of speeches train, the rest test.
+  ``speakers`` most frequent (by such speeches); a class is a (play, role) (5 held-out plays x 3
+  roles: 15 classes), a role's first ``1 - test_fraction`` of speeches train, the rest test.
 - ``follows``: whether passage half B follows half A: a passage's first half, a separator (the
   first sentinel), then its own second half (label 1) or another passage's second half (label
-  0; of the same document when it has another in the split), half of each, drawn once, the same
+  0; of the same document when it has another passage in the split, else of another), half of
+  each, drawn once, the same
   for every run (stream ``(0, "follows", split)``).
 - The three are classifications: a linear head (zero-initialised) on the mean of the encoder's
   outputs over the input (at most ``model.context`` tokens), trained with the whole model.
@@ -137,9 +138,12 @@ def speaker_data(
             ids = encode("\n".join(lines))
             if len(ids) >= length:
                 by_role.setdefault(role, []).append(np.asarray(ids[:length]))
-        ranked = sorted(by_role, key=lambda role: -len(by_role[role]))  # stable: first spoken
+        ranked = sorted(by_role, key=lambda role: -len(by_role[role]))  # ties: first to speak one
         classes += [np.stack(by_role[role]) for role in ranked[:speakers]]
-    what = f"speaker: speeches of at least {length} tokens in the held-out plays (Shakespeare's)"
+    what = (
+        f"speaker: speeches of at least {length} tokens in the held-out plays (Shakespeare's; "
+        "a corpus without plays: leave speaker out of protocol.downstream.tasks)"
+    )
     return labelled(classes, test_fraction, what)
 
 

@@ -259,7 +259,8 @@ class PretrainingJob:
         recorder = Recorder(context, list(self.resumed.history), line)
         context.begin(recorder.history)
         final: dict[str, np.ndarray] = {}
-        data = {task: ray.put(part) for task, part in self.data.items()}
+        refs = {id(part): ray.put(part) for part in self.data.values()}  # passages once
+        data = {task: refs[id(part)] for task, part in self.data.items()}
         snapshots = Snapshots(self, data, cluster.worker.ray_options())
 
         def on_checkpoint(step: int, arrays: dict[str, np.ndarray]) -> None:

@@ -11,7 +11,8 @@ on held-out real text of a small GPT trained on it.
    prompt module, their gradient comes from the generators in micro-batches of ``micro_batch``
    examples summed in a fixed order, so the numbers do not depend on the number of generators.
    Every ``eval_every`` steps (and at the last) the held-out prompt loss: nats per token of
-   ``eval_examples`` held-out examples (the same for every run) given their prompts; with
+   ``eval_examples`` validation examples (training examples outside the target sample) given
+   their prompts; with
    ``patience``, training stops after that many evaluations without a lower one and the prompt
    of the lowest is kept (early stopping). At each step of ``generate_at`` a set is also
    generated from the prompt of that step (MAUVE and downstream loss against prompt training).
@@ -58,7 +59,7 @@ from sim.interfaces.synthesis import (
     TargetDomain,
 )
 from sim.interfaces.teacher_student import LanguageModelSpec
-from sim.protocols.cadence import Cadence, Recorder
+from sim.protocols.cadence import Cadence, EarlyStopping, Recorder
 from sim.protocols.synthesis import evaluation
 from sim.protocols.synthesis.evaluation import FEATURE_CHUNK, Downstream
 from sim.protocols.synthesis.generator import FrozenLM
@@ -184,7 +185,6 @@ class Synthesis:
         needed = {
             "train_examples": (self.train_examples, len(examples.train), "training"),
             "samples": (self.samples, len(examples.held_out), "held-out"),
-            "eval_examples": (self.eval_examples, len(examples.held_out), "held-out"),
             "downstream.eval_examples": (
                 self.downstream.eval_examples,
                 len(examples.held_out),
@@ -206,6 +206,12 @@ class Synthesis:
                 raise ConfigError(
                     f"protocol.{key}: {count} exceeds the domain's {available} {split} examples"
                 )
+        rest = len(examples.train) - self.train_examples  # the validation functions' source
+        if self.eval_every is not None and self.eval_examples > rest:
+            raise ConfigError(
+                f"protocol.eval_examples: {self.eval_examples} exceeds the {rest} training "
+                f"examples outside the target sample of {self.train_examples}"
+            )
         return SynthesisJob(
             settings=self,
             domain=domain,
@@ -309,7 +315,7 @@ class SynthesisJob:
             soft = isinstance(self.method, SoftPromptMethod)
             held = None
             if soft:  # features before the generators take the CPUs
-                held = self.held_out_prompts(tokenizer, cluster)
+                held = self.validation(tokenizer, cluster, pool_rows)
                 if self.method.uses_features:
                     found = features(self.method.featurizer, pool, cluster, self.feature_cache)
                     pool_features = torch.as_tensor(found)
@@ -355,7 +361,9 @@ class SynthesisJob:
             if module is not None
             else np.zeros(0, np.float32)
         )
-        curves = ("train_loss", "validation_loss", "mauve", "downstream_loss") if module else ()
+        curves = ()
+        if module is not None:
+            curves = ("train_loss", "validation_loss", "mauve", "downstream_loss")
         steps = f"{settings.samples} samples"
         weights = None  # the prompt module's (the generator is frozen and never written)
         if module is not None:
@@ -364,19 +372,23 @@ class SynthesisJob:
             params, history, curves, x="step", steps=steps, summary=summary, weights=weights
         )
 
-    def held_out_prompts(self, tokenizer: Any, cluster: Any) -> tuple[list[np.ndarray], Any]:
-        """The held-out prompt loss's examples (``eval_examples``, the same for every run) as
-        token ids, and their features when the prompt reads them (None otherwise)."""
-        held_out = self.examples.held_out
-        rows = seeding.rng(0, "prompt_eval").choice(
-            len(held_out), self.settings.eval_examples, replace=False
+    def validation(self, tokenizer: Any, cluster: Any, pool_rows: np.ndarray):
+        """The held-out prompt loss's ``eval_examples`` functions: drawn from the training split
+        outside the run's target sample (never trained on, apart from MAUVE's and the
+        downstream's held-out sets), as token ids, and their features when the prompt reads
+        them (None otherwise); None without ``eval_every``."""
+        if self.settings.eval_every is None:
+            return None
+        train = self.examples.train
+        rest = np.setdiff1d(np.arange(len(train)), pool_rows)
+        rows = seeding.rng(self.seed, "prompt_eval").choice(
+            rest, self.settings.eval_examples, replace=False
         )
-        ids, texts = self.truncate(tokenizer, [held_out[i] for i in rows])
+        ids, texts = self.truncate(tokenizer, [train[i] for i in rows])
         if not self.method.uses_features:
             return ids, None
-        return ids, torch.as_tensor(
-            features(self.method.featurizer, texts, cluster, self.feature_cache)
-        )
+        found = features(self.method.featurizer, texts, cluster, self.feature_cache)
+        return ids, torch.as_tensor(found)
 
     def generator_count(self, cluster: Any) -> int:
         """``protocol.generators``, checked to fit, else as many as fit (at most 64)."""
@@ -403,26 +415,17 @@ class SynthesisJob:
         module = method.build(self.spec.width, dims, scale)
         optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr)
         cadence = Cadence(settings.steps, settings.log_every)
-        held_out = (
-            None if settings.eval_every is None else Cadence(settings.steps, settings.eval_every)
-        )
+        held_out = None if held is None else Cadence(settings.steps, settings.eval_every)
+        stopping = EarlyStopping(settings.eval_every or 1, settings.patience)
         recorder = Recorder(context, history, functools.partial(prompt_line, settings.steps))
-        best = (np.inf, 0, None)  # (held-out loss, step, the module's state)
         started = time.perf_counter()
         for step in range(1, settings.steps + 1):
             rows = seeding.rng(seed, "prompt_batch", step - 1).choice(
                 len(pool_ids), settings.batch_size, replace=False)  # fmt: skip
             z = None if pool_features is None else pool_features[rows]
             prompts = module(z, len(rows))
-            parts = range(0, len(rows), settings.micro_batch)
-            refs = [
-                generators[i % len(generators)].prompt_gradients.remote(
-                    prompts[a : a + settings.micro_batch].detach().numpy(),
-                    [pool_ids[r] for r in rows[a : a + settings.micro_batch]],
-                )
-                for i, a in enumerate(parts)
-            ]
-            results = ray.get(refs)
+            results = self.spread(generators, "prompt_gradients", prompts.detach().numpy(),
+                                  [pool_ids[r] for r in rows])  # fmt: skip
             tokens = sum(r[1] for r in results)
             loss = sum(r[0] for r in results) / tokens
             optimizer.zero_grad(set_to_none=True)
@@ -431,34 +434,43 @@ class SynthesisJob:
             record = {"train_loss": loss} if step == 1 or cadence.evaluates(step) else {}
             if held_out is not None and held_out.evaluates(step):
                 record["validation_loss"] = self.held_out_loss(generators, module, held)
-                if record["validation_loss"] < best[0]:
-                    best = (record["validation_loss"], step, copy.deepcopy(module.state_dict()))
+                try:
+                    kept = functools.partial(copy.deepcopy, module.state_dict())
+                    stopping.update(step, record["validation_loss"], kept)
+                except ValueError as error:
+                    raise CohortError(
+                        f"protocol.eval_every: the held-out prompt {error} (protocol.lr too high?)"
+                    ) from None
             if record:
                 time_s = round(time.perf_counter() - started, 1)
                 recorder.record({"step": step, **record, "time_s": time_s})
             if step in settings.generate_at:
                 at(step, module)
-            if settings.patience and step - best[1] >= settings.patience * settings.eval_every:
+            if stopping.stops(step):
                 break
         if settings.patience is None:
             return module, {"step": step}
-        module.load_state_dict(best[2])
-        return module, {"step": step, "prompt_step": best[1]}
+        module.load_state_dict(stopping.state)
+        return module, {"step": step, "prompt_step": stopping.best_step}
 
     def held_out_loss(self, generators, module, held) -> float:
-        """Nats per token of the held-out examples given their prompts, summed over
+        """Nats per token of the validation functions given their prompts, summed over
         micro-batches in order (the same for any number of generators)."""
         ids, z = held
         with torch.no_grad():
             prompts = module(z, len(ids)).numpy()
+        found = self.spread(generators, "log_likelihoods", prompts, ids)
+        return -float(sum(ll.sum() for ll in found)) / sum(len(t) for t in ids)
+
+    def spread(self, generators, method: str, prompts: np.ndarray, targets: list) -> list:
+        """The generators' ``method`` on consecutive micro-batches of ``micro_batch`` prompts
+        and targets, round robin; the results in order."""
         size = self.settings.micro_batch
-        refs = [
-            generators[i % len(generators)].log_likelihoods.remote(
-                prompts[a : a + size], ids[a : a + size]
-            )
-            for i, a in enumerate(range(0, len(ids), size))
-        ]
-        return -float(sum(ll.sum() for ll in ray.get(refs))) / sum(len(t) for t in ids)
+        return ray.get([
+            getattr(generators[i % len(generators)], method).remote(
+                prompts[a : a + size], targets[a : a + size])
+            for i, a in enumerate(range(0, len(targets), size))
+        ])  # fmt: skip
 
     def prompts(self, tokenizer, module, pool, pool_features, batch: int, count: int) -> list:
         """Batch ``batch``'s ``count`` prompts (arrays: embeddings or token ids)."""
