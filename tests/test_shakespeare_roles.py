@@ -15,6 +15,7 @@ import sim
 from envs.shakespeare_roles import ALL_LETTERS, SEQ_LEN, UNKNOWN, Role, ShakespeareRoles
 from envs.text import Document
 from models.lstm import CharLSTM
+from sim.training import plays
 
 LONG = [f"Line {i} of my long speech, that fills the windows." for i in range(12)]
 PLAY = "\n".join(
@@ -80,9 +81,9 @@ def hand_windows(text: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_parser_finds_each_role_and_its_lines():
-    assert sr.parse_roles(PLAY) == ROLES
+    assert plays.parse_roles(PLAY) == ROLES
     assert (
-        sr.speeches(PLAY)
+        plays.speeches(PLAY)
         == [  # a speech resumed after a direction continues; a header ends it
             ("ALP", ROLES["ALP"][:2]),
             ("BET", ROLES["BET"]),
@@ -90,10 +91,10 @@ def test_parser_finds_each_role_and_its_lines():
             ("ALP", LONG),
         ]
     )
-    assert sr.speaker("MRS. PAGE.") == "MRS. PAGE" and sr.speaker("THESEUS") == "THESEUS"
-    assert sr.speaker("DROMIO of EPHESUS.") == "DROMIO OF EPHESUS"
-    assert sr.speaker("Give him the cup.") is None and sr.speaker("Nay, answer me.") is None
-    assert sr.is_play(PLAY) and not sr.is_play("SONNETS\n\nI\n\nFrom fairest creatures")
+    assert plays.speaker("MRS. PAGE.") == "MRS. PAGE" and plays.speaker("THESEUS") == "THESEUS"
+    assert plays.speaker("DROMIO of EPHESUS.") == "DROMIO OF EPHESUS"
+    assert plays.speaker("Give him the cup.") is None and plays.speaker("Nay, answer me.") is None
+    assert plays.is_play(PLAY) and not plays.is_play("SONNETS\n\nI\n\nFrom fairest creatures")
 
 
 def test_role_text_encoding_and_windows_as_leaf():

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from sim import checks, seeding
+from sim.training.plays import is_play, speeches
 from sim.training.span_corruption import Vocabulary, span_batch, span_loss, target_spans
 
 CLASSIFICATIONS = ("documents", "speaker", "follows")
@@ -129,8 +130,6 @@ def speaker_data(
     """The ``speaker`` task of the plays among ``texts``: the first ``length`` tokens
     (``encode(text) -> ids``) of each speech of at least that many, for each play's
     ``speakers`` roles with the most such speeches (ties: the first to give one)."""
-    from envs.shakespeare_roles import is_play, speeches
-
     classes: list[np.ndarray] = []
     for text in filter(is_play, texts):
         by_role: dict[str, list[np.ndarray]] = {}

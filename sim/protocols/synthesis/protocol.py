@@ -12,10 +12,10 @@ on held-out real text of a small GPT trained on it.
    examples summed in a fixed order, so the numbers do not depend on the number of generators.
    Every ``eval_every`` steps (and at the last) the held-out prompt loss: nats per token of
    ``eval_examples`` validation examples (training examples outside the target sample) given
-   their prompts; with
-   ``patience``, training stops after that many evaluations without a lower one and the prompt
-   of the lowest is kept (early stopping). At each step of ``generate_at`` a set is also
-   generated from the prompt of that step (MAUVE and downstream loss against prompt training).
+   their prompts; with ``patience``, training stops after that many evaluations without a
+   lower one and the prompt of the lowest is kept (early stopping). At each step of
+   ``generate_at`` a set is also generated from the prompt of that step (MAUVE and downstream
+   loss against prompt training).
 3. ``samples`` examples are generated in batches of ``generation_batch``; batch b's prompts and
    sampling are seeded by ``(seed, "generate", b)``, whichever generator runs it.
 4. MAUVE (features by ``featurizer``) against ``samples`` held-out examples, and the
@@ -338,20 +338,12 @@ class SynthesisJob:
                 raise CohortError("the frozen generator's weights changed during the run")
             summary["generator_sha256"] = before[0]
         generated_s = time.perf_counter() - started
-        scored: dict[int, dict[str, Any]] = {}  # a set's scores, by the prompt's step
-        for step, at_step in sorted(sets.items()):
-            context.write(f"samples_{step}.jsonl", jsonl(at_step))
-            scored[step] = self.evaluate(at_step, real, eval_texts, pool, cluster)
-            record = {"step": step, **scored[step],
-                      "time_s": round(time.perf_counter() - started, 1)}  # fmt: skip
-            history.append(record)
-            line = progress_line(f"[set at step {step}]", record, PROGRESS, tail=TIME)
-            context.record(record, line)
+        score = functools.partial(self.evaluate, real=real, eval_texts=eval_texts, pool=pool,
+                                  cluster=cluster)  # fmt: skip
+        scored = self.score_sets(sets, score, context, history, started)
         context.write("samples.jsonl", jsonl(texts))
         step = trained.get("prompt_step")
-        record = scored[step] if step in scored else self.evaluate(texts, real, eval_texts, pool,
-                                                                   cluster)  # fmt: skip
-        record = {**record, "step": 0, **trained}
+        record = {**(scored[step] if step in scored else score(texts)), "step": 0, **trained}
         record.update(generation_s=round(generated_s, 1),
                       time_s=round(time.perf_counter() - started, 1))  # fmt: skip
         history.append(record)
@@ -372,10 +364,25 @@ class SynthesisJob:
             params, history, curves, x="step", steps=steps, summary=summary, weights=weights
         )
 
+    @staticmethod
+    def score_sets(sets, score, context, history, started) -> dict[int, dict[str, Any]]:
+        """Score each ``generate_at`` set (``score(texts)``) in step order, write and record it;
+        the scores by step."""
+        scored = {}
+        for step, texts in sorted(sets.items()):
+            context.write(f"samples_{step}.jsonl", jsonl(texts))
+            scored[step] = score(texts)
+            record = {"step": step, **scored[step],
+                      "time_s": round(time.perf_counter() - started, 1)}  # fmt: skip
+            history.append(record)
+            context.record(record, progress_line(f"[set at step {step}]", record, PROGRESS,
+                                                 tail=TIME))  # fmt: skip
+        return scored
+
     def validation(self, tokenizer: Any, cluster: Any, pool_rows: np.ndarray):
         """The held-out prompt loss's ``eval_examples`` functions: drawn from the training split
-        outside the run's target sample (never trained on, apart from MAUVE's and the
-        downstream's held-out sets), as token ids, and their features when the prompt reads
+        outside the run's target sample (never trained on, and apart from the held-out sets of
+        MAUVE and the downstream loss), as token ids, and their features when the prompt reads
         them (None otherwise); None without ``eval_every``."""
         if self.settings.eval_every is None:
             return None
@@ -439,7 +446,7 @@ class SynthesisJob:
                     stopping.update(step, record["validation_loss"], kept)
                 except ValueError as error:
                     raise CohortError(
-                        f"protocol.eval_every: the held-out prompt {error} (protocol.lr too high?)"
+                        f"the held-out prompt loss is not finite ({error}): a lower protocol.lr?"
                     ) from None
             if record:
                 time_s = round(time.perf_counter() - started, 1)
