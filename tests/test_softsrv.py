@@ -271,6 +271,7 @@ def test_a_short_softsrv_run_end_to_end_the_same_on_one_or_two_generators(tmp_pa
     assert (one.output_dir / "artifacts" / "samples.jsonl").read_text() == "\n".join(samples) + "\n"
 
 
+@pytest.mark.slow  # two runs on SmolLM2, ~65 s: EarlyStopping's rule is tested by hand by default
 def test_early_stopping_keeps_the_prompt_of_the_lowest_held_out_loss(tmp_path):
     # lr 0.3: the held-out loss rises after step 1 (4.10, then 4.64 here), so patience 1 stops at
     # step 2 and keeps step 1's prompt: the prompt, and the set, of a run of 1 step

@@ -165,6 +165,7 @@ def test_a_sweep_s_jobs_nest_under_one_parent_run(server, tmp_path):
     assert parent.info.status == "FINISHED"
 
 
+@pytest.mark.slow  # an MLflow server started and killed, ~30-40 s (the suite's budget)
 def test_a_server_that_dies_mid_run_costs_one_warning(tmp_path):
     process, uri = start_server(tmp_path / "doomed")
     out = tmp_path / "run"
