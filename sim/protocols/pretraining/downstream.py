@@ -212,14 +212,15 @@ def finetune(
     model.load_state_dict({k.removeprefix("model/"): torch.tensor(v) for k, v in arrays.items()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
     rng = seeding.rng(seed, "finetune", task)
-    if task != "infill":
+    classifying = task in CLASSIFICATIONS
+    if classifying:
         labels = torch.tensor(data.train_labels)
         head = torch.nn.Linear(spec.width, data.classes)
         torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
         optimizer.add_param_group({"params": head.parameters()})
     for _ in range(settings.steps):
         pick = rng.choice(len(data.train), settings.batch_size, replace=False)
-        if task != "infill":
+        if classifying:
             inputs = torch.tensor(data.train[pick, : model.context])
             loss = F.cross_entropy(classify(model, head, inputs), labels[pick])
         else:
@@ -230,7 +231,7 @@ def finetune(
         loss.backward()
         optimizer.step()
     model.eval()
-    if task != "infill":
+    if classifying:
         return {f"{task}_accuracy": accuracy(model, head, data)}
     return infill_scores(model, vocab, data, corruption)
 

@@ -116,7 +116,7 @@ class Pretraining:
         of a snapshot beside them."""
         return Reservation({"worker": 1}, trained=cluster.num_workers or 1)
 
-    def task_data(
+    def downstream_data(
         self, held_out: list[np.ndarray], raw: int, context: int, vocab: Vocabulary, tokenizer: Any
     ) -> dict[str, downstream.TaskData]:
         """Each downstream task's data from the held-out documents (token ids): passages of
@@ -182,7 +182,7 @@ class Pretraining:
             for doc in downstream.split_at(split, vocab.eos)
         ]  # fmt: skip
         try:
-            data = self.task_data(held_out, raw, spec.context, vocab, streams.tokenizer())
+            data = self.downstream_data(held_out, raw, spec.context, vocab, streams.tokenizer())
         except ValueError as error:
             raise ConfigError(f"protocol.downstream: {error}") from None
         for task, part in data.items():
