@@ -241,9 +241,10 @@ def test_the_protocol_refuses_bad_input_before_anything_runs(tmp_path, extra, ne
 
 
 @pytest.mark.slow  # a real 135M-parameter model end to end, twice (~50 s): pytest -m slow
-def test_a_short_run_on_smollm2_end_to_end(tmp_path):
+def test_a_short_run_on_smollm2_end_to_end(tmp_path, capsys):
     """A distilled run, then an undistilled one that reads the first's cached pretrained draft:
-    both start from the same draft (the same acceptance rate at step 0, to the bit)."""
+    both start from the same draft (the same acceptance rate at step 0, to the bit). The Ray
+    task's progress lines reach the run's console."""
     import sim
     from tests.conftest import ensure_ray
 
@@ -268,6 +269,10 @@ def test_a_short_run_on_smollm2_end_to_end(tmp_path):
     assert undistilled.history[0]["alpha"] == history[0]["alpha"]  # the same starting draft
     assert cached.stat().st_mtime_ns == written  # read, not trained again
     assert not np.array_equal(undistilled.params, run.params)
+    console = capsys.readouterr().out
+    for line in ("[draft pretrain 1/", "[draft distill 4/4]", "[draft pretrain] the cached draft",
+                 "[measure] speculative decoding"):  # fmt: skip
+        assert line in console, console
 
 
 def test_every_job_of_the_preset_passes_the_protocols_checks():

@@ -136,3 +136,27 @@ def test_a_killed_oracle_comes_back_with_its_revealed_set(ray_session):
     assert len(desk.label(np.array([0, 2, 6, 7, 8]))) == 5  # the rest of the budget
     with pytest.raises(LabelingError, match="budget"):
         desk.label(np.array([10]))
+
+
+
+def test_a_tasks_lines_reach_the_caller_before_its_value(ray_session, capsys):
+    """``logged`` in a streaming task, ``follow`` in the caller: the lines printed in order,
+    then the value; an exception in the work is the task's error."""
+    from sim.runtime.workers import follow, logged
+
+    @ray.remote(num_returns="streaming")
+    def task(fail: bool):
+        def work(log):
+            for step in (1, 2):
+                log(f"step {step}")
+            if fail:
+                raise ValueError("broken at step 3")
+            return {"value": 42}
+
+        yield from logged(work)
+
+    assert follow(task.remote(False)) == {"value": 42}
+    assert capsys.readouterr().out == "step 1\nstep 2\n"
+    with pytest.raises(ValueError, match="broken at step 3"):
+        follow(task.remote(True))
+    assert capsys.readouterr().out == "step 1\nstep 2\n"

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import heapq
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -182,6 +185,49 @@ def actor_device(num_cpus: float) -> torch.device:
     if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
         return torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
     return torch.device("cpu")
+
+
+@dataclass
+class Returned:
+    """The value a :func:`logged` task yields last, after its lines."""
+
+    value: Any
+
+
+def logged(work: Callable[[Callable[[str], None]], Any]) -> Iterator[str | Returned]:
+    """Inside a generator task (``num_returns="streaming"``): run ``work(log)`` in a thread,
+    yield each line it logs as it comes, then its value; its exception is raised here. With
+    :func:`follow` on the caller's side, a long task's progress reaches the caller's console
+    (a sweep job's ``log.txt``) while it runs, not Ray's worker logs."""
+    lines: queue.Queue[object] = queue.Queue()
+    done, outcome = object(), {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work(lines.put)
+        except BaseException as error:  # raised again in the task's own thread
+            outcome["error"] = error
+        finally:
+            lines.put(done)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    while (line := lines.get()) is not done:
+        yield str(line)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    yield Returned(outcome["value"])
+
+
+def follow(generator: Any) -> Any:
+    """The caller's side of :func:`logged`: print each line as it arrives; the task's value."""
+    for ref in generator:
+        item = ray.get(ref)
+        if isinstance(item, Returned):
+            return item.value
+        print(item, flush=True)
+    raise CohortError("the task ended without returning its value")
 
 
 class WorkerGroup:

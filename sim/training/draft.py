@@ -286,6 +286,7 @@ def pretrained_draft(
     device: torch.device,
     cache_dir: str | None = None,
     rebuild: bool = False,
+    log: Any = print,
 ) -> torch.nn.Module:
     """``spec.build(vocab_size)`` on ``device`` after :func:`pretrain` on ``stream``: cached
     under ``<cache_dir>/models/drafts`` by its shape, the pretraining settings, the seed, the
@@ -305,7 +306,8 @@ def pretrained_draft(
     with open(path.with_name(f"{key}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not rebuild and load_cached(draft, path):
+            log(f"[draft pretrain] the cached draft {path.name}")
             return draft.eval()
-        pretrain(draft, stream, training, seed)
+        pretrain(draft, stream, training, seed, log)
         save_atomically(draft, path)
     return draft.eval()

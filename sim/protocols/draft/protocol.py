@@ -28,6 +28,7 @@ when it returns.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -44,7 +45,7 @@ from sim.protocols.teacher_student.protocol import HeldOut
 from sim.runtime.config import ClusterConfig
 from sim.runtime.progress import progress_line
 from sim.runtime.reservation import Reservation
-from sim.runtime.workers import actor_device
+from sim.runtime.workers import actor_device, follow, logged
 from sim.training import draft as recipe
 from sim.training.draft import DraftTraining, token_examples
 from sim.training.sampling import sample_continuations
@@ -143,8 +144,8 @@ class DraftJob:
     def run(self, context: RunContext) -> Outcome:
         context.begin([])
         options = context.cluster.worker.ray_options()
-        ref = _run.options(**options).remote(self, seeding.torch_seed(self.seed, "measure"))
-        history, weights = ray.get(ref)
+        task = _run.options(**options).remote(self, seeding.torch_seed(self.seed, "measure"))
+        history, weights = follow(task)  # its lines printed here as they come
         steps = self.distill_steps
         for record in history:
             context.record(record, step_line(steps, record))
@@ -159,10 +160,17 @@ def step_line(steps: int, record: dict[str, Any]) -> str:
     return progress_line(head, record, PROGRESS, tail=("time_s", "{:.0f}s"))
 
 
-@ray.remote
-def _run(job: DraftJob, measure_seed: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """The whole run inside one task (see the module docstring)."""
+@ray.remote(num_returns="streaming")
+def _run(job: DraftJob, measure_seed: int) -> Iterator[Any]:
+    """The whole run inside one task (see the module docstring); its progress lines stream to
+    the caller, then its history and the draft's weights."""
     device = actor_device(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
+    yield from logged(lambda log: _work(job, measure_seed, device, log))
+
+
+def _work(
+    job: DraftJob, measure_seed: int, device: torch.device, log: Callable[[str], None]
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     model, tokenizer = job.target.load()
     target = CausalLM(model.to(device))
     settings, method, held = job.settings, job.algorithm, job.settings.held_out
@@ -187,7 +195,7 @@ def _run(job: DraftJob, measure_seed: int) -> tuple[list[dict[str, Any]], dict[s
             f"{settings.context + 1}"
         )
     draft = recipe.pretrained_draft(job.draft, target.vocab_size, stream, settings, job.seed,
-                                    device, settings.cache_dir)  # fmt: skip
+                                    device, settings.cache_dir, log=log)  # fmt: skip
     prompts = recipe.evenly_spaced(held_out, held.prompts, held.prompt_length)
     references = {
         name: sample_continuations(target, torch.from_numpy(prompts).to(device), held.new_tokens,
@@ -206,8 +214,12 @@ def _run(job: DraftJob, measure_seed: int) -> tuple[list[dict[str, Any]], dict[s
 
     evaluate(0, None, {})
     if job.distill_steps:
-        recipe.distill(draft, target, train, settings, method, job.seed,
+        recipe.distill(draft, target, train, settings, method, job.seed, log=log,
                        every=settings.eval_every, evaluate=evaluate)  # fmt: skip
+    log(
+        f"[measure] speculative decoding of {held.prompts} held-out prompts, gammas "
+        f"{list(method.gammas)}, temperatures {list(method.decode_temperatures)}"
+    )
     tick = time.perf_counter()
     history[-1] |= method.final_measures(target, draft, prompts, held.new_tokens, measure_seed)
     history[-1]["measure_s"] = time.perf_counter() - tick
