@@ -138,7 +138,6 @@ def test_a_killed_oracle_comes_back_with_its_revealed_set(ray_session):
         desk.label(np.array([10]))
 
 
-
 def test_a_tasks_lines_reach_the_caller_before_its_value(ray_session, capsys):
     """``logged`` in a streaming task, ``follow`` in the caller: the lines printed in order,
     then the value; an exception in the work is the task's error."""
