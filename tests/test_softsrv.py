@@ -4,6 +4,8 @@ tiny random Llama (no wheel needed), MAUVE's ends, bad input, and a short run on
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -246,10 +248,18 @@ def test_a_missing_model_wheel_says_which_package_and_how(tmp_path, monkeypatch)
         sim.run([*TINY, f"output_dir={tmp_path / 'run'}"])
 
 
-def test_a_short_softsrv_run_end_to_end_the_same_on_one_or_two_generators(tmp_path):
+HELD_OUT = ["protocol.eval_every=2", "protocol.eval_examples=16"]  # at steps 2 and 3
+
+
+def softsrv_run(tmp_path: Path, generators: int) -> Any:
     ensure_ray()
-    held_out = ["protocol.eval_every=2", "protocol.eval_examples=16"]  # at steps 2 and 3
-    result = sim.run([*TINY, *held_out, "protocol.generators=2", f"output_dir={tmp_path / 'run'}"])
+    name = f"generators{generators}"
+    return sim.run([*TINY, *HELD_OUT, f"protocol.generators={generators}",
+                    f"output_dir={tmp_path / name}"])  # fmt: skip
+
+
+def test_a_short_softsrv_run_end_to_end(tmp_path):
+    result = softsrv_run(tmp_path, generators=2)
     training, final = result.history[:-1], result.history[-1]
     assert [r["step"] for r in training] == [1, 2, 3]
     assert ["validation_loss" in r for r in training] == [False, True, True]
@@ -262,13 +272,18 @@ def test_a_short_softsrv_run_end_to_end_the_same_on_one_or_two_generators(tmp_pa
     assert len(summary["generator_sha256"]) == 64  # checked equal before and after: unchanged
     assert np.abs(result.params).sum() > 0
     assert SoftSRV().uses_features and not SoftSRV(variant="single").uses_features
-    one = sim.run([*TINY, *held_out, "protocol.generators=1", f"output_dir={tmp_path / 'one'}"])
+
+
+@pytest.mark.slow  # two runs on SmolLM2, ~60 s
+def test_the_same_run_on_one_or_two_generators(tmp_path):
+    two, one = softsrv_run(tmp_path, generators=2), softsrv_run(tmp_path, generators=1)
     timing = {"time_s", "generation_s"}
     assert [{k: v for k, v in r.items() if k not in timing} for r in one.history] == [
-        {k: v for k, v in r.items() if k not in timing} for r in result.history
+        {k: v for k, v in r.items() if k not in timing} for r in two.history
     ]
-    assert np.array_equal(one.params, result.params)
-    assert (one.output_dir / "artifacts" / "samples.jsonl").read_text() == "\n".join(samples) + "\n"
+    assert np.array_equal(one.params, two.params)
+    samples = [r.output_dir / "artifacts" / "samples.jsonl" for r in (one, two)]
+    assert samples[0].read_text() == samples[1].read_text()
 
 
 @pytest.mark.slow  # two runs on SmolLM2, ~65 s: EarlyStopping's rule is tested by hand by default
@@ -307,3 +322,89 @@ def test_a_damaged_smollm2_copy_is_made_again_with_one_warning(tmp_path, capsys)
     warnings = [x for x in capsys.readouterr().err.splitlines() if "damaged" in x]
     assert len(warnings) == 1 and folder.name in warnings[0]
     json.loads((folder / "tokenizer.json").read_text())  # made whole again
+
+
+def test_a_checkpoint_gives_back_the_prompt_adam_early_stopping_and_the_sets():
+    """``checkpoint_arrays`` then ``Resumed``: the prompt and Adam state to the bit (two more
+    steps from either give the same prompt), the lowest held-out loss, its step and its
+    prompt, the sets generated so far, and the seconds trained."""
+    from sim.protocols.cadence import EarlyStopping
+    from sim.protocols.synthesis.protocol import Resumed, checkpoint_arrays
+
+    def trained(steps: int, module=None, optimizer=None):
+        torch.manual_seed(0)
+        module = module or torch.nn.Linear(3, 2)
+        optimizer = optimizer or torch.optim.Adam(module.parameters(), lr=0.1)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            module(torch.ones(4, 3)).square().sum().backward()
+            optimizer.step()
+        return module, optimizer
+
+    module, optimizer = trained(3)
+    stopping = EarlyStopping(every=1, patience=2)
+    history = [{"step": 1, "validation_loss": 2.0, "time_s": 1.5},
+               {"step": 2, "validation_loss": 1.0, "time_s": 3.0},
+               {"step": 3, "validation_loss": 1.5, "time_s": 4.5}]  # fmt: skip
+    kept = {k: v + 1 for k, v in module.state_dict().items()}  # step 2's prompt, say
+    for record in history:
+        stopping.update(record["step"], record["validation_loss"], lambda: kept)
+    sets = {2: ["def f():", 'é ünïcode "quoted"\n']}
+    arrays = checkpoint_arrays(module, optimizer, stopping, sets)
+    resumed = Resumed.of((arrays, {"round": 3, "history": history}))
+
+    fresh = torch.nn.Linear(3, 2)
+    fresh_optimizer = torch.optim.Adam(fresh.parameters(), lr=0.1)
+    again = EarlyStopping(every=1, patience=2)
+    assert resumed.restore(fresh, fresh_optimizer, again) == 4.5
+    assert (again.best, again.best_step) == (1.0, 2) and not again.stops(3)
+    assert all(torch.equal(again.state[k], kept[k]) for k in kept)
+    assert resumed.sets() == sets and resumed.step == 3
+    trained(2, module, optimizer)
+    trained(2, fresh, fresh_optimizer)
+    for k, v in module.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    assert Resumed.of(None).restore(fresh, fresh_optimizer, again) == 0.0
+
+
+@pytest.mark.slow  # three short runs on SmolLM2, ~90 s
+def test_a_run_stopped_mid_training_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    """Stopped at its third held-out evaluation (an error there), the run resumes from its
+    checkpoint after the second (step 2, after step 2's set) and ends as a run never stopped:
+    the records, the prompt, both sets."""
+    from sim.protocols.synthesis.protocol import SynthesisJob
+
+    ensure_ray()
+    shape = [*TINY, "protocol.steps=4", "protocol.eval_every=1", "protocol.eval_examples=8",
+             "protocol.generate_at=[2]"]  # fmt: skip
+    whole = sim.run([*shape, f"output_dir={tmp_path / 'whole'}"])
+    evaluate, calls = SynthesisJob.held_out_loss, []
+
+    def failing(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("stopped at step 3")
+        return evaluate(self, *args)
+
+    monkeypatch.setattr(SynthesisJob, "held_out_loss", failing)
+    with pytest.raises(RuntimeError, match="stopped at step 3"):
+        sim.run([*shape, f"output_dir={tmp_path / 'stopped'}"])
+    counted = []
+
+    def counting(self, *args):
+        counted.append(1)
+        return evaluate(self, *args)
+
+    monkeypatch.setattr(SynthesisJob, "held_out_loss", counting)
+    resumed = sim.run([*shape, "resume=true", f"output_dir={tmp_path / 'stopped'}"])
+    assert len(counted) == 2  # steps 3 and 4: it went on from step 2's checkpoint
+    timing = {"time_s", "generation_s"}
+
+    def figures(history):
+        return [{k: v for k, v in r.items() if k not in timing} for r in history]
+
+    assert figures(resumed.history) == figures(whole.history)
+    assert np.array_equal(resumed.params, whole.params)
+    for name in ("samples.jsonl", "samples_2.jsonl"):
+        texts = [(run.output_dir / "artifacts" / name).read_text() for run in (whole, resumed)]
+        assert texts[0] == texts[1], name

@@ -162,7 +162,7 @@ def test_ctrl_c_keeps_finished_jobs_and_resume_runs_the_rest(ray_session, tmp_pa
     """One job at a time: Ctrl-C while job 1 runs; ``resume=true`` skips job 0 (its summary
     untouched), continues job 1 from its checkpoint and runs job 2; the numbers are those of
     an uninterrupted run."""
-    run = ["protocol.rounds=150", "protocol.eval_every=5", "protocol.checkpoint_every=5"]
+    run = ["protocol.rounds=80", "protocol.eval_every=5", "protocol.checkpoint_every=5"]
     sweep = tmp_path / "sweep"
     command = [
         "-m", "hydra/launcher=cohort", "hydra.launcher.max_concurrent=1", *run, "seed=0,1,2",

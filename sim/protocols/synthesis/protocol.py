@@ -15,7 +15,9 @@ on held-out real text of a small GPT trained on it.
    their prompts; with ``patience``, training stops after that many evaluations without a
    lower one and the prompt of the lowest is kept (early stopping). At each step of
    ``generate_at`` a set is also generated from the prompt of that step (MAUVE and downstream
-   loss against prompt training).
+   loss against prompt training). The run is checkpointed after each held-out evaluation and
+   each ``generate_at`` set (:class:`Resumed`): ``resume=true`` continues it from there, to the
+   same numbers as a run never stopped.
 3. ``samples`` examples are generated in batches of ``generation_batch``; batch b's prompts and
    sampling are seeded by ``(seed, "generate", b)``, whichever generator runs it.
 4. MAUVE (features by ``featurizer``) against ``samples`` held-out examples, and the
@@ -60,6 +62,7 @@ from sim.interfaces.synthesis import (
 )
 from sim.interfaces.teacher_student import LanguageModelSpec
 from sim.protocols.cadence import Cadence, EarlyStopping, Recorder
+from sim.protocols.ray_train import load_state, state_arrays
 from sim.protocols.synthesis import evaluation
 from sim.protocols.synthesis.evaluation import FEATURE_CHUNK, Downstream
 from sim.protocols.synthesis.generator import FrozenLM
@@ -220,6 +223,7 @@ class Synthesis:
             learner=learner,
             seed=setup.seed,
             examples=examples,
+            resumed=Resumed.of(setup.start),
         )
 
     @staticmethod
@@ -263,6 +267,58 @@ def features(name: str, texts: list[str], cluster: Any, cache: Path | None) -> n
     return found
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """Where prompt training starts: step 0, or a checkpoint's step and records, with its
+    arrays: the prompt module and its Adam state (``model/``, ``optimizer/``), the prompt of the
+    lowest held-out loss so far (``best/``) and the ``generate_at`` sets generated so far
+    (``set/<step>``: their texts as JSON bytes)."""
+
+    step: int = 0
+    history: tuple[dict[str, Any], ...] = ()
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, start: Any) -> Resumed:
+        if start is None:
+            return cls()
+        arrays, meta = start
+        return cls(meta["round"], tuple(meta["history"]), dict(arrays))
+
+    def part(self, prefix: str) -> dict[str, np.ndarray]:
+        """The arrays under ``prefix/``, by the rest of their names."""
+        return {k.removeprefix(prefix): v for k, v in self.arrays.items() if k.startswith(prefix)}
+
+    def sets(self) -> dict[int, list[str]]:
+        return {int(step): json.loads(v.tobytes()) for step, v in self.part("set/").items()}
+
+    def restore(self, module: Any, optimizer: Any, stopping: EarlyStopping) -> float:
+        """The checkpoint's prompt, Adam state and early stopping's state put back; the
+        seconds of prompt training it had done."""
+        if not self.step:
+            return 0.0
+        load_state(module, optimizer, self.arrays)
+        for record in self.history:  # the lowest held-out loss, as the loop found it
+            if "validation_loss" in record:
+                stopping.update(record["step"], record["validation_loss"], lambda: None)
+        best = self.part("best/")
+        stopping.state = {k: torch.tensor(v) for k, v in best.items()} if best else None
+        return max((r["time_s"] for r in self.history if "time_s" in r), default=0.0)
+
+
+def checkpoint_arrays(
+    module: Any, optimizer: Any, stopping: EarlyStopping, sets: dict[int, list[str]]
+) -> dict[str, np.ndarray]:
+    """What :class:`Resumed` reads back: the prompt, its Adam state, the kept prompt and the
+    sets generated so far."""
+    arrays = state_arrays(module, optimizer)
+    if stopping.state is not None:
+        arrays |= {f"best/{k}": v.numpy() for k, v in stopping.state.items()}
+    for step, texts in sets.items():
+        arrays[f"set/{step}"] = np.frombuffer(json.dumps(texts).encode(), dtype=np.uint8)
+    return arrays
+
+
 @dataclass
 class SynthesisJob:
     settings: Synthesis
@@ -272,6 +328,7 @@ class SynthesisJob:
     learner: Any  # the downstream LM's shape
     seed: int
     examples: Any  # envs.target_text.TargetExamples
+    resumed: Resumed = field(default_factory=Resumed)
 
     @property
     def feature_cache(self) -> Path:
@@ -304,10 +361,10 @@ class SynthesisJob:
         _, eval_texts = self.truncate(tokenizer, [held_out[i] for i in eval_rows])
         uses_generator = not isinstance(self.method, ReferenceMethod)
         count = self.generator_count(cluster) if uses_generator else 0
-        history: list[dict[str, Any]] = []
+        history: list[dict[str, Any]] = list(self.resumed.history)
         context.begin(history)
         started = time.perf_counter()
-        sets: dict[int, list[str]] = {}  # generate_at's sets, by step
+        sets = self.resumed.sets()  # generate_at's sets, by step
         module, pool_features, summary, trained = None, None, {}, {}
         if not uses_generator:
             texts = self.method.samples(pool, settings.samples, seeding.rng(seed, "reference"))
@@ -327,9 +384,8 @@ class SynthesisJob:
 
             if soft:
                 module, trained = self.train_prompt(
-                    generators, pool_features, pool_ids, held, context, history,
-                    lambda step, module: sets.setdefault(step, generate(module)),
-                )  # fmt: skip
+                    generators, pool_features, pool_ids, held, context, history, sets, generate
+                )
             texts = sets.get(trained.get("prompt_step")) or generate(module)
             after = ray.get([g.digest.remote() for g in generators])
             for generator in generators:
@@ -409,10 +465,12 @@ class SynthesisJob:
         wait_started(generators, "generator", cluster)
         return generators
 
-    def train_prompt(self, generators, pool_features, pool_ids, held, context, history, at):
+    def train_prompt(self, generators, pool_features, pool_ids, held, context, history, sets,
+                     generate):  # fmt: skip
         """Adam on the prompt module's parameters; each step's gradient is the sum over
         micro-batches (in order) of the generators' gradients with respect to the prompts.
-        Calls ``at(step, module)`` after each step of ``generate_at``. Returns the module (with
+        After each step of ``generate_at``, ``sets[step] = generate(module)``; a checkpoint
+        after each of those and each held-out evaluation. Returns the module (with
         ``patience``: the prompt of the lowest held-out loss) and the final record's fields:
         ``step``, the steps trained, and with ``patience`` ``prompt_step``, the kept prompt's."""
         settings, method, seed = self.settings, self.method, self.seed
@@ -425,8 +483,10 @@ class SynthesisJob:
         held_out = None if held is None else Cadence(settings.steps, settings.eval_every)
         stopping = EarlyStopping(settings.eval_every or 1, settings.patience)
         recorder = Recorder(context, history, functools.partial(prompt_line, settings.steps))
-        started = time.perf_counter()
-        for step in range(1, settings.steps + 1):
+        started = time.perf_counter() - self.resumed.restore(module, optimizer, stopping)
+        step = self.resumed.step
+        while step < settings.steps and not stopping.stops(step):
+            step += 1
             rows = seeding.rng(seed, "prompt_batch", step - 1).choice(
                 len(pool_ids), settings.batch_size, replace=False)  # fmt: skip
             z = None if pool_features is None else pool_features[rows]
@@ -452,9 +512,9 @@ class SynthesisJob:
                 time_s = round(time.perf_counter() - started, 1)
                 recorder.record({"step": step, **record, "time_s": time_s})
             if step in settings.generate_at:
-                at(step, module)
-            if stopping.stops(step):
-                break
+                sets[step] = generate(module)
+            if "validation_loss" in record or step in settings.generate_at:
+                context.save(checkpoint_arrays(module, optimizer, stopping, sets), step, history)
         if settings.patience is None:
             return module, {"step": step}
         module.load_state_dict(stopping.state)
