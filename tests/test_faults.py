@@ -138,24 +138,42 @@ def test_a_killed_oracle_comes_back_with_its_revealed_set(ray_session):
         desk.label(np.array([10]))
 
 
-def test_a_tasks_lines_reach_the_caller_before_its_value(ray_session, capsys):
-    """``logged`` in a streaming task, ``follow`` in the caller: the lines printed in order,
-    then the value; an exception in the work is the task's error."""
-    from sim.runtime.workers import follow, logged
+def test_a_tasks_lines_reach_the_caller_while_it_runs(ray_session, tmp_path, monkeypatch):
+    """``logged`` in a streaming task, ``follow`` in the caller: each line is printed while the
+    task still runs (the task waits for the caller to have printed its first line), in order,
+    then the value comes; an exception in the work is the task's error; ``show=False``: quiet."""
+    from sim.runtime import workers
+
+    seen, printed = tmp_path / "seen", []
+
+    def caller_print(line, flush=False):
+        printed.append(line)
+        seen.touch()
+
+    monkeypatch.setattr(workers, "print", caller_print, raising=False)
 
     @ray.remote(num_returns="streaming")
-    def task(fail: bool):
+    def task(fail: bool, seen):
         def work(log):
-            for step in (1, 2):
-                log(f"step {step}")
+            log("step 1")
+            waited = time.monotonic()
+            while not seen.exists():
+                if time.monotonic() - waited > 60:
+                    raise TimeoutError("the caller had not printed step 1 while the task ran")
+                time.sleep(0.05)
+            log("step 2")
             if fail:
                 raise ValueError("broken at step 3")
             return {"value": 42}
 
-        yield from logged(work)
+        yield from workers.logged(work)
 
-    assert follow(task.remote(False)) == {"value": 42}
-    assert capsys.readouterr().out == "step 1\nstep 2\n"
+    assert workers.follow(task.remote(False, seen)) == {"value": 42}
+    assert printed == ["step 1", "step 2"]
+    seen.unlink()
     with pytest.raises(ValueError, match="broken at step 3"):
-        follow(task.remote(True))
-    assert capsys.readouterr().out == "step 1\nstep 2\n"
+        workers.follow(task.remote(True, seen))
+    assert printed == ["step 1", "step 2"] * 2
+    seen.touch()  # the quiet caller prints nothing: the task must not wait for it
+    assert workers.follow(task.remote(False, seen), show=False) == {"value": 42}
+    assert printed == ["step 1", "step 2"] * 2

@@ -324,12 +324,14 @@ def test_a_damaged_smollm2_copy_is_made_again_with_one_warning(tmp_path, capsys)
     json.loads((folder / "tokenizer.json").read_text())  # made whole again
 
 
-def test_a_checkpoint_gives_back_the_prompt_adam_early_stopping_and_the_sets():
-    """``checkpoint_arrays`` then ``Resumed``: the prompt and Adam state to the bit (two more
-    steps from either give the same prompt), the lowest held-out loss, its step and its
-    prompt, the sets generated so far, and the seconds trained."""
+def test_a_checkpoint_gives_back_the_prompt_adam_early_stopping_and_the_sets(tmp_path):
+    """``checkpoint_arrays``, written and read as a run's checkpoint, then ``Resumed``: the
+    prompt and Adam state to the bit (two more steps from either give the same prompt), the
+    lowest held-out loss, its step and its prompt, the sets generated so far, and the seconds
+    trained."""
     from sim.protocols.cadence import EarlyStopping
     from sim.protocols.synthesis.protocol import Resumed, checkpoint_arrays
+    from sim.runtime import checkpoint
 
     def trained(steps: int, module=None, optimizer=None):
         torch.manual_seed(0)
@@ -350,8 +352,10 @@ def test_a_checkpoint_gives_back_the_prompt_adam_early_stopping_and_the_sets():
     for record in history:
         stopping.update(record["step"], record["validation_loss"], lambda: kept)
     sets = {2: ["def f():", 'é ünïcode "quoted"\n']}
-    arrays = checkpoint_arrays(module, optimizer, stopping, sets)
-    resumed = Resumed.of((arrays, {"round": 3, "history": history}))
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save(path, checkpoint_arrays(module, optimizer, stopping, sets),
+                    {"round": 3, "history": history})  # fmt: skip
+    resumed = Resumed.of(checkpoint.load(path))
 
     fresh = torch.nn.Linear(3, 2)
     fresh_optimizer = torch.optim.Adam(fresh.parameters(), lr=0.1)
@@ -371,13 +375,16 @@ def test_a_checkpoint_gives_back_the_prompt_adam_early_stopping_and_the_sets():
 def test_a_run_stopped_mid_training_resumes_to_the_same_numbers(tmp_path, monkeypatch):
     """Stopped at its third held-out evaluation (an error there), the run resumes from its
     checkpoint after the second (step 2, after step 2's set) and ends as a run never stopped:
-    the records, the prompt, both sets."""
+    the records, the prompt, both sets. At lr 0.3 the held-out loss rises after step 1, so early
+    stopping keeps a prompt from before the checkpoint: its restored state decides it."""
     from sim.protocols.synthesis.protocol import SynthesisJob
 
     ensure_ray()
     shape = [*TINY, "protocol.steps=4", "protocol.eval_every=1", "protocol.eval_examples=8",
-             "protocol.generate_at=[2]"]  # fmt: skip
+             "protocol.generate_at=[2]", "protocol.lr=0.3", "algorithm.variant=single",
+             "protocol.patience=3"]  # fmt: skip
     whole = sim.run([*shape, f"output_dir={tmp_path / 'whole'}"])
+    assert whole.history[-1]["prompt_step"] <= 2, whole.history
     evaluate, calls = SynthesisJob.held_out_loss, []
 
     def failing(self, *args):

@@ -58,6 +58,7 @@ class RunContext(Protocol):
 
     seed: int
     cluster: Any  # sim.runtime.config.ClusterConfig: roles' resources, the number of workers
+    progress: bool  # whether the run prints its progress lines (progress=false: quiet)
 
     def begin(self, history: list[dict[str, Any]]) -> None:
         """Every check has passed: write the config and the history so far (a resumed run's)."""

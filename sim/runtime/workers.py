@@ -210,6 +210,7 @@ def logged(work: Callable[[Callable[[str], None]], Any]) -> Iterator[str | Retur
         finally:
             lines.put(done)
 
+    # A caller that cancels the task ends its process (force=True is the only cancel used).
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     while (line := lines.get()) is not done:
@@ -220,13 +221,15 @@ def logged(work: Callable[[Callable[[str], None]], Any]) -> Iterator[str | Retur
     yield Returned(outcome["value"])
 
 
-def follow(generator: Any) -> Any:
-    """The caller's side of :func:`logged`: print each line as it arrives; the task's value."""
+def follow(generator: Any, show: bool = True) -> Any:
+    """The caller's side of :func:`logged`: print each line as it arrives (unless not
+    ``show``); the task's value."""
     for ref in generator:
         item = ray.get(ref)
         if isinstance(item, Returned):
             return item.value
-        print(item, flush=True)
+        if show:
+            print(item, flush=True)
     raise CohortError("the task ended without returning its value")
 
 

@@ -145,7 +145,7 @@ class DraftJob:
         context.begin([])
         options = context.cluster.worker.ray_options()
         task = _run.options(**options).remote(self, seeding.torch_seed(self.seed, "measure"))
-        history, weights = follow(task)  # its lines printed here as they come
+        history, weights = follow(task, show=context.progress)  # lines printed as they come
         steps = self.distill_steps
         for record in history:
             context.record(record, step_line(steps, record))
