@@ -286,7 +286,7 @@ class Resumed:
         return cls(meta["round"], tuple(meta["history"]), dict(arrays))
 
     def part(self, prefix: str) -> dict[str, np.ndarray]:
-        """The arrays under ``prefix/``, by the rest of their names."""
+        """The arrays whose names start with ``prefix`` (e.g. ``"set/"``), by the rest."""
         return {k.removeprefix(prefix): v for k, v in self.arrays.items() if k.startswith(prefix)}
 
     def sets(self) -> dict[int, list[str]]:
