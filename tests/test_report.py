@@ -245,6 +245,24 @@ def test_a_metric_recorded_only_as_text_is_said_to_be_so(
     assert "numeric metrics: " in err and "train_loss" in err and len(err.splitlines()) == 1
 
 
+def test_runs_along_another_axis_are_named_with_the_options_that_draw_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sweep of a protocol that counts steps, reported with the defaults (test_accuracy per
+    round): the one-line error says what the runs record per step, and how to ask for it."""
+    run = tmp_path / "run"
+    write_run(run, ["seed=0"], {"test_accuracy": 0.5})
+    records = [{"step": s, "alpha": 0.2 + s / 100, "distill_loss": 1.0} for s in (0, 20, 40)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in records))
+    assert main([str(run), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "cohort: error: no run records 'test_accuracy' per round; numeric metrics: -; "
+        "per step: alpha, distill_loss (--x step --metric alpha)"
+    )
+    assert main([str(run), "--x", "step", "--metric", "alpha", "--out", str(tmp_path / "o")]) == 0
+
+
 def test_main_unknown_metric_exits_2(multirun: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(multirun), "--metric", "nope"]) == 2
     err = capsys.readouterr().err

@@ -358,15 +358,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+AXES = ("round", "step", "labels")  # the x axes the protocols record along
+
+
 def unrecorded(runs: Sequence[Run], metric: str, x: str) -> str:
     """Why no curve of ``metric`` over ``x`` can be drawn: the numeric metrics the runs do record
-    per ``x``, and ``metric`` named apart when it is recorded but never as a number."""
-    numeric = sorted({k for run in runs for rec in run.history for k, v in rec.items()
-                      if is_number(v) and is_number(rec.get(x))} - {x})  # fmt: skip
-    listed = ", ".join(numeric) or "-"
+    per ``x``, ``metric`` named apart when it is recorded but never as a number, and, when they
+    record none per ``x``, what they record along the other axes (a sweep of a protocol that
+    counts steps reported with the default ``--x round``)."""
+
+    def numeric(axis: str) -> list[str]:
+        return sorted({k for run in runs for rec in run.history for k, v in rec.items()
+                       if is_number(v) and is_number(rec.get(axis))} - {axis})  # fmt: skip
+
+    listed = ", ".join(numeric(x)) or "-"
     if any(metric in rec for run in runs for rec in run.history):
         return f"{metric!r} is recorded, but never as a number per {x}; numeric metrics: {listed}"
-    return f"no run records {metric!r} per {x}; numeric metrics: {listed}"
+    along = {axis: numeric(axis) for axis in AXES if axis != x} if listed == "-" else {}
+    others = "".join(f"; per {axis}: {', '.join(found)} (--x {axis} --metric {found[0]})"
+                     for axis, found in along.items() if found)  # fmt: skip
+    return f"no run records {metric!r} per {x}; numeric metrics: {listed}{others}"
 
 
 def argument_parser() -> argparse.ArgumentParser:
