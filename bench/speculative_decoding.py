@@ -175,9 +175,10 @@ def main() -> None:
         parser.error("--leniences: each in (0, 1); 1, lossless, is always measured")
     torch.set_num_threads(args.threads)
     method = DistillSpec(divergence=args.divergence, data=args.data, refresh=1, prompt_length=32)
-    if args.pretrain_steps < 0:
-        parser.error("--pretrain-steps: must be >= 0")
-    training = DraftTraining(pretrain_steps=args.pretrain_steps)
+    try:
+        training = DraftTraining(pretrain_steps=args.pretrain_steps)
+    except ValueError as error:  # its own check of the value
+        parser.error(f"--pretrain-steps: {error}")
     if args.quick:
         training = replace(training, pretrain_steps=4, steps=2, target_pool=8)
         args.prompts, args.new_tokens, args.gammas = 2, 8, [1, 3]

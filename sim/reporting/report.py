@@ -371,12 +371,13 @@ def unrecorded(runs: Sequence[Run], metric: str, x: str) -> str:
         return sorted({k for run in runs for rec in run.history for k, v in rec.items()
                        if is_number(v) and is_number(rec.get(axis))} - {axis})  # fmt: skip
 
-    listed = ", ".join(numeric(x)) or "-"
+    per_x = numeric(x)
+    listed = ", ".join(per_x) or "-"
     if any(metric in rec for run in runs for rec in run.history):
         return f"{metric!r} is recorded, but never as a number per {x}; numeric metrics: {listed}"
-    along = {axis: numeric(axis) for axis in AXES if axis != x} if listed == "-" else {}
+    along = [] if per_x else [(axis, numeric(axis)) for axis in AXES if axis != x]
     others = "".join(f"; per {axis}: {', '.join(found)} (--x {axis} --metric {found[0]})"
-                     for axis, found in along.items() if found)  # fmt: skip
+                     for axis, found in along if found)  # fmt: skip
     return f"no run records {metric!r} per {x}; numeric metrics: {listed}{others}"
 
 
