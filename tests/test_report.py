@@ -263,6 +263,18 @@ def test_runs_along_another_axis_are_named_with_the_options_that_draw_them(
     assert main([str(run), "--x", "step", "--metric", "alpha", "--out", str(tmp_path / "o")]) == 0
 
 
+def test_runs_of_the_covering_protocol_are_named_per_queries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Active covering records along ``queries`` (its Outcome.x): the hint names that axis too."""
+    run = tmp_path / "run"
+    write_run(run, ["seed=0"], {"test_accuracy": 0.5})
+    records = [{"queries": q, "covered": q / 10} for q in (10, 20)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in records))
+    assert main([str(run), "--out", str(tmp_path / "out")]) == 2
+    assert "per queries: covered (--x queries --metric covered)" in capsys.readouterr().err
+
+
 def test_main_unknown_metric_exits_2(multirun: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(multirun), "--metric", "nope"]) == 2
     err = capsys.readouterr().err

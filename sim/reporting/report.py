@@ -358,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-AXES = ("round", "step", "labels")  # the x axes the protocols record along
+AXES = ("round", "step", "labels", "queries")  # the protocols' x axes (their Outcome.x)
 
 
 def unrecorded(runs: Sequence[Run], metric: str, x: str) -> str:
