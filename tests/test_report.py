@@ -275,6 +275,24 @@ def test_runs_of_the_covering_protocol_are_named_per_queries(
     assert "per queries: covered (--x queries --metric covered)" in capsys.readouterr().err
 
 
+def test_a_run_s_own_axis_from_its_summary_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plug-in protocol's axis (its Outcome.x, in summary.json as ``x``) is named like the
+    built-in ones: the hint reads the runs' axes, not only a list of the known protocols'."""
+    run = tmp_path / "run"
+    write_run(run, ["seed=0"], {"test_accuracy": 0.5})
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "x": "epoch"}))
+    records = [{"epoch": e, "val_loss": 1 / e} for e in (1, 2)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in records))
+    assert main([str(run), "--out", str(tmp_path / "out")]) == 2
+    assert "per epoch: val_loss (--x epoch --metric val_loss)" in capsys.readouterr().err
+    (run / "summary.json").write_text(json.dumps({**summary, "x": 3}))
+    assert main([str(run), "--out", str(tmp_path / "out")]) == 2
+    assert "its 'x' is not a string" in capsys.readouterr().err
+
+
 def test_main_unknown_metric_exits_2(multirun: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(multirun), "--metric", "nope"]) == 2
     err = capsys.readouterr().err

@@ -56,6 +56,7 @@ class Run:
     history: list[dict[str, Any]]  # one record per round, from metrics.jsonl
     wall_time_s: float | None
     rounds: int | None
+    x: str | None = None  # the axis its records count (its protocol's Outcome.x)
 
 
 @dataclass(frozen=True)
@@ -358,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-AXES = ("round", "step", "labels", "queries")  # the protocols' x axes (their Outcome.x)
+AXES = ("round", "step", "labels", "queries")  # built-in protocols' axes: runs without "x"
 
 
 def unrecorded(runs: Sequence[Run], metric: str, x: str) -> str:
@@ -375,7 +376,8 @@ def unrecorded(runs: Sequence[Run], metric: str, x: str) -> str:
     listed = ", ".join(per_x) or "-"
     if any(metric in rec for run in runs for rec in run.history):
         return f"{metric!r} is recorded, but never as a number per {x}; numeric metrics: {listed}"
-    along = [] if per_x else [(axis, numeric(axis)) for axis in AXES if axis != x]
+    axes = dict.fromkeys([*(run.x for run in runs if run.x), *AXES])  # the runs' own first
+    along = [] if per_x else [(axis, numeric(axis)) for axis in axes if axis != x]
     others = "".join(f"; per {axis}: {', '.join(found)} (--x {axis} --metric {found[0]})"
                      for axis, found in along if found)  # fmt: skip
     return f"no run records {metric!r} per {x}; numeric metrics: {listed}{others}"
@@ -669,9 +671,9 @@ def _load_run(run_dir: Path) -> Run:
                 if not isinstance(record, dict):
                     raise CohortError(f"{metrics}:{number}: expected a JSON object (a record)")
                 history.append(record)
-    for key, kind in (("config", dict), ("final", dict), ("overrides", list)):
+    for key, kind in (("config", dict), ("final", dict), ("overrides", list), ("x", str)):
         if summary.get(key) is not None and not isinstance(summary[key], kind):
-            what = "an object" if kind is dict else "a list"
+            what = {dict: "an object", list: "a list", str: "a string"}[kind]
             raise CohortError(f"{run_dir / SUMMARY}: its {key!r} is not {what}")
     return Run(
         path=run_dir,
@@ -681,6 +683,7 @@ def _load_run(run_dir: Path) -> Run:
         history=history,
         wall_time_s=summary.get("wall_time_s"),
         rounds=summary.get("rounds"),
+        x=summary.get("x"),
     )
 
 

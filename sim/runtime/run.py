@@ -269,6 +269,7 @@ def write_outputs(
         "overrides": list(overrides),
         "final": final,
         "rounds": len(history),
+        "x": outcome.x,  # the axis its records count (cohort report names it)
         "wall_time_s": wall_time,
         "params_sha256": hashlib.sha256(outcome.params.tobytes()).hexdigest(),
         **outcome.summary,
